@@ -1,0 +1,66 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func run(t *testing.T, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Execute(context.Background(), args, strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestPolicyCheck(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	bad := filepath.Join(dir, "bad.yaml")
+	_ = os.WriteFile(good, []byte("apiVersion: dnstune.io/v1alpha1\nkind: Policy\n"), 0o600)
+	_ = os.WriteFile(bad, []byte("apiVersion: dnstune.io/v1alpha1\nkind: Policy\nnodeLocalDNS: nope\nrules:\n  - namespaces: [a]\n    profile: gone\n"), 0o600)
+
+	if code, out, _ := run(t, "", "policy", "check", good); code != 0 || out != "ok\n" {
+		t.Fatalf("good policy: exit %d, %q", code, out)
+	}
+	code, out, _ := run(t, "", "policy", "check", bad)
+	want := bad + ":3:15: nodeLocalDNS: must be an IPv4 or IPv6 address, got \"nope\"\n" +
+		bad + ":6:14: rules[0].profile: no profile named \"gone\" (profiles: nodelocal, resilient)\n"
+	if code != 1 || out != want {
+		t.Fatalf("bad policy: exit %d\n%s\nwant\n%s", code, out, want)
+	}
+	if code, _, errOut := run(t, "", "policy", "check", filepath.Join(dir, "missing.yaml")); code != 1 || !strings.Contains(errOut, "failed to read policy") {
+		t.Fatalf("missing file: exit %d, %q", code, errOut)
+	}
+}
+
+func TestMutateCommand(t *testing.T) {
+	code, out, errOut := run(t, "", "mutate", "-f", "../../../examples/deployment.yaml", "-o", "diff")
+	if code != 0 || !strings.Contains(out, "+      dnsConfig:") || !strings.Contains(out, "+        dnstune.io/profile: resilient") {
+		t.Fatalf("exit %d, stderr %q, diff:\n%s", code, errOut, out)
+	}
+	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: a, image: alpine:3.20}]\n"
+	code, out, errOut = run(t, pod, "mutate", "-f", "-", "-n", "team")
+	if code != 0 || !strings.Contains(out, "single-request-reopen") {
+		t.Fatalf("stdin: exit %d, %q", code, out)
+	}
+	if !strings.Contains(errOut, "Pod team/p: dnstune: container \"a\" uses \"alpine:3.20\"") {
+		t.Fatalf("musl warning missing from stderr: %q", errOut)
+	}
+	if code, _, errOut := run(t, "", "mutate", "-f", "-", "-o", "json"); code != 1 || !strings.Contains(errOut, "--output must be yaml or diff") {
+		t.Fatalf("bad output flag: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut := run(t, "", "mutate"); code != 1 || !strings.Contains(errOut, "-f is required") {
+		t.Fatalf("missing -f: exit %d, %q", code, errOut)
+	}
+}
+
+func TestWebhookValidatesFlags(t *testing.T) {
+	code, _, errOut := run(t, "", "webhook")
+	if code != 1 || !strings.Contains(errOut, "--policy is required") || !strings.Contains(errOut, "--cert-dir is required") {
+		t.Fatalf("exit %d, %q", code, errOut)
+	}
+}

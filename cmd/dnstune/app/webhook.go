@@ -1,0 +1,38 @@
+package app
+
+import (
+	"github.com/spf13/cobra"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/dnstune/dnstune/webhook"
+)
+
+func newWebhookCommand() *cobra.Command {
+	var (
+		o       webhook.Options
+		verbose bool
+	)
+	cmd := &cobra.Command{
+		Use:   "webhook",
+		Short: "Serve the mutating admission webhook for Pod CREATE over TLS",
+		Args:  cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error {
+			return o.Validate()
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := newLogger(cmd.ErrOrStderr(), verbose)
+			ctrllog.SetLogger(log)
+			return webhook.Run(cmd.Context(), o, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.PolicyFile, "policy", "", "policy file (required); edits are picked up without a restart")
+	f.StringVar(&o.CertDir, "cert-dir", "", "directory with tls.crt and tls.key (required); reloaded when they change")
+	f.IntVar(&o.Port, "port", 9443, "TLS port for /mutate-v1-pod")
+	f.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", `Prometheus metrics address ("0" disables)`)
+	f.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig for out-of-cluster use (default: in-cluster, or $KUBECONFIG)")
+	f.BoolVar(&o.EnableHTTP2, "enable-http2", false, "offer HTTP/2 on the TLS port (off: avoids HTTP/2 rapid-reset attacks)")
+	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging (one line per skipped pod)")
+	return cmd
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds the upstream control-plane binaries the e2e suite runs on, from the Go
+# module proxy, into bin/tools/<version>/. A binary that is already there is
+# not rebuilt. kubectl comes from the machine (PATH).
+#
+# Usage: hack/build-tools.sh [OUT_DIR]
+set -euo pipefail
+
+KUBE_VERSION=v1.37.1
+ETCD_VERSION=$(grep -oE "go.etcd.io/etcd/server/v3 v[0-9.]+" "$(dirname "$0")/tools/etcd/go.mod" | head -1 | cut -d" " -f2)
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-$root/bin/tools/kube-$KUBE_VERSION-etcd-$ETCD_VERSION}
+mkdir -p "$out"
+
+ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
+ -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 \
+ -X k8s.io/component-base/version.gitTreeState=clean"
+
+build() { # name dir pkg ldflags
+  local name=$1 dir=$2 pkg=$3 flags=$4
+  if [ -x "$out/$name" ]; then
+    echo "tools: $name already built in $out"
+    return
+  fi
+  echo "tools: building $name (cold: several minutes)..."
+  local start=$SECONDS
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "$flags" -o "$out/$name.tmp" "$pkg")
+  mv "$out/$name.tmp" "$out/$name"
+  echo "tools: built $name in $((SECONDS - start))s"
+}
+
+build etcd "$root/hack/tools/etcd" . "-s -w"
+build kube-apiserver "$root/hack/tools/kube" ./kube-apiserver "$ldflags"
+build kube-controller-manager "$root/hack/tools/kube" ./kube-controller-manager "$ldflags"
+
+kubectl_path=$(command -v kubectl || true)
+if [ -n "$kubectl_path" ] && [ ! -e "$out/kubectl" ]; then
+  ln -s "$kubectl_path" "$out/kubectl"
+fi
+ln -sfn "$out" "$root/bin/tools/current"
+echo "$out"

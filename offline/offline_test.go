@@ -1,0 +1,125 @@
+package offline
+
+import (
+	"bytes"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/dnstune/dnstune/policy"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from the current output")
+
+// TestGolden runs every testdata/<case>.yaml through Mutate and compares the
+// result, structurally, with testdata/<case>.golden.yaml.
+func TestGolden(t *testing.T) {
+	inputs, _ := filepath.Glob("testdata/*.yaml")
+	var cases int
+	for _, in := range inputs {
+		if strings.HasSuffix(in, ".golden.yaml") {
+			continue
+		}
+		cases++
+		name := strings.TrimSuffix(filepath.Base(in), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			src, err := os.ReadFile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, _, err := Mutate(src, Options{Policy: policy.Default(), ClusterDNS: netip.MustParseAddr("10.96.0.10")})
+			if err != nil {
+				t.Fatalf("Mutate: %v", err)
+			}
+			golden := strings.TrimSuffix(in, ".yaml") + ".golden.yaml"
+			if *update {
+				if err := os.WriteFile(golden, out, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run: make update-golden)", err)
+			}
+			if g, w := docs(t, out), docs(t, want); !reflect.DeepEqual(g, w) {
+				t.Fatalf("output differs from %s (run make update-golden if intended):\n%s", golden, out)
+			}
+			// Idempotence: mutating the output again changes nothing.
+			again, _, err := Mutate(out, Options{Policy: policy.Default(), ClusterDNS: netip.MustParseAddr("10.96.0.10")})
+			if err != nil || !bytes.Equal(again, out) {
+				t.Fatalf("second pass changed the output (err %v):\n%s", err, again)
+			}
+		})
+	}
+	if cases < 4 {
+		t.Fatalf("found %d golden cases, want at least 4", cases)
+	}
+}
+
+func docs(t *testing.T, b []byte) []any {
+	t.Helper()
+	var out []any
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	for {
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			if err.Error() == "EOF" {
+				return out
+			}
+			t.Fatalf("invalid YAML output: %v", err)
+		}
+		out = append(out, v)
+	}
+}
+
+func TestUnchangedDocumentsKeptVerbatim(t *testing.T) {
+	src, _ := os.ReadFile("testdata/all-kinds.yaml")
+	out, _, err := Mutate(src, Options{Policy: policy.Default()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(out, []byte("  key: value   # a comment\n")) {
+		t.Fatalf("ConfigMap not kept byte for byte:\n%s", out)
+	}
+}
+
+func TestResults(t *testing.T) {
+	src, _ := os.ReadFile("testdata/namespaces.yaml")
+	_, results, err := Mutate(src, Options{Policy: policy.Default(), Namespace: "ignored"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range results {
+		got[r.Namespace+"/"+r.Name] = string(r.Decision.Action) + "/" + string(r.Decision.Reason)
+	}
+	want := map[string]string{
+		"trial/a":       "audit/",
+		"untouched/b":   "skip/namespace-not-opted-in",
+		"payments/c":    "skip/no-cluster-dns",
+		"kube-system/d": "skip/namespace-excluded",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("results = %v, want %v", got, want)
+	}
+}
+
+func TestMutateErrors(t *testing.T) {
+	for name, in := range map[string]string{
+		"bad yaml":                    "kind: Pod\nmetadata: [\n",
+		"deployment without template": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {}\n",
+		"pod with a bad spec":         "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {containers: 3}\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, _, err := Mutate([]byte(in), Options{Policy: policy.Default()}); err == nil || !strings.Contains(err.Error(), "document 1") {
+				t.Fatalf("want an error naming document 1, got %v", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,344 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// API limits on a Pod's dnsConfig, as enforced by the apiserver's validation.
+const (
+	MaxNameservers     = 3
+	MaxSearches        = 32
+	MaxSearchListChars = 2048
+)
+
+// Action is what the decision does with a pod.
+type Action string
+
+const (
+	// Skip leaves the pod alone; Decision.Reason says why.
+	Skip Action = "skip"
+	// Mutate changes the pod.
+	Mutate Action = "mutate"
+	// AuditOnly reports the change it would make and leaves the pod alone.
+	AuditOnly Action = "audit"
+)
+
+// Reason says why a pod is skipped. Values are bounded: they are metric labels.
+type Reason string
+
+// Skip reasons.
+const (
+	ReasonPodOptOut         Reason = "pod-opt-out"
+	ReasonDNSServer         Reason = "dns-server"
+	ReasonNamespaceExcluded Reason = "namespace-excluded"
+	ReasonNotOptedIn        Reason = "namespace-not-opted-in"
+	ReasonDNSPolicyDefault  Reason = "dns-policy-default"
+	ReasonDNSPolicyNone     Reason = "dns-policy-none"
+	ReasonHostNetwork       Reason = "host-network"
+	ReasonUnknownProfile    Reason = "unknown-profile"
+	ReasonNoClusterDNS      Reason = "no-cluster-dns"
+	ReasonOverLimits        Reason = "dns-limits"
+	ReasonAlreadyConfigured Reason = "already-configured"
+)
+
+// Namespace is what the decision needs to know of a pod's namespace.
+type Namespace struct {
+	Name   string
+	Labels map[string]string
+}
+
+// Decision is the outcome of Decide: what to do with a pod and why.
+type Decision struct {
+	Action Action
+	// Reason is set when Action is Skip.
+	Reason Reason
+	// Profile and Mode are set once a profile was chosen.
+	Profile string
+	Mode    Mode
+	// SetDNSPolicy, when non-empty, is the dnsPolicy to set.
+	SetDNSPolicy corev1.DNSPolicy
+	// Nameservers, Searches and Options, when non-nil, replace the pod's
+	// dnsConfig fields of the same name. They already include what the pod had.
+	Nameservers []string
+	Searches    []string
+	Options     []corev1.PodDNSConfigOption
+	// SetProfileAnnotation says the dnstune.io/profile annotation must be set to Profile.
+	SetProfileAnnotation bool
+	// Warnings are for the user who creates the pod (admission warnings).
+	Warnings []string
+	// Changes describe, in words, each change made or (in audit) that would be made.
+	Changes []string
+}
+
+// ChangesDNS reports whether the decision changes the pod's dnsPolicy or dnsConfig.
+func (d *Decision) ChangesDNS() bool {
+	return d.SetDNSPolicy != "" || d.Nameservers != nil || d.Searches != nil || d.Options != nil
+}
+
+// Summary is a one-line description of the changes.
+func (d *Decision) Summary() string {
+	return fmt.Sprintf("profile %s (%s): %s", d.Profile, d.Mode, strings.Join(d.Changes, "; "))
+}
+
+// isDNSServer reports whether a pod is a cluster DNS server (CoreDNS or the
+// node-local cache), judged by the labels their standard manifests set. Such
+// pods are never touched: pointing a DNS server at itself breaks the cluster.
+func isDNSServer(podLabels map[string]string) bool {
+	v := podLabels["k8s-app"]
+	return v == "kube-dns" || v == "node-local-dns"
+}
+
+// Decide returns what to do with pod, created in ns, under pol. clusterDNS is
+// the cluster DNS address to use when the policy sets none (discovered from
+// kube-system/kube-dns by the webhook); it may be invalid when unknown. The
+// pod is not modified. Decide is pure and safe for concurrent use.
+func Decide(pod *corev1.Pod, ns Namespace, pol *Policy, clusterDNS netip.Addr) Decision {
+	if pod.Labels[InjectLabel] == InjectDisabled {
+		return Decision{Action: Skip, Reason: ReasonPodOptOut}
+	}
+	if isDNSServer(pod.Labels) {
+		return Decision{Action: Skip, Reason: ReasonDNSServer}
+	}
+	if slices.Contains(pol.ExcludeNamespaces, ns.Name) {
+		return Decision{Action: Skip, Reason: ReasonNamespaceExcluded}
+	}
+	inject := ns.Labels[InjectLabel]
+	if inject != InjectEnabled && inject != InjectAudit {
+		return Decision{Action: Skip, Reason: ReasonNotOptedIn}
+	}
+	switch pod.Spec.DNSPolicy {
+	case corev1.DNSDefault:
+		return Decision{Action: Skip, Reason: ReasonDNSPolicyDefault}
+	case corev1.DNSNone:
+		return Decision{Action: Skip, Reason: ReasonDNSPolicyNone}
+	case corev1.DNSClusterFirstWithHostNet:
+	default: // ClusterFirst, or empty (defaulted to ClusterFirst by the apiserver)
+		if pod.Spec.HostNetwork {
+			// Kubelet gives such pods the node's resolv.conf, as with Default.
+			return Decision{Action: Skip, Reason: ReasonHostNetwork}
+		}
+	}
+
+	prof, enforcement := pol.choose(ns)
+	if inject == InjectAudit {
+		enforcement = Audit
+	}
+	if prof == nil {
+		return Decision{Action: Skip, Reason: ReasonUnknownProfile, Warnings: []string{
+			fmt.Sprintf("dnstune: namespace %s names profile %q, which the policy does not define; pod left unchanged", ns.Name, ns.Labels[ProfileLabel]),
+		}}
+	}
+	d := Decision{Profile: prof.Name, Mode: prof.Mode}
+	var cfg corev1.PodDNSConfig
+	if pod.Spec.DNSConfig != nil {
+		cfg = *pod.Spec.DNSConfig
+	}
+
+	if prof.Mode == ModeNodeLocal {
+		dns := pol.ClusterDNS
+		if !dns.IsValid() {
+			dns = clusterDNS
+		}
+		if !dns.IsValid() {
+			d.Action, d.Reason = Skip, ReasonNoClusterDNS
+			d.Warnings = append(d.Warnings, "dnstune: the cluster DNS address is unknown (set clusterDNS in the policy, or create kube-system/kube-dns); pod left unchanged")
+			return d
+		}
+		servers := mergeFront([]string{pol.NodeLocalDNS.String(), dns.String()}, cfg.Nameservers)
+		searches := mergeFront(ClusterSearches(ns.Name, pol.ClusterDomain), cfg.Searches)
+		if msg := checkLimits(servers, searches); msg != "" {
+			d.Action, d.Reason = Skip, ReasonOverLimits
+			d.Warnings = append(d.Warnings, "dnstune: "+msg+"; pod left unchanged")
+			return d
+		}
+		d.SetDNSPolicy = corev1.DNSNone
+		d.Nameservers, d.Searches = servers, searches
+		d.Changes = append(d.Changes,
+			"dnsPolicy "+string(orDefault(pod.Spec.DNSPolicy))+" -> None",
+			"nameservers "+strings.Join(servers, ","),
+			"searches "+strings.Join(searches, ","))
+	}
+
+	if opts, added := mergeOptions(cfg.Options, prof.Options); len(added) > 0 {
+		d.Options = opts
+		d.Changes = append(d.Changes, "add options "+strings.Join(added, " "))
+	}
+	if !d.ChangesDNS() {
+		d.Action, d.Reason = Skip, ReasonAlreadyConfigured
+		return d
+	}
+	d.SetProfileAnnotation = pod.Annotations[ProfileLabel] != prof.Name
+	if prof.Mode == ModeOptions && prof.Options.SingleRequestReopen && !hasOption(cfg.Options, "single-request-reopen") {
+		for _, c := range append(slices.Clip(pod.Spec.InitContainers), pod.Spec.Containers...) {
+			if LooksMusl(c.Image) {
+				d.Warnings = append(d.Warnings, fmt.Sprintf(
+					"dnstune: container %q uses %q, which looks musl-based (Alpine): musl ignores single-request-reopen; use the %s profile (node-local DNS cache) to avoid 5-second DNS stalls",
+					c.Name, c.Image, DefaultNodeLocalName))
+			}
+		}
+	}
+	if enforcement == Audit {
+		d.Action = AuditOnly
+		d.Warnings = append(d.Warnings, "dnstune audit: would apply "+d.Summary())
+		return d
+	}
+	d.Action = Mutate
+	return d
+}
+
+func orDefault(p corev1.DNSPolicy) corev1.DNSPolicy {
+	if p == "" {
+		return corev1.DNSClusterFirst
+	}
+	return p
+}
+
+// choose returns the profile for ns (nil if the namespace names a missing
+// one) and the enforcement that applies.
+func (pol *Policy) choose(ns Namespace) (*Profile, Enforcement) {
+	enforcement := pol.Enforcement
+	name := pol.DefaultProfile
+	if r := pol.matchRule(ns); r != nil {
+		name = r.Profile
+		if r.Enforcement == Audit {
+			enforcement = Audit
+		}
+	}
+	if label, ok := ns.Labels[ProfileLabel]; ok {
+		name = label
+	}
+	return pol.Profiles[name], enforcement
+}
+
+func (pol *Policy) matchRule(ns Namespace) *Rule {
+	for i := range pol.Rules {
+		r := &pol.Rules[i]
+		if r.Selector != nil && r.Selector.Matches(labels.Set(ns.Labels)) {
+			return r
+		}
+		for _, g := range r.Namespaces {
+			if ok, _ := path.Match(g, ns.Name); ok {
+				return r
+			}
+		}
+	}
+	return nil
+}
+
+// ClusterSearches is kubelet's ClusterFirst search list for a namespace.
+func ClusterSearches(namespace, domain string) []string {
+	return []string{namespace + ".svc." + domain, "svc." + domain, domain}
+}
+
+// mergeFront returns front followed by the items of rest not already in it.
+func mergeFront(front, rest []string) []string {
+	out := append(make([]string, 0, len(front)+len(rest)), front...)
+	for _, s := range rest {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func checkLimits(servers, searches []string) string {
+	if len(servers) > MaxNameservers {
+		return fmt.Sprintf("nameservers would number %d, over the limit of %d", len(servers), MaxNameservers)
+	}
+	if len(searches) > MaxSearches {
+		return fmt.Sprintf("searches would number %d, over the limit of %d", len(searches), MaxSearches)
+	}
+	if n := len(strings.Join(searches, " ")); n > MaxSearchListChars {
+		return fmt.Sprintf("the search list would be %d characters, over the limit of %d", n, MaxSearchListChars)
+	}
+	return ""
+}
+
+func hasOption(opts []corev1.PodDNSConfigOption, name string) bool {
+	return slices.ContainsFunc(opts, func(o corev1.PodDNSConfigOption) bool { return o.Name == name })
+}
+
+// mergeOptions returns the pod's options followed by the profile's options
+// the pod does not set, and the added ones as resolv.conf words. The pod's
+// own options always win. With nothing to add it returns (nil, nil).
+func mergeOptions(have []corev1.PodDNSConfigOption, want Options) ([]corev1.PodDNSConfigOption, []string) {
+	var add []corev1.PodDNSConfigOption
+	addInt := func(name string, v *int) {
+		if v != nil && !hasOption(have, name) {
+			s := strconv.Itoa(*v)
+			add = append(add, corev1.PodDNSConfigOption{Name: name, Value: &s})
+		}
+	}
+	addInt("ndots", want.Ndots)
+	addInt("timeout", want.Timeout)
+	addInt("attempts", want.Attempts)
+	if want.SingleRequestReopen && !hasOption(have, "single-request-reopen") {
+		add = append(add, corev1.PodDNSConfigOption{Name: "single-request-reopen"})
+	}
+	if len(add) == 0 {
+		return nil, nil
+	}
+	words := make([]string, len(add))
+	for i, o := range add {
+		words[i] = o.Name
+		if o.Value != nil {
+			words[i] += ":" + *o.Value
+		}
+	}
+	return append(slices.Clip(have), add...), words
+}
+
+// LooksMusl reports whether an image reference is recognisably Alpine-based
+// (and so uses musl libc): an image named alpine, or a tag containing "alpine".
+func LooksMusl(image string) bool {
+	ref := image
+	if i := strings.IndexByte(ref, '@'); i >= 0 {
+		ref = ref[:i]
+	}
+	name, tag := ref, ""
+	if i := strings.LastIndexByte(ref, ':'); i > strings.LastIndexByte(ref, '/') {
+		name, tag = ref[:i], ref[i+1:]
+	}
+	base := name[strings.LastIndexByte(name, '/')+1:]
+	return base == "alpine" || strings.Contains(tag, "alpine")
+}
+
+// Apply makes the decision's changes to a pod's metadata and spec in place.
+// It is what the webhook's JSON patch does, for typed objects (the offline
+// CLI, and tests that check the patch).
+func (d *Decision) Apply(meta *map[string]string, spec *corev1.PodSpec) {
+	if d.Action != Mutate {
+		return
+	}
+	if d.SetDNSPolicy != "" {
+		spec.DNSPolicy = d.SetDNSPolicy
+	}
+	if d.Nameservers != nil || d.Searches != nil || d.Options != nil {
+		if spec.DNSConfig == nil {
+			spec.DNSConfig = &corev1.PodDNSConfig{}
+		}
+		if d.Nameservers != nil {
+			spec.DNSConfig.Nameservers = d.Nameservers
+		}
+		if d.Searches != nil {
+			spec.DNSConfig.Searches = d.Searches
+		}
+		if d.Options != nil {
+			spec.DNSConfig.Options = d.Options
+		}
+	}
+	if d.SetProfileAnnotation {
+		if *meta == nil {
+			*meta = map[string]string{}
+		}
+		(*meta)[ProfileLabel] = d.Profile
+	}
+}

@@ -1,0 +1,52 @@
+package webhook
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the webhook's domain metrics. Every label is bounded: profile
+// names come from the policy, modes, results and reasons are fixed sets.
+type Metrics struct {
+	// Mutations counts admission decisions by profile, mode, result
+	// (mutated, audited, skipped, error) and skip reason.
+	Mutations *prometheus.CounterVec
+	// AuditFindings counts pods that audit mode would have changed.
+	AuditFindings *prometheus.CounterVec
+	// PolicyReloads counts policy (re)loads by result (success, failure).
+	PolicyReloads *prometheus.CounterVec
+	// PolicyGeneration is the generation of the policy in use (1 = loaded at start).
+	PolicyGeneration prometheus.Gauge
+	// PolicyLastReloadOK is 1 when the policy file on disk is the one in use,
+	// 0 when the last edit failed to load (the previous policy stays in use).
+	PolicyLastReloadOK prometheus.Gauge
+}
+
+// NewMetrics creates the metrics and registers them with reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Mutations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnstune_mutations_total",
+			Help: "Pod admission decisions by profile, mode, result (mutated, audited, skipped, error) and reason.",
+		}, []string{"profile", "mode", "result", "reason"}),
+		AuditFindings: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnstune_audit_findings_total",
+			Help: "Pods that dnstune would have changed in audit mode, by profile and mode.",
+		}, []string{"profile", "mode"}),
+		PolicyReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnstune_policy_reloads_total",
+			Help: "Policy loads by result (success, failure). A failure keeps the last good policy.",
+		}, []string{"result"}),
+		PolicyGeneration: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dnstune_policy_generation",
+			Help: "Generation of the policy in use; grows by one with every successful reload.",
+		}),
+		PolicyLastReloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dnstune_policy_last_reload_successful",
+			Help: "1 if the last policy load succeeded, 0 if the file on disk is invalid and an older policy is in use.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Mutations, m.AuditFindings, m.PolicyReloads, m.PolicyGeneration, m.PolicyLastReloadOK)
+	}
+	return m
+}

@@ -1,0 +1,307 @@
+package webhook
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/dnstune/dnstune/policy"
+)
+
+// Options configure the webhook server. The zero value of each field is
+// replaced by the default its comment states.
+type Options struct {
+	// PolicyFile is the policy to serve; required. Edits are picked up live.
+	PolicyFile string
+	// CertDir holds tls.crt and tls.key; both are reloaded when they change.
+	CertDir string
+	// Port is the TLS port, default 9443.
+	Port int
+	// MetricsBindAddress serves Prometheus metrics, default ":8080"; "0" disables.
+	MetricsBindAddress string
+	// HealthProbeBindAddress serves /healthz and /readyz, default ":8081".
+	HealthProbeBindAddress string
+	// Kubeconfig is used out of cluster; empty means in-cluster config (or $KUBECONFIG).
+	Kubeconfig string
+	// EnableHTTP2 offers HTTP/2 on the TLS port. Default false: HTTP/1.1 only,
+	// which closes the HTTP/2 "rapid reset" class of attacks.
+	EnableHTTP2 bool
+	// RequestTimeout bounds reading a request and writing its answer, default 10s.
+	RequestTimeout time.Duration
+	// ClusterDNSService is the Service whose ClusterIP is the cluster DNS,
+	// default kube-system/kube-dns. Polled every ClusterDNSRefresh (default 30s).
+	ClusterDNSService client.ObjectKey
+	ClusterDNSRefresh time.Duration
+}
+
+func (o *Options) setDefaults() {
+	if o.Port == 0 {
+		o.Port = 9443
+	}
+	if o.MetricsBindAddress == "" {
+		o.MetricsBindAddress = ":8080"
+	}
+	if o.HealthProbeBindAddress == "" {
+		o.HealthProbeBindAddress = ":8081"
+	}
+	if o.RequestTimeout == 0 {
+		o.RequestTimeout = 10 * time.Second
+	}
+	if o.ClusterDNSService.Name == "" {
+		o.ClusterDNSService = client.ObjectKey{Namespace: "kube-system", Name: "kube-dns"}
+	}
+	if o.ClusterDNSRefresh == 0 {
+		o.ClusterDNSRefresh = 30 * time.Second
+	}
+}
+
+// Validate checks the options before anything starts.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.PolicyFile == "" {
+		errs = append(errs, errors.New("--policy is required"))
+	}
+	if o.CertDir == "" {
+		errs = append(errs, errors.New("--cert-dir is required"))
+	}
+	if o.Port < 0 || o.Port > 65535 {
+		errs = append(errs, fmt.Errorf("--port must be 1-65535, got %d", o.Port))
+	}
+	return errors.Join(errs...)
+}
+
+// RESTConfig returns the client configuration the options name.
+func (o *Options) RESTConfig() (*rest.Config, error) {
+	if o.Kubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("failed to load kubeconfig %s: %w", o.Kubeconfig, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return nil, fmt.Errorf("failed to find cluster credentials (in-cluster, $KUBECONFIG or --kubeconfig): %w", err)
+	}
+	return cfg, nil
+}
+
+// Run loads the policy, then serves the webhook until ctx ends.
+func Run(ctx context.Context, o Options, log logr.Logger) error {
+	o.setDefaults()
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	pol, err := policy.LoadFile(o.PolicyFile)
+	if err != nil {
+		return fmt.Errorf("failed to load policy: %w", err)
+	}
+	cfg, err := o.RESTConfig()
+	if err != nil {
+		return err
+	}
+	mgr, err := NewManager(cfg, o, pol, log)
+	if err != nil {
+		return err
+	}
+	log.Info("starting dnstune webhook", "port", o.Port, "policy", o.PolicyFile, "certDir", o.CertDir)
+	return mgr.Start(ctx)
+}
+
+// NewManager builds a controller-runtime manager that serves the webhook,
+// metrics and health probes, with a metadata-only namespace cache, the
+// policy store and the cluster DNS discovery as runnables.
+func NewManager(cfg *rest.Config, o Options, pol *policy.Policy, log logr.Logger) (manager.Manager, error) {
+	o.setDefaults()
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("failed to build scheme: %w", err)
+	}
+	tlsOpts := []func(*tls.Config){func(c *tls.Config) {
+		c.MinVersion = tls.VersionTLS12
+		if !o.EnableHTTP2 {
+			c.NextProtos = []string{"http/1.1"}
+		}
+	}}
+	server := crwebhook.NewServer(crwebhook.Options{Port: o.Port, CertDir: o.CertDir, TLSOpts: tlsOpts})
+	mgr, err := ctrl.NewManager(cfg, manager.Options{
+		Scheme:                 scheme,
+		Logger:                 log,
+		Metrics:                metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		HealthProbeBindAddress: o.HealthProbeBindAddress,
+		WebhookServer:          server,
+		Cache: cache.Options{
+			// Only namespace metadata is cached; nothing else is listed or watched.
+			ByObject: map[client.Object]cache.ByObject{namespaceMeta(): {}},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to create manager: %w", err)
+	}
+	metrics := NewMetrics(crmetrics.Registry)
+	store := NewPolicyStore(o.PolicyFile, pol, log.WithName("policy"), metrics)
+	dns := &clusterDNS{reader: mgr.GetAPIReader(), key: o.ClusterDNSService, every: o.ClusterDNSRefresh, log: log.WithName("cluster-dns")}
+	nsInformer, err := mgr.GetCache().GetInformer(context.Background(), namespaceMeta())
+	if err != nil {
+		return nil, fmt.Errorf("failed to set up the namespace cache: %w", err)
+	}
+	handler := &Handler{
+		Policy:     store.Policy,
+		Namespaces: &cachedNamespaces{cache: mgr.GetCache(), api: mgr.GetAPIReader()},
+		ClusterDNS: dns.Addr,
+		Metrics:    metrics,
+		Log:        log.WithName("admission"),
+	}
+	server.Register(Path, withDeadline(handler, o.RequestTimeout))
+	for _, r := range []manager.Runnable{store, dns} {
+		if err := mgr.Add(r); err != nil {
+			return nil, fmt.Errorf("failed to add runnable: %w", err)
+		}
+	}
+	checks := map[string]healthz.Checker{
+		"webhook": server.StartedChecker(),
+		"policy": func(*http.Request) error {
+			if store.Policy() == nil {
+				return errors.New("no policy loaded")
+			}
+			return nil
+		},
+		"namespace-cache": func(*http.Request) error {
+			if !nsInformer.HasSynced() {
+				return errors.New("namespace cache not synced yet")
+			}
+			return nil
+		},
+	}
+	for name, check := range checks {
+		if err := mgr.AddReadyzCheck(name, check); err != nil {
+			return nil, fmt.Errorf("failed to add readiness check: %w", err)
+		}
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("failed to add liveness check: %w", err)
+	}
+	return mgr, nil
+}
+
+func namespaceMeta() *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	return m
+}
+
+// withDeadline bounds how long one request may take to arrive and be answered.
+func withDeadline(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		deadline := time.Now().Add(d)
+		_ = rc.SetReadDeadline(deadline)
+		_ = rc.SetWriteDeadline(deadline)
+		ctx, cancel := context.WithDeadline(r.Context(), deadline)
+		defer cancel()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// cachedNamespaces reads namespace labels from the informer cache, and from
+// the API on a cache miss (a namespace created a moment ago).
+type cachedNamespaces struct {
+	cache client.Reader
+	api   client.Reader
+}
+
+func (c *cachedNamespaces) Labels(ctx context.Context, name string) (map[string]string, error) {
+	ns := namespaceMeta()
+	err := c.cache.Get(ctx, client.ObjectKey{Name: name}, ns)
+	if apierrors.IsNotFound(err) {
+		ns = namespaceMeta()
+		err = c.api.Get(ctx, client.ObjectKey{Name: name}, ns)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to get namespace %s: %w", name, err)
+	}
+	return ns.Labels, nil
+}
+
+// clusterDNS keeps the ClusterIP of the cluster DNS Service, polling it with
+// a GET on that one Service (RBAC: get on services/kube-dns in kube-system).
+type clusterDNS struct {
+	reader client.Reader
+	key    client.ObjectKey
+	every  time.Duration
+	log    logr.Logger
+	addr   atomic.Pointer[netip.Addr]
+	warned bool
+}
+
+// Addr returns the last discovered address, invalid if none.
+func (c *clusterDNS) Addr() netip.Addr {
+	if a := c.addr.Load(); a != nil {
+		return *a
+	}
+	return netip.Addr{}
+}
+
+func (c *clusterDNS) Start(ctx context.Context) error {
+	t := time.NewTicker(c.every)
+	defer t.Stop()
+	for {
+		c.refresh(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (c *clusterDNS) refresh(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var svc corev1.Service
+	err := c.reader.Get(ctx, c.key, &svc)
+	if err == nil {
+		a, perr := netip.ParseAddr(svc.Spec.ClusterIP)
+		if perr == nil {
+			if old := c.Addr(); old != a {
+				c.log.Info("cluster DNS discovered", "service", c.key.String(), "address", a.String())
+			}
+			c.addr.Store(&a)
+			c.warned = false
+			return
+		}
+		err = fmt.Errorf("service %s has no usable ClusterIP %q", c.key, svc.Spec.ClusterIP)
+	}
+	if !c.warned {
+		c.log.Info("cannot discover the cluster DNS address; the nodelocal profile skips pods until it is known or clusterDNS is set in the policy",
+			"service", c.key.String(), "error", err.Error())
+		c.warned = true
+	}
+}
+
+// NeedLeaderElection: every replica serves and polls.
+func (c *clusterDNS) NeedLeaderElection() bool { return false }
+
+// NeedLeaderElection: every replica watches its own policy file.
+func (s *PolicyStore) NeedLeaderElection() bool { return false }
