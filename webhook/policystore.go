@@ -25,6 +25,10 @@ const DefaultPolicyPollInterval = 10 * time.Second
 // A file that fails to load is logged and counted; the last good policy
 // stays in use. Policy() is lock-free and safe for concurrent use.
 type PolicyStore struct {
+	// PollInterval is how often Start re-reads the file without an event,
+	// default DefaultPolicyPollInterval.
+	PollInterval time.Duration
+
 	path    string
 	log     logr.Logger
 	metrics *Metrics
@@ -95,11 +99,15 @@ func (s *PolicyStore) failed(err error) error {
 	return err
 }
 
-// Start watches the policy file's directory and polls every interval
-// (DefaultPolicyPollInterval if zero) until ctx ends. It implements
+// Start watches the policy file's directory and polls every PollInterval
+// until ctx ends. It implements
 // controller-runtime's manager.Runnable.
 func (s *PolicyStore) Start(ctx context.Context) error {
-	return s.watch(ctx, DefaultPolicyPollInterval)
+	interval := s.PollInterval
+	if interval <= 0 {
+		interval = DefaultPolicyPollInterval
+	}
+	return s.watch(ctx, interval)
 }
 
 func (s *PolicyStore) watch(ctx context.Context, interval time.Duration) error {

@@ -53,6 +53,9 @@ type Options struct {
 	// default kube-system/kube-dns. Polled every ClusterDNSRefresh (default 30s).
 	ClusterDNSService client.ObjectKey
 	ClusterDNSRefresh time.Duration
+	// PolicyPollInterval is how often the policy file is re-read without a
+	// file-system event, default DefaultPolicyPollInterval.
+	PolicyPollInterval time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -70,6 +73,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.ClusterDNSService.Name == "" {
 		o.ClusterDNSService = client.ObjectKey{Namespace: "kube-system", Name: "kube-dns"}
+	}
+	if o.PolicyPollInterval == 0 {
+		o.PolicyPollInterval = DefaultPolicyPollInterval
 	}
 	if o.ClusterDNSRefresh == 0 {
 		o.ClusterDNSRefresh = 30 * time.Second
@@ -144,13 +150,12 @@ func NewManager(cfg *rest.Config, o Options, pol *policy.Policy, log logr.Logger
 			c.NextProtos = []string{"http/1.1"}
 		}
 	}}
-	server := crwebhook.NewServer(crwebhook.Options{Port: o.Port, CertDir: o.CertDir, TLSOpts: tlsOpts})
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
 		Scheme:                 scheme,
 		Logger:                 log,
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsBindAddress},
 		HealthProbeBindAddress: o.HealthProbeBindAddress,
-		WebhookServer:          server,
+		WebhookServer:          crwebhook.NewServer(crwebhook.Options{Port: o.Port, CertDir: o.CertDir, TLSOpts: tlsOpts}),
 		Cache: cache.Options{
 			// Only namespace metadata is cached; nothing else is listed or watched.
 			ByObject: map[client.Object]cache.ByObject{namespaceMeta(): {}},
@@ -159,8 +164,10 @@ func NewManager(cfg *rest.Config, o Options, pol *policy.Policy, log logr.Logger
 	if err != nil {
 		return nil, fmt.Errorf("failed to create manager: %w", err)
 	}
+	server := mgr.GetWebhookServer() // also adds it to the manager's runnables
 	metrics := NewMetrics(crmetrics.Registry)
 	store := NewPolicyStore(o.PolicyFile, pol, log.WithName("policy"), metrics)
+	store.PollInterval = o.PolicyPollInterval
 	dns := &clusterDNS{reader: mgr.GetAPIReader(), key: o.ClusterDNSService, every: o.ClusterDNSRefresh, log: log.WithName("cluster-dns")}
 	nsInformer, err := mgr.GetCache().GetInformer(context.Background(), namespaceMeta())
 	if err != nil {

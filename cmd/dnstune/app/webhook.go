@@ -1,6 +1,8 @@
 package app
 
 import (
+	"time"
+
 	"github.com/spf13/cobra"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -33,6 +35,8 @@ func newWebhookCommand() *cobra.Command {
 	f.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig for out-of-cluster use (default: in-cluster, or $KUBECONFIG)")
 	f.BoolVar(&o.EnableHTTP2, "enable-http2", false, "offer HTTP/2 on the TLS port (off: avoids HTTP/2 rapid-reset attacks)")
+	f.DurationVar(&o.ClusterDNSRefresh, "cluster-dns-refresh", 30*time.Second, "how often to re-read the kube-dns Service's ClusterIP")
+	f.DurationVar(&o.PolicyPollInterval, "policy-poll-interval", webhook.DefaultPolicyPollInterval, "how often to re-read the policy file without a file-system event")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging (one line per skipped pod)")
 	return cmd
 }

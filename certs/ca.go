@@ -1,0 +1,159 @@
+// Package certs makes and checks the webhook's TLS material: a CA and the
+// serving certificates it signs, PEM-encoded, ready for a Secret, a
+// caBundle, or a --cert-dir.
+package certs
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// File names in a cert dir, as controller-runtime's webhook server and
+// kubernetes.io/tls Secrets use them.
+const (
+	CertFile = "tls.crt"
+	KeyFile  = "tls.key"
+	CAFile   = "ca.crt"
+)
+
+// KeyPair is a PEM certificate and its PEM private key.
+type KeyPair struct {
+	CertPEM []byte
+	KeyPEM  []byte
+	Cert    *x509.Certificate
+	key     crypto.Signer
+}
+
+// NewCA returns a self-signed CA (ECDSA P-256) valid for validity from now.
+func NewCA(commonName string, validity time.Duration) (*KeyPair, error) {
+	tmpl := &x509.Certificate{
+		Subject:               pkix.Name{CommonName: commonName},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	return issue(tmpl, nil, validity)
+}
+
+// Issue signs a serving certificate for the given DNS names and IP
+// addresses (ECDSA P-256, fresh key), valid for validity from now.
+func (ca *KeyPair) Issue(dnsNames []string, ips []net.IP, validity time.Duration) (*KeyPair, error) {
+	if ca.key == nil {
+		return nil, errors.New("CA key pair has no private key")
+	}
+	cn := ""
+	if len(dnsNames) > 0 {
+		cn = dnsNames[0]
+	}
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		DNSNames:    dnsNames,
+		IPAddresses: ips,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	return issue(tmpl, ca, validity)
+}
+
+func issue(tmpl *x509.Certificate, parent *KeyPair, validity time.Duration) (*KeyPair, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("failed to generate key: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, fmt.Errorf("failed to generate serial: %w", err)
+	}
+	now := time.Now()
+	tmpl.SerialNumber = serial
+	tmpl.NotBefore = now.Add(-time.Minute) // tolerate small clock skew
+	tmpl.NotAfter = now.Add(validity)
+	signerCert, signerKey := tmpl, crypto.Signer(key)
+	if parent != nil {
+		signerCert, signerKey = parent.Cert, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signerCert, key.Public(), signerKey)
+	if err != nil {
+		return nil, fmt.Errorf("failed to sign certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse new certificate: %w", err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("failed to encode key: %w", err)
+	}
+	return &KeyPair{
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+		Cert:    cert,
+		key:     key,
+	}, nil
+}
+
+// ParseKeyPair reads a PEM certificate and key, e.g. from a Secret.
+func ParseKeyPair(certPEM, keyPEM []byte) (*KeyPair, error) {
+	cb, _ := pem.Decode(certPEM)
+	if cb == nil || cb.Type != "CERTIFICATE" {
+		return nil, errors.New("no PEM certificate found")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse certificate: %w", err)
+	}
+	kb, _ := pem.Decode(keyPEM)
+	if kb == nil {
+		return nil, errors.New("no PEM private key found")
+	}
+	var key crypto.Signer
+	switch kb.Type {
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(kb.Bytes)
+	default:
+		var k any
+		k, err = x509.ParsePKCS8PrivateKey(kb.Bytes)
+		if err == nil {
+			s, ok := k.(crypto.Signer)
+			if !ok {
+				return nil, fmt.Errorf("unsupported private key type %T", k)
+			}
+			key = s
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse private key: %w", err)
+	}
+	return &KeyPair{CertPEM: certPEM, KeyPEM: keyPEM, Cert: cert, key: key}, nil
+}
+
+// WriteDir writes tls.crt and tls.key into dir, each replaced atomically
+// (written beside, then renamed) so a watcher never reads half a file.
+func (kp *KeyPair) WriteDir(dir string) error {
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{KeyFile, kp.KeyPEM}, {CertFile, kp.CertPEM}} {
+		name, data := f.name, f.data
+		tmp := filepath.Join(dir, "."+name+".tmp")
+		if err := os.WriteFile(tmp, data, 0o600); err != nil {
+			return fmt.Errorf("failed to write %s: %w", name, err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("failed to replace %s: %w", name, err)
+		}
+	}
+	return nil
+}

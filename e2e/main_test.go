@@ -1,0 +1,59 @@
+// Package e2e proves dnstune on a real control plane: etcd, kube-apiserver
+// and kube-controller-manager v1.37 built from source (make e2e-tools),
+// calling the real dnstune binary over TLS through the
+// MutatingWebhookConfiguration rendered from manifests/overlays/e2e.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/dnstune/dnstune/e2e/framework"
+)
+
+// env is the control plane shared by every test of this package.
+var env *framework.Env
+
+const testPolicy = `apiVersion: dnstune.io/v1alpha1
+kind: Policy
+defaultProfile: resilient
+profiles:
+  resilient:
+    mode: options
+    options: {ndots: 2, timeout: 1, attempts: 2, singleRequestReopen: true}
+  nodelocal:
+    mode: nodelocal
+    options: {ndots: 2, timeout: 1, attempts: 2}
+`
+
+func TestMain(m *testing.M) {
+	if _, err := framework.AssetsDir(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		os.Exit(1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	start := time.Now()
+	var err error
+	env, err = framework.Start(ctx, framework.Options{
+		Policy: testPolicy,
+		Logf:   func(f string, a ...any) { fmt.Printf("e2e: "+f+"\n", a...) },
+	})
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: failed to start: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Printf("e2e: control plane and webhook ready in %s (files in %s)\n", time.Since(start).Round(time.Millisecond), env.Dir)
+	code := m.Run()
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "e2e: failed; log tails follow\n%s", env.Tails(60))
+	}
+	env.Stop()
+	if code == 0 {
+		_ = os.RemoveAll(env.Dir)
+	}
+	os.Exit(code)
+}
