@@ -49,8 +49,8 @@ func NewCA(commonName string, validity time.Duration) (*KeyPair, error) {
 
 // Issue signs a serving certificate for the given DNS names and IP
 // addresses (ECDSA P-256, fresh key), valid for validity from now.
-func (ca *KeyPair) Issue(dnsNames []string, ips []net.IP, validity time.Duration) (*KeyPair, error) {
-	if ca.key == nil {
+func (kp *KeyPair) Issue(dnsNames []string, ips []net.IP, validity time.Duration) (*KeyPair, error) {
+	if kp.key == nil {
 		return nil, errors.New("CA key pair has no private key")
 	}
 	cn := ""
@@ -64,7 +64,7 @@ func (ca *KeyPair) Issue(dnsNames []string, ips []net.IP, validity time.Duration
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	return issue(tmpl, ca, validity)
+	return issue(tmpl, kp, validity)
 }
 
 func issue(tmpl *x509.Certificate, parent *KeyPair, validity time.Duration) (*KeyPair, error) {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -141,5 +140,3 @@ func metric(t *testing.T, name string) string {
 	}
 	return strings.Join(lines, "\n")
 }
-
-var _ = fmt.Sprintf

@@ -17,8 +17,6 @@ var (
 	kubeDNSAddr = netip.MustParseAddr("10.96.0.10")
 )
 
-func str(s string) *string { return &s }
-
 func opt(name string, v ...string) corev1.PodDNSConfigOption {
 	o := corev1.PodDNSConfigOption{Name: name}
 	if len(v) > 0 {

@@ -110,20 +110,37 @@ func (s *PolicyStore) Start(ctx context.Context) error {
 	return s.watch(ctx, interval)
 }
 
-func (s *PolicyStore) watch(ctx context.Context, interval time.Duration) error {
-	var events <-chan fsnotify.Event
+// watcher is the file-system watch on the policy's directory; nil events
+// means polling only.
+type watcher struct {
+	w      *fsnotify.Watcher
+	events <-chan fsnotify.Event
+}
+
+func (s *PolicyStore) openWatcher() *watcher {
 	w, err := fsnotify.NewWatcher()
-	if err == nil {
-		defer func() { _ = w.Close() }()
-		// Watch the directory: editors and ConfigMap updates replace the file.
-		if err := w.Add(filepath.Dir(s.path)); err != nil {
-			s.log.Info("cannot watch the policy directory; polling only", "path", s.path, "error", err.Error())
-		} else {
-			events = w.Events
-		}
-	} else {
+	if err != nil {
 		s.log.Info("cannot create a file watcher; polling only", "error", err.Error())
+		return &watcher{}
 	}
+	// Watch the directory: editors and ConfigMap updates replace the file.
+	if err := w.Add(filepath.Dir(s.path)); err != nil {
+		s.log.Info("cannot watch the policy directory; polling only", "path", s.path, "error", err.Error())
+		_ = w.Close()
+		return &watcher{}
+	}
+	return &watcher{w: w, events: w.Events}
+}
+
+func (s *PolicyStore) watch(ctx context.Context, interval time.Duration) error {
+	return s.loop(ctx, s.openWatcher(), interval)
+}
+
+func (s *PolicyStore) loop(ctx context.Context, w *watcher, interval time.Duration) error {
+	if w.w != nil {
+		defer func() { _ = w.w.Close() }()
+	}
+	events := w.events
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {

@@ -75,8 +75,17 @@ func TestPolicyStoreWatch(t *testing.T) {
 	s := NewPolicyStore(file, pol, logr.Discard(), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- s.watch(ctx, time.Hour) }()
-	defer func() { cancel(); <-done }()
+	w := s.openWatcher() // watching before the file changes
+	if w.events == nil {
+		t.Fatal("no file-system watch on the policy directory")
+	}
+	go func() { done <- s.loop(ctx, w, time.Hour) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
 
 	tmp := filepath.Join(dir, ".new")
 	if err := os.WriteFile(tmp, []byte(policyV2), 0o600); err != nil {

@@ -307,8 +307,8 @@ func (c *clusterDNS) refresh(ctx context.Context) {
 	}
 }
 
-// NeedLeaderElection: every replica serves and polls.
+// NeedLeaderElection is false: every replica serves and polls.
 func (c *clusterDNS) NeedLeaderElection() bool { return false }
 
-// NeedLeaderElection: every replica watches its own policy file.
+// NeedLeaderElection is false: every replica watches its own policy file.
 func (s *PolicyStore) NeedLeaderElection() bool { return false }

@@ -6,7 +6,6 @@ package framework
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -161,5 +160,3 @@ func Eventually(timeout, interval time.Duration, f func() error) error {
 		time.Sleep(interval)
 	}
 }
-
-var errNotYet = errors.New("not yet")
