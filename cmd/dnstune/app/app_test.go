@@ -64,3 +64,28 @@ func TestWebhookValidatesFlags(t *testing.T) {
 		t.Fatalf("exit %d, %q", code, errOut)
 	}
 }
+
+func TestNodeTuneCommand(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "sys/net/ipv4/neigh/default")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range []string{"128", "512", "100000"} {
+		_ = os.WriteFile(filepath.Join(dir, "gc_thresh"+string(rune('1'+i))), []byte(v+"\n"), 0o644)
+	}
+	code, out, errOut := run(t, "", "node", "tune", "--proc-root", root)
+	want := "ipv6 skipped: " + root + " has no sys/net/ipv6: address family disabled on this node\n" +
+		"net.ipv4.neigh.default.gc_thresh1: 128 -> 8192\n" +
+		"net.ipv4.neigh.default.gc_thresh2: 512 -> 32768\n" +
+		"net.ipv4.neigh.default.gc_thresh3: 100000 (kept)\n"
+	if code != 0 || out != want {
+		t.Fatalf("exit %d, stderr %q, out:\n%s\nwant:\n%s", code, errOut, out, want)
+	}
+	if code, _, errOut := run(t, "", "node", "tune", "--gc-thresh", "3,2,1"); code != 1 || !strings.Contains(errOut, "gc_thresh1 <= gc_thresh2 <= gc_thresh3") {
+		t.Fatalf("bad thresholds: exit %d %q", code, errOut)
+	}
+	if code, _, errOut := run(t, "", "node", "monitor", "--auto-raise", "--max-gc-thresh3", "100"); code != 1 || !strings.Contains(errOut, "--max-gc-thresh3") {
+		t.Fatalf("bad auto-raise: exit %d %q", code, errOut)
+	}
+}

@@ -1,0 +1,199 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/dnstune/dnstune/node"
+)
+
+func newNodeCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "node", Short: "Node agent: neighbour-table thresholds and DNS health of this node"}
+	cmd.AddCommand(newNodeTuneCommand(), newNodeMonitorCommand())
+	return cmd
+}
+
+type familyFlags struct{ ipv4, ipv6 bool }
+
+func (f *familyFlags) add(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&f.ipv4, "ipv4", true, "tune/watch the IPv4 (ARP) table")
+	cmd.Flags().BoolVar(&f.ipv6, "ipv6", true, "tune/watch the IPv6 (NDP) table")
+}
+
+func (f *familyFlags) families() ([]node.Family, error) {
+	var out []node.Family
+	if f.ipv4 {
+		out = append(out, node.IPv4)
+	}
+	if f.ipv6 {
+		out = append(out, node.IPv6)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--ipv4=false and --ipv6=false leave nothing to do")
+	}
+	return out, nil
+}
+
+func newNodeTuneCommand() *cobra.Command {
+	var (
+		thresh, procRoot string
+		fam              familyFlags
+		dryRun           bool
+		opts             node.TuneOptions
+	)
+	cmd := &cobra.Command{
+		Use:   "tune",
+		Short: "Raise net.ipv4/ipv6.neigh.default.gc_thresh1/2/3; never lowers a value, idempotent",
+		Args:  cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error {
+			t, err := node.ParseThresholds(thresh)
+			if err != nil {
+				return fmt.Errorf("--gc-thresh: %w", err)
+			}
+			families, err := fam.families()
+			if err != nil {
+				return err
+			}
+			opts = node.TuneOptions{Proc: node.Proc{Root: procRoot}, Target: t, Families: families, DryRun: dryRun}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res, err := node.Tune(opts)
+			out := cmd.OutOrStdout()
+			for _, s := range res.Skipped {
+				_, _ = fmt.Fprintln(out, s)
+			}
+			for _, c := range res.Changes {
+				prefix := ""
+				if opts.DryRun && c.Before != c.After {
+					prefix = "(dry run) "
+				}
+				_, _ = fmt.Fprintln(out, prefix+c.String())
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&thresh, "gc-thresh", node.DefaultTargets.String(), "target gc_thresh1,gc_thresh2,gc_thresh3")
+	cmd.Flags().StringVar(&procRoot, "proc-root", "/proc", "where /proc is (for tests and chroots)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would change, change nothing")
+	fam.add(cmd)
+	return cmd
+}
+
+func newNodeMonitorCommand() *cobra.Command {
+	var (
+		o                node.MonitorOptions
+		thresh, procRoot string
+		addr             string
+		fam              familyFlags
+		verbose          bool
+	)
+	cmd := &cobra.Command{
+		Use:   "monitor",
+		Short: "Export neighbour-table fill, overflows and conntrack races as Prometheus metrics; report drift",
+		Args:  cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error {
+			t, err := node.ParseThresholds(thresh)
+			if err != nil {
+				return fmt.Errorf("--gc-thresh: %w", err)
+			}
+			if o.Families, err = fam.families(); err != nil {
+				return err
+			}
+			if o.AutoRaise && o.MaxGCThresh3 < t[2] {
+				return fmt.Errorf("--auto-raise needs --max-gc-thresh3 at least gc_thresh3 (%d), got %d", t[2], o.MaxGCThresh3)
+			}
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				return fmt.Errorf("--metrics-bind-address: %w", err)
+			}
+			o.Target, o.Proc = t, node.Proc{Root: procRoot}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := newLogger(cmd.ErrOrStderr(), verbose)
+			o.Log = log
+			o.Events = nodeEvents(log)
+			m := node.NewMonitor(o)
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			return serveMonitor(cmd.Context(), m, reg, addr, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&procRoot, "proc-root", "/proc", "where /proc is (for tests and chroots)")
+	f.DurationVar(&o.Interval, "interval", 15*time.Second, "time between checks")
+	f.StringVar(&addr, "metrics-bind-address", ":9090", "address of /metrics, /healthz and /readyz")
+	f.StringVar(&thresh, "gc-thresh", node.DefaultTargets.String(), "thresholds node tune set; lower values are reported as drift")
+	f.BoolVar(&o.Reapply, "reapply", false, "write --gc-thresh back on drift (needs the privilege of node tune)")
+	f.BoolVar(&o.AutoRaise, "auto-raise", false, "double the thresholds when the table passes 80% of gc_thresh3 or overflows (needs privilege)")
+	f.IntVar(&o.MaxGCThresh3, "max-gc-thresh3", 262144, "ceiling for --auto-raise (each entry costs ~512 B of kernel memory)")
+	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
+	fam.add(cmd)
+	return cmd
+}
+
+func serveMonitor(ctx context.Context, m *node.Monitor, reg *prometheus.Registry, addr string, log logr.Logger) error {
+	srv := &http.Server{Addr: addr, Handler: m.Handler(reg), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	log.Info("node monitor serving", "address", addr)
+	done := make(chan struct{})
+	go func() { _ = m.Run(ctx); close(done) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("failed to serve metrics on %s: %w", addr, err)
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutdown)
+	<-done
+	return nil
+}
+
+// recorderSink posts events on this node's Node object.
+type recorderSink struct {
+	rec record.EventRecorder
+	ref *corev1.ObjectReference
+}
+
+func (s recorderSink) Event(eventType, reason, message string) {
+	s.rec.Event(s.ref, eventType, reason, message)
+}
+
+// nodeEvents returns an event sink for the Node named by $NODE_NAME, or nil
+// (with one log line) when not in a cluster.
+func nodeEvents(log logr.Logger) node.EventSink {
+	name := os.Getenv("NODE_NAME")
+	cfg, err := rest.InClusterConfig()
+	if name == "" || err != nil {
+		log.Info("not in a cluster (no in-cluster config or NODE_NAME); Kubernetes Events are skipped, metrics and logs still report")
+		return nil
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		log.Error(err, "cannot create a client; Kubernetes Events are skipped")
+		return nil
+	}
+	b := record.NewBroadcaster()
+	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
+	rec := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "dnstune-node", Host: name})
+	return recorderSink{rec: rec, ref: &corev1.ObjectReference{Kind: "Node", Name: name, UID: types.UID(name)}}
+}
