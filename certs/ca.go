@@ -1,16 +1,15 @@
 // Package certs makes and checks the webhook's TLS material: a CA and the
 // serving certificates it signs, PEM-encoded, ready for a Secret, a
-// caBundle, or a --cert-dir.
+// caBundle, or a --cert-dir, using cert-manager's PKI helpers. Its
+// self-managed mode (SelfManaged) keeps a Secret and the webhook
+// configuration's caBundle right without cert-manager.
 package certs
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -18,6 +17,9 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"github.com/cert-manager/cert-manager/pkg/util/pki"
 )
 
 // File names in a cert dir, as controller-runtime's webhook server and
@@ -68,7 +70,7 @@ func (kp *KeyPair) Issue(dnsNames []string, ips []net.IP, validity time.Duration
 }
 
 func issue(tmpl *x509.Certificate, parent *KeyPair, validity time.Duration) (*KeyPair, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := pki.GenerateECPrivateKey(pki.ECCurve256)
 	if err != nil {
 		return nil, fmt.Errorf("failed to generate key: %w", err)
 	}
@@ -80,61 +82,35 @@ func issue(tmpl *x509.Certificate, parent *KeyPair, validity time.Duration) (*Ke
 	tmpl.SerialNumber = serial
 	tmpl.NotBefore = now.Add(-time.Minute) // tolerate small clock skew
 	tmpl.NotAfter = now.Add(validity)
-	signerCert, signerKey := tmpl, crypto.Signer(key)
+	tmpl.PublicKey = key.Public()
+	issuerCert, signer := tmpl, crypto.Signer(key)
 	if parent != nil {
-		signerCert, signerKey = parent.Cert, parent.key
+		issuerCert, signer = parent.Cert, parent.key
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signerCert, key.Public(), signerKey)
+	certPEM, cert, err := pki.SignCertificate(tmpl, issuerCert, key.Public(), signer)
 	if err != nil {
 		return nil, fmt.Errorf("failed to sign certificate: %w", err)
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("failed to parse new certificate: %w", err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
+	keyPEM, err := pki.EncodePrivateKey(key, cmapi.PKCS8)
 	if err != nil {
 		return nil, fmt.Errorf("failed to encode key: %w", err)
 	}
-	return &KeyPair{
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-		Cert:    cert,
-		key:     key,
-	}, nil
+	return &KeyPair{CertPEM: certPEM, KeyPEM: keyPEM, Cert: cert, key: key}, nil
 }
 
-// ParseKeyPair reads a PEM certificate and key, e.g. from a Secret.
+// ParseKeyPair reads a PEM certificate and key, e.g. from a Secret, and
+// checks that they belong together.
 func ParseKeyPair(certPEM, keyPEM []byte) (*KeyPair, error) {
-	cb, _ := pem.Decode(certPEM)
-	if cb == nil || cb.Type != "CERTIFICATE" {
-		return nil, errors.New("no PEM certificate found")
-	}
-	cert, err := x509.ParseCertificate(cb.Bytes)
+	cert, err := pki.DecodeX509CertificateBytes(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("failed to parse certificate: %w", err)
 	}
-	kb, _ := pem.Decode(keyPEM)
-	if kb == nil {
-		return nil, errors.New("no PEM private key found")
-	}
-	var key crypto.Signer
-	switch kb.Type {
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(kb.Bytes)
-	default:
-		var k any
-		k, err = x509.ParsePKCS8PrivateKey(kb.Bytes)
-		if err == nil {
-			s, ok := k.(crypto.Signer)
-			if !ok {
-				return nil, fmt.Errorf("unsupported private key type %T", k)
-			}
-			key = s
-		}
-	}
+	key, err := pki.DecodePrivateKeyBytes(keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("failed to parse private key: %w", err)
+	}
+	if ok, err := pki.PublicKeyMatchesCertificate(key.Public(), cert); err != nil || !ok {
+		return nil, errors.New("private key does not match the certificate")
 	}
 	return &KeyPair{CertPEM: certPEM, KeyPEM: keyPEM, Cert: cert, key: key}, nil
 }

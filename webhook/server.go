@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +16,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -26,6 +29,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/dnstune/dnstune/certs"
 	"github.com/dnstune/dnstune/policy"
 )
 
@@ -53,6 +57,20 @@ type Options struct {
 	// default kube-system/kube-dns. Polled every ClusterDNSRefresh (default 30s).
 	ClusterDNSService client.ObjectKey
 	ClusterDNSRefresh time.Duration
+	// SelfManaged makes the webhook keep its own CA and serving certificate
+	// in SelfManagedSecret and the caBundle of SelfManagedWebhookConfig, for
+	// clusters without cert-manager. CertDir then receives the certificate.
+	SelfManaged bool
+	// SelfManagedSecret is namespace/name, default dnstune-system/dnstune-webhook-tls.
+	SelfManagedSecret string
+	// SelfManagedWebhookConfig defaults to "dnstune".
+	SelfManagedWebhookConfig string
+	// SelfManagedHosts are the certificate's DNS names and IPs, default the
+	// Service's names (dnstune-webhook.dnstune-system.svc and .svc.cluster.local).
+	SelfManagedHosts []string
+	// CertValidity (default 1 year) and CAValidity (default 10 years) of
+	// self-managed certificates; each is renewed at two thirds of its life.
+	CertValidity, CAValidity time.Duration
 	// PolicyPollInterval is how often the policy file is re-read without a
 	// file-system event, default DefaultPolicyPollInterval.
 	PolicyPollInterval time.Duration
@@ -77,6 +95,15 @@ func (o *Options) setDefaults() {
 	if o.PolicyPollInterval == 0 {
 		o.PolicyPollInterval = DefaultPolicyPollInterval
 	}
+	if o.SelfManagedSecret == "" {
+		o.SelfManagedSecret = "dnstune-system/dnstune-webhook-tls"
+	}
+	if o.SelfManagedWebhookConfig == "" {
+		o.SelfManagedWebhookConfig = "dnstune"
+	}
+	if len(o.SelfManagedHosts) == 0 {
+		o.SelfManagedHosts = []string{"dnstune-webhook.dnstune-system.svc", "dnstune-webhook.dnstune-system.svc.cluster.local"}
+	}
 	if o.ClusterDNSRefresh == 0 {
 		o.ClusterDNSRefresh = 30 * time.Second
 	}
@@ -90,6 +117,11 @@ func (o *Options) Validate() error {
 	}
 	if o.CertDir == "" {
 		errs = append(errs, errors.New("--cert-dir is required"))
+	}
+	if o.SelfManaged {
+		if ns, name, ok := strings.Cut(o.SelfManagedSecret, "/"); o.SelfManagedSecret != "" && (!ok || ns == "" || name == "") {
+			errs = append(errs, fmt.Errorf("--self-managed-secret must be namespace/name, got %q", o.SelfManagedSecret))
+		}
 	}
 	if o.Port < 0 || o.Port > 65535 {
 		errs = append(errs, fmt.Errorf("--port must be 1-65535, got %d", o.Port))
@@ -127,12 +159,55 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
+	var sm *certs.SelfManaged
+	if o.SelfManaged {
+		if sm, err = selfManaged(cfg, o, log.WithName("certs")); err != nil {
+			return err
+		}
+		log.Info("self-managed certificates: waiting for the CA and serving certificate", "secret", o.SelfManagedSecret)
+		if err := sm.SyncUntilReady(ctx); err != nil {
+			return err
+		}
+	}
 	mgr, err := NewManager(cfg, o, pol, log)
 	if err != nil {
 		return err
 	}
+	if sm != nil {
+		if err := mgr.Add(sm); err != nil {
+			return fmt.Errorf("failed to add certificate manager: %w", err)
+		}
+	}
 	log.Info("starting dnstune webhook", "port", o.Port, "policy", o.PolicyFile, "certDir", o.CertDir)
 	return mgr.Start(ctx)
+}
+
+func selfManaged(cfg *rest.Config, o Options, log logr.Logger) (*certs.SelfManaged, error) {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("failed to build scheme: %w", err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("failed to create client: %w", err)
+	}
+	ns, name, _ := strings.Cut(o.SelfManagedSecret, "/")
+	validity := o.CertValidity
+	if validity == 0 {
+		validity = 365 * 24 * time.Hour
+	}
+	return certs.NewSelfManaged(certs.SelfManagedOptions{
+		Client:        c,
+		Secret:        types.NamespacedName{Namespace: ns, Name: name},
+		WebhookConfig: o.SelfManagedWebhookConfig,
+		Hosts:         o.SelfManagedHosts,
+		CertDir:       o.CertDir,
+		CertValidity:  o.CertValidity,
+		CAValidity:    o.CAValidity,
+		// Check often enough to renew a short-lived certificate in time.
+		Interval: min(time.Minute, validity/20),
+		Log:      log,
+	})
 }
 
 // NewManager builds a controller-runtime manager that serves the webhook,

@@ -37,6 +37,12 @@ func newWebhookCommand() *cobra.Command {
 	f.BoolVar(&o.EnableHTTP2, "enable-http2", false, "offer HTTP/2 on the TLS port (off: avoids HTTP/2 rapid-reset attacks)")
 	f.DurationVar(&o.ClusterDNSRefresh, "cluster-dns-refresh", 30*time.Second, "how often to re-read the kube-dns Service's ClusterIP")
 	f.DurationVar(&o.PolicyPollInterval, "policy-poll-interval", webhook.DefaultPolicyPollInterval, "how often to re-read the policy file without a file-system event")
+	f.BoolVar(&o.SelfManaged, "self-managed-certs", false, "keep a CA and serving certificate in --self-managed-secret and the webhook configuration's caBundle (no cert-manager); --cert-dir receives the certificate")
+	f.StringVar(&o.SelfManagedSecret, "self-managed-secret", "dnstune-system/dnstune-webhook-tls", "namespace/name of the Secret holding the self-managed CA and certificate")
+	f.StringVar(&o.SelfManagedWebhookConfig, "self-managed-webhook-config", "dnstune", "MutatingWebhookConfiguration whose caBundle is kept right")
+	f.StringSliceVar(&o.SelfManagedHosts, "self-managed-hosts", nil, "DNS names and IPs of the serving certificate (default: the dnstune-webhook Service's names)")
+	f.DurationVar(&o.CertValidity, "self-managed-cert-validity", 365*24*time.Hour, "validity of the self-managed serving certificate (renewed at 2/3)")
+	f.DurationVar(&o.CAValidity, "self-managed-ca-validity", 10*365*24*time.Hour, "validity of the self-managed CA (renewed at 2/3)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging (one line per skipped pod)")
 	return cmd
 }

@@ -1,0 +1,192 @@
+package certs
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+)
+
+var secretKey = types.NamespacedName{Namespace: "dnstune-system", Name: "dnstune-webhook-tls"}
+
+func newFixture(t *testing.T, hosts ...string) (*SelfManaged, client.Client, string) {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: secretKey.Namespace, Name: secretKey.Name}},
+		&admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "dnstune"},
+			Webhooks: []admissionregistrationv1.MutatingWebhook{{Name: "pods.dnstune.io"}}},
+	).Build()
+	dir := t.TempDir()
+	if len(hosts) == 0 {
+		hosts = []string{"dnstune-webhook.dnstune-system.svc", "127.0.0.1"}
+	}
+	s, err := NewSelfManaged(SelfManagedOptions{Client: c, Secret: secretKey, WebhookConfig: "dnstune", Hosts: hosts, CertDir: dir, Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, c, dir
+}
+
+func getSecret(t *testing.T, c client.Client) *corev1.Secret {
+	t.Helper()
+	var s corev1.Secret
+	if err := c.Get(context.Background(), secretKey, &s); err != nil {
+		t.Fatal(err)
+	}
+	return &s
+}
+
+func TestSelfManagedIssuesAndInjects(t *testing.T) {
+	s, c, dir := newFixture(t)
+	ctx := context.Background()
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sec := getSecret(t, c)
+	for _, k := range []string{SecretCACert, SecretCAKey, CertFile, KeyFile, SecretCABundle} {
+		if len(sec.Data[k]) == 0 {
+			t.Errorf("secret lacks %s", k)
+		}
+	}
+	onDisk, _ := os.ReadFile(filepath.Join(dir, CertFile))
+	if !bytes.Equal(onDisk, sec.Data[CertFile]) {
+		t.Error("cert dir does not hold the Secret's certificate")
+	}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	_ = c.Get(ctx, types.NamespacedName{Name: "dnstune"}, &mwc)
+	if !bytes.Equal(mwc.Webhooks[0].ClientConfig.CABundle, sec.Data[SecretCABundle]) {
+		t.Error("caBundle not injected")
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(mwc.Webhooks[0].ClientConfig.CABundle)
+	kp, err := ParseKeyPair(sec.Data[CertFile], sec.Data[KeyFile])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"dnstune-webhook.dnstune-system.svc", "127.0.0.1"} {
+		if _, err := kp.Cert.Verify(x509.VerifyOptions{Roots: roots, DNSName: host}); err != nil {
+			t.Errorf("serving cert does not verify for %s: %v", host, err)
+		}
+	}
+
+	// A second pass changes nothing.
+	rv := sec.ResourceVersion
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if getSecret(t, c).ResourceVersion != rv {
+		t.Error("second sync rewrote the secret")
+	}
+}
+
+func TestSelfManagedRenewal(t *testing.T) {
+	s, c, _ := newFixture(t)
+	ctx := context.Background()
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first := getSecret(t, c)
+
+	s.now = func() time.Time { return time.Now().Add(200 * 24 * time.Hour) } // before 2/3 of a year
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(getSecret(t, c).Data[CertFile], first.Data[CertFile]) {
+		t.Fatal("renewed before two thirds of the lifetime")
+	}
+	s.now = func() time.Time { return time.Now().Add(250 * 24 * time.Hour) } // past 2/3 of a year
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	second := getSecret(t, c)
+	if bytes.Equal(second.Data[CertFile], first.Data[CertFile]) {
+		t.Fatal("serving certificate not renewed past two thirds of its lifetime")
+	}
+	if !bytes.Equal(second.Data[SecretCACert], first.Data[SecretCACert]) {
+		t.Fatal("CA renewed with the serving certificate")
+	}
+
+	s.now = func() time.Time { return time.Now().Add(7 * 365 * 24 * time.Hour) } // past 2/3 of the CA's 10 years
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	third := getSecret(t, c)
+	if bytes.Equal(third.Data[SecretCACert], first.Data[SecretCACert]) {
+		t.Fatal("CA not renewed")
+	}
+	if !bytes.Contains(third.Data[SecretCABundle], first.Data[SecretCACert]) || !bytes.Contains(third.Data[SecretCABundle], third.Data[SecretCACert]) {
+		t.Fatal("bundle must hold the new CA and, while valid, the old one")
+	}
+}
+
+func TestSelfManagedHostsChange(t *testing.T) {
+	s, c, _ := newFixture(t)
+	if err := s.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	before := getSecret(t, c).Data[CertFile]
+	s.o.Hosts = []string{"other.dnstune-system.svc"}
+	if err := s.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(getSecret(t, c).Data[CertFile], before) {
+		t.Fatal("certificate not reissued for new hosts")
+	}
+}
+
+func TestSelfManagedErrors(t *testing.T) {
+	s, c, _ := newFixture(t)
+	_ = c.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: secretKey.Namespace, Name: secretKey.Name}})
+	if err := s.Sync(context.Background()); err == nil || !strings.Contains(err.Error(), "apply manifests/overlays/self-managed") {
+		t.Fatalf("missing secret: %v", err)
+	}
+	if _, err := NewSelfManaged(SelfManagedOptions{CertValidity: time.Hour, CAValidity: time.Minute}); err == nil {
+		t.Fatal("invalid options accepted")
+	}
+}
+
+// TestSelfManagedReplicasAgree: two replicas race; the loser adopts the
+// winner's certificates instead of overwriting them.
+func TestSelfManagedReplicasAgree(t *testing.T) {
+	a, c, dirA := newFixture(t)
+	b, err := NewSelfManaged(SelfManagedOptions{Client: c, Secret: secretKey, WebhookConfig: "dnstune", Hosts: a.o.Hosts, CertDir: t.TempDir(), Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := getSecret(t, c) // b read this before a wrote
+	if err := a.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	data, changed, err := b.renew(stale.Data, time.Now())
+	if err != nil || !changed {
+		t.Fatal("b should want to issue from the stale read")
+	}
+	stale.Data = data
+	if err := c.Update(context.Background(), stale); err == nil {
+		t.Fatal("stale update accepted: no optimistic concurrency")
+	}
+	if err := b.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := os.ReadFile(filepath.Join(dirA, CertFile))
+	cb, _ := os.ReadFile(filepath.Join(b.o.CertDir, CertFile))
+	if !bytes.Equal(ca, cb) {
+		t.Fatal("replicas serve different certificates")
+	}
+}
