@@ -16,7 +16,20 @@ build: ## Build bin/dnstune.
 	CGO_ENABLED=0 go build -trimpath -o $(BIN)/dnstune ./cmd/dnstune
 
 .PHONY: test
-test: test-unit e2e ## Run every test: unit (with fuzz seed corpora) and e2e on a real control plane.
+test: verify-manifests test-unit e2e ## Run every test: unit (with fuzz seed corpora) and e2e on a real control plane.
+
+.PHONY: manifests
+manifests: ## Render dist/install.yaml (self-managed certs) and dist/install-cert-manager.yaml.
+	@mkdir -p dist
+	kubectl kustomize manifests/overlays/self-managed > dist/install.yaml
+	kubectl kustomize manifests/overlays/cert-manager > dist/install-cert-manager.yaml
+
+.PHONY: verify-manifests
+verify-manifests: ## Fail when dist/ is stale (run make manifests).
+	@for o in self-managed:install cert-manager:install-cert-manager; do \
+	  kubectl kustomize manifests/overlays/$${o%%:*} | diff -u dist/$${o##*:}.yaml - > /dev/null || \
+	    { echo "dist/$${o##*:}.yaml is stale: run make manifests and commit"; exit 1; }; \
+	done; echo "dist/ is up to date"
 
 .PHONY: test-unit
 test-unit: ## Unit tests, golden files, fuzz seed corpora, benchmarks compiled (not timed).
