@@ -80,7 +80,8 @@ func issue(tmpl *x509.Certificate, parent *KeyPair, validity time.Duration) (*Ke
 	}
 	now := time.Now()
 	tmpl.SerialNumber = serial
-	tmpl.NotBefore = now.Add(-time.Minute) // tolerate small clock skew
+	// Tolerate a little clock skew, without eating much of a short lifetime.
+	tmpl.NotBefore = now.Add(-min(time.Minute, validity/10))
 	tmpl.NotAfter = now.Add(validity)
 	tmpl.PublicKey = key.Public()
 	issuerCert, signer := tmpl, crypto.Signer(key)

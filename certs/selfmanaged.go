@@ -25,7 +25,7 @@ import (
 const (
 	SecretCACert   = "ca.crt"
 	SecretCAKey    = "ca.key"
-	SecretCABundle = "ca-bundle.crt" // current CA, plus the previous one while it is valid
+	SecretCABundle = "ca-bundle.crt" //nolint:gosec // G101: a Secret key name, not a credential. Current CA, plus the previous one while valid.
 )
 
 // SelfManagedOptions configure SelfManaged. Zero values take the defaults stated.

@@ -1,0 +1,483 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	"github.com/cert-manager/cert-manager/pkg/controller/cainjector"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/dnstune/dnstune/certs"
+	"github.com/dnstune/dnstune/e2e/framework"
+)
+
+const systemNS = "dnstune-system"
+
+// TestInstall proves the install on the real apiserver, in order: every
+// rendered manifest is accepted; the RBAC it grants is what the webhook
+// needs and no more; the self-managed mode works end to end with only that
+// RBAC; the cert-manager mode's caBundle is injected by cert-manager's own
+// CA injector.
+func TestInstall(t *testing.T) {
+	ctx := context.Background()
+	// Each step builds on the ones before: run them together, in order.
+	steps := []struct {
+		name string
+		run  func(context.Context, *testing.T)
+	}{
+		{"rendered manifests are accepted", testManifestsAccepted},
+		{"RBAC is least privilege", testRBAC},
+		{"self-managed certificates", testSelfManaged},
+		{"cert-manager CA injection", testCertManager},
+	}
+	for _, s := range steps {
+		if !t.Run(s.name, func(t *testing.T) { s.run(ctx, t) }) {
+			t.Fatalf("%q failed; the later install steps depend on it", s.name)
+		}
+	}
+}
+
+// realKinds are applied for real; the rest (workloads without a kubelet,
+// and the webhook configuration the shared harness is using) as a
+// server-side dry run.
+var realKinds = map[string]bool{
+	"Namespace": true, "ServiceAccount": true, "Role": true, "RoleBinding": true,
+	"ClusterRole": true, "ClusterRoleBinding": true, "Secret": true, "ConfigMap": true,
+}
+
+func applyInstall(ctx context.Context, t *testing.T, data []byte) {
+	t.Helper()
+	objs, err := framework.Objects(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) < 15 {
+		t.Fatalf("rendered only %d objects", len(objs))
+	}
+	// Real objects first (the namespace must exist for namespaced dry runs).
+	for _, pass := range []bool{true, false} {
+		for _, o := range objs {
+			if realKinds[o.GetKind()] != pass {
+				continue
+			}
+			if o.GetKind() == "MutatingWebhookConfiguration" {
+				// The harness's own "dnstune" is in use: validate a copy.
+				o = o.DeepCopy()
+				o.SetName("dnstune-dry-run")
+			}
+			if err := env.Apply(ctx, o, !pass); err != nil {
+				t.Errorf("rejected by the apiserver: %v", err)
+			}
+		}
+	}
+}
+
+func testManifestsAccepted(ctx context.Context, t *testing.T) {
+	for _, f := range []string{"dist/install.yaml"} {
+		data, err := os.ReadFile(filepath.Join(framework.RepoRoot(), f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		applyInstall(ctx, t, data)
+	}
+	installCertManagerCRDs(ctx, t)
+	data, err := os.ReadFile(filepath.Join(framework.RepoRoot(), "dist/install-cert-manager.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyInstall(ctx, t, data)
+	// The cert-manager resources are validated by their real CRD schemas.
+	var crt cmapi.Certificate
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: systemNS, Name: "dnstune-webhook"}, &crt); !apierrors.IsNotFound(err) {
+		t.Errorf("dry-run Certificate was stored (get: %v)", err)
+	}
+}
+
+var certManagerCRDsInstalled bool
+
+// installCertManagerCRDs installs the CRDs shipped in the cert-manager Go
+// module (deploy/crds), the version go.mod pins.
+func installCertManagerCRDs(ctx context.Context, t *testing.T) {
+	t.Helper()
+	if certManagerCRDsInstalled {
+		return
+	}
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/cert-manager/cert-manager").Output()
+	if err != nil {
+		t.Fatalf("locate the cert-manager module: %v", err)
+	}
+	dir := filepath.Join(strings.TrimSpace(string(out)), "deploy", "crds")
+	files, _ := filepath.Glob(filepath.Join(dir, "cert-manager.io_*.yaml"))
+	if len(files) < 4 {
+		t.Fatalf("cert-manager CRDs not found in %s", dir)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := framework.Objects(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objs {
+			if err := env.Apply(ctx, o, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	eventually(t, 30*time.Second, func() error {
+		var l unstructured.UnstructuredList
+		l.SetAPIVersion("cert-manager.io/v1")
+		l.SetKind("CertificateList")
+		return env.Client.List(ctx, &l)
+	})
+	certManagerCRDsInstalled = true
+}
+
+func saClient(ctx context.Context, t *testing.T, name string) (client.Client, string) {
+	t.Helper()
+	path, err := env.ServiceAccountKubeconfig(ctx, systemNS, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: framework.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, path
+}
+
+func testRBAC(ctx context.Context, t *testing.T) {
+	webhook, _ := saClient(ctx, t, "dnstune-webhook")
+	nodeAgent, _ := saClient(ctx, t, "dnstune-node")
+	other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "not-dnstune", Namespace: systemNS}, StringData: map[string]string{"k": "v"}}
+	if err := env.Client.Create(ctx, other); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	otherMWC := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "not-dnstune"}}
+	if err := env.Client.Create(ctx, otherMWC); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, otherMWC) })
+
+	allowed := map[string]func() error{
+		"webhook lists namespaces": func() error {
+			return webhook.List(ctx, &metav1.PartialObjectMetadataList{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "NamespaceList"}})
+		},
+		"webhook gets kube-system/kube-dns": func() error {
+			return webhook.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "kube-dns"}, &corev1.Service{})
+		},
+		"webhook gets its Secret": func() error {
+			return webhook.Get(ctx, client.ObjectKey{Namespace: systemNS, Name: "dnstune-webhook-tls"}, &corev1.Secret{})
+		},
+		"webhook gets its webhook configuration": func() error {
+			return webhook.Get(ctx, client.ObjectKey{Name: "dnstune"}, &admissionregistrationv1.MutatingWebhookConfiguration{})
+		},
+		"node agent creates an Event on a Node": func() error {
+			return nodeAgent.Create(ctx, &corev1.Event{
+				ObjectMeta:     metav1.ObjectMeta{GenerateName: "node.", Namespace: "default"},
+				InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: "n1"}, Reason: "Test", Message: "rbac test", Type: "Normal",
+			})
+		},
+	}
+	for name, f := range allowed {
+		if err := f(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	forbidden := map[string]func() error{
+		"webhook lists secrets": func() error { return webhook.List(ctx, &corev1.SecretList{}, client.InNamespace(systemNS)) },
+		"webhook reads another Secret": func() error {
+			return webhook.Get(ctx, client.ObjectKeyFromObject(other), &corev1.Secret{})
+		},
+		"webhook creates a Secret": func() error {
+			return webhook.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: systemNS}})
+		},
+		"webhook updates another webhook configuration": func() error {
+			var m admissionregistrationv1.MutatingWebhookConfiguration
+			_ = env.Client.Get(ctx, client.ObjectKeyFromObject(otherMWC), &m)
+			return webhook.Update(ctx, &m)
+		},
+		"webhook reads another kube-system Service": func() error {
+			return webhook.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "kube-dns-other"}, &corev1.Service{})
+		},
+		"webhook creates pods": func() error { return webhook.Create(ctx, newPod("default")) },
+		"webhook updates a namespace": func() error {
+			return webhook.Update(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}})
+		},
+		"node agent reads nodes": func() error { return nodeAgent.List(ctx, &corev1.NodeList{}) },
+		"node agent creates elsewhere": func() error {
+			return nodeAgent.Create(ctx, &corev1.Event{ObjectMeta: metav1.ObjectMeta{GenerateName: "x.", Namespace: "kube-system"}, InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: "n1"}})
+		},
+		"node agent reads its secrets": func() error { return nodeAgent.List(ctx, &corev1.SecretList{}, client.InNamespace(systemNS)) },
+	}
+	for name, f := range forbidden {
+		if err := f(); !apierrors.IsForbidden(err) {
+			t.Errorf("%s: want Forbidden, got %v", name, err)
+		}
+	}
+}
+
+// useWebhookConfig points the "dnstune" webhook configuration at w with the
+// given caBundle and annotations, and restores the shared one at cleanup.
+func useWebhookConfig(ctx context.Context, t *testing.T, w *framework.Webhook, caBundle []byte, annotations map[string]string) {
+	t.Helper()
+	mwc, err := env.RenderWebhookConfig(w, admissionregistrationv1.Ignore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mwc.Webhooks[0].ClientConfig.CABundle = caBundle
+	mwc.Annotations = annotations
+	var cur admissionregistrationv1.MutatingWebhookConfiguration
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: mwc.Name}, &cur); err != nil {
+		t.Fatal(err)
+	}
+	mwc.ResourceVersion = cur.ResourceVersion
+	if err := env.Client.Update(ctx, mwc); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		var cur admissionregistrationv1.MutatingWebhookConfiguration
+		_ = env.Client.Get(ctx, client.ObjectKey{Name: "dnstune"}, &cur)
+		_ = env.Client.Delete(ctx, &cur)
+		if err := env.ApplyWebhookConfig(ctx, env.Webhook, admissionregistrationv1.Ignore); err != nil {
+			t.Errorf("restore webhook configuration: %v", err)
+		}
+		if err := env.WaitMutating(ctx); err != nil {
+			t.Errorf("shared webhook not back: %v", err)
+		}
+	})
+}
+
+func mutatedEventually(t *testing.T, ns string) {
+	t.Helper()
+	eventually(t, 60*time.Second, func() error {
+		p := newPod(ns)
+		if err := env.Client.Create(context.Background(), p, client.DryRunAll); err != nil {
+			return err
+		}
+		if options(p) != resilientOptions {
+			return fmt.Errorf("pod not mutated: %q", options(p))
+		}
+		return nil
+	})
+}
+
+func testSelfManaged(ctx context.Context, t *testing.T) {
+	_, kubeconfig := saClient(ctx, t, "dnstune-webhook")
+	w, err := env.NewWebhook("self-managed", testPolicy, kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Start from nothing: no certificate on disk, an empty Secret, no caBundle.
+	for _, f := range []string{certs.CertFile, certs.KeyFile} {
+		_ = os.Remove(filepath.Join(w.CertDir, f))
+	}
+	var secret corev1.Secret
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: systemNS, Name: "dnstune-webhook-tls"}, &secret); err != nil {
+		t.Fatal(err)
+	}
+	if len(secret.Data) != 0 {
+		t.Fatalf("the install's Secret is not empty: %v", secret.Data)
+	}
+	w.ExtraArgs = []string{
+		"--self-managed-certs",
+		"--self-managed-hosts=127.0.0.1,localhost",
+		"--self-managed-cert-validity=30s",
+		"--self-managed-ca-validity=1h",
+	}
+	useWebhookConfig(ctx, t, w, nil, nil)
+	if err := w.Start(); err != nil {
+		t.Fatalf("self-managed webhook (ServiceAccount token, RBAC-limited): %v", err)
+	}
+	t.Cleanup(w.Stop)
+
+	var bundle []byte
+	eventually(t, 30*time.Second, func() error {
+		var mwc admissionregistrationv1.MutatingWebhookConfiguration
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: "dnstune"}, &mwc); err != nil {
+			return err
+		}
+		if bundle = mwc.Webhooks[0].ClientConfig.CABundle; len(bundle) == 0 {
+			return fmt.Errorf("caBundle still empty")
+		}
+		return nil
+	})
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(&secret), &secret); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(secret.Data[certs.SecretCABundle], bundle) || len(secret.Data[certs.CertFile]) == 0 {
+		t.Fatal("the Secret and the caBundle disagree")
+	}
+	ns := namespace(t, "selfmanaged", enabled())
+	mutatedEventually(t, ns)
+
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(bundle)
+	first, err := w.ServingCert(roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 30s validity: renewed at two thirds of its life, about 20s after issue.
+	var renewed *x509.Certificate
+	eventually(t, 60*time.Second, func() error {
+		cur, err := w.ServingCert(roots)
+		if err != nil {
+			return err
+		}
+		if cur.SerialNumber.Cmp(first.SerialNumber) == 0 {
+			return fmt.Errorf("serving certificate not renewed yet (expires %s)", cur.NotAfter.Format(time.TimeOnly))
+		}
+		renewed = cur
+		return nil
+	})
+	if life, age := first.NotAfter.Sub(first.NotBefore), renewed.NotBefore.Sub(first.NotBefore); age < life/2 {
+		t.Errorf("renewed after %s of a %s lifetime: too early", age, life)
+	}
+	t.Logf("serving certificate renewed after %s of its %s lifetime, no restart", renewed.NotBefore.Sub(first.NotBefore).Round(time.Second), first.NotAfter.Sub(first.NotBefore))
+	if exited, _ := w.Proc.Exited(); exited {
+		t.Fatal("the webhook restarted")
+	}
+	for range 3 {
+		p, _ := create(t, newPod(ns), client.DryRunAll)
+		assertMutated(t, p, "resilient", resilientOptions)
+	}
+}
+
+func testCertManager(ctx context.Context, t *testing.T) {
+	installCertManagerCRDs(ctx, t)
+	data, err := framework.Render("manifests/overlays/cert-manager")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := framework.Objects(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var annotations map[string]string
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "Issuer", "Certificate": // stored for real, validated by cert-manager's CRD schemas
+			if err := env.Apply(ctx, o, false); err != nil {
+				t.Fatal(err)
+			}
+		case "MutatingWebhookConfiguration":
+			annotations = o.GetAnnotations()
+		}
+	}
+	if annotations["cert-manager.io/inject-ca-from"] != systemNS+"/dnstune-webhook" {
+		t.Fatalf("cert-manager overlay lacks the inject-ca-from annotation: %v", annotations)
+	}
+	var crt cmapi.Certificate
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: systemNS, Name: "dnstune-webhook"}, &crt); err != nil {
+		t.Fatal(err)
+	}
+	// Issue the Certificate's Secret as cert-manager would: the serving
+	// certificate the shared webhook uses, its CA in ca.crt.
+	serving, err := os.ReadFile(filepath.Join(env.Webhook.CertDir, certs.CertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := os.ReadFile(filepath.Join(env.Webhook.CertDir, certs.KeyFile))
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: crt.Spec.SecretName, Namespace: systemNS, Annotations: map[string]string{
+			cmapi.CertificateNameKey: crt.Name, cmapi.IssuerNameAnnotationKey: crt.Spec.IssuerRef.Name, cmapi.IssuerKindAnnotationKey: crt.Spec.IssuerRef.Kind,
+		}},
+		Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: serving, corev1.TLSPrivateKeyKey: key, cmmeta.TLSCAKey: env.CA.CertPEM},
+	}
+	_ = env.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: crt.Spec.SecretName, Namespace: systemNS}})
+	eventually(t, 10*time.Second, func() error { return env.Client.Create(ctx, secret) })
+
+	useWebhookConfig(ctx, t, env.Webhook, nil, annotations)
+	stop := runCAInjector(t)
+	defer stop()
+	eventually(t, 60*time.Second, func() error {
+		var mwc admissionregistrationv1.MutatingWebhookConfiguration
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: "dnstune"}, &mwc); err != nil {
+			return err
+		}
+		if !bytes.Equal(mwc.Webhooks[0].ClientConfig.CABundle, env.CA.CertPEM) {
+			return fmt.Errorf("caBundle not injected yet (%d bytes)", len(mwc.Webhooks[0].ClientConfig.CABundle))
+		}
+		return nil
+	})
+	mutatedEventually(t, namespace(t, "certmanager", enabled()))
+}
+
+// runCAInjector runs cert-manager's CA injector (pkg/controller/cainjector)
+// for MutatingWebhookConfigurations, with Certificates as a data source.
+func runCAInjector(t *testing.T) func() {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = cmapi.AddToScheme(scheme)
+	logFile, err := os.Create(filepath.Join(env.Dir, "cainjector.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := zap.New(zap.WriteTo(logFile), zap.UseDevMode(true))
+	ctrl.SetLogger(log)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("cert-manager CA injector log:\n%s", framework.TailFile(logFile.Name(), 40))
+		}
+		_ = logFile.Close()
+	})
+	cfg := rest.CopyConfig(env.Config)
+	// The injector names its server-side-apply field manager after the user agent.
+	cfg.UserAgent = "cert-manager-cainjector/e2e"
+	mgr, err := ctrl.NewManager(cfg, manager.Options{
+		Scheme:                 scheme,
+		Logger:                 log,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := cainjector.RegisterAllInjectors(ctx, mgr, cainjector.SetupOptions{
+		EnableCertificatesDataSource: true,
+		EnabledReconcilersFor:        map[string]bool{"mutatingwebhookconfiguration": true},
+	}); err != nil {
+		cancel()
+		t.Fatalf("register cert-manager's CA injector: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("CA injector: %v", err)
+		}
+	}
+}
