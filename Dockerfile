@@ -5,14 +5,7 @@ FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
-COPY cmd/ cmd/
-COPY policy/ policy/
-COPY webhook/ webhook/
-COPY certs/ certs/
-COPY node/ node/
-COPY offline/ offline/
-COPY resolvconf/ resolvconf/
-ARG VERSION=dev
+COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/dnstune ./cmd/dnstune
 
 FROM gcr.io/distroless/static-debian12:nonroot
