@@ -40,13 +40,24 @@ test-unit: ## Unit tests, golden files, fuzz seed corpora, benchmarks compiled (
 e2e-tools: ## Build kube-apiserver, kube-controller-manager and etcd from the Go module proxy (cached in bin/tools).
 	bash hack/build-tools.sh
 
+.PHONY: lab-deps
+lab-deps: ## What the effect lab needs: CoreDNS (built), and nftables (installed when root and missing).
+	bash hack/build-tools.sh coredns
+	@if [ "$$(id -u)" = 0 ] && ! command -v nft > /dev/null; then \
+	  echo "installing nftables for the effect lab"; apt-get update -qq && apt-get install -y -qq nftables > /dev/null; fi
+
 .PHONY: e2e
-e2e: e2e-tools ## E2E suite: real etcd + kube-apiserver + kube-controller-manager calling the real webhook over TLS.
+e2e: e2e-tools lab-deps ## E2E suite: real control plane calling the real webhook over TLS; reduced effect lab (root).
 	KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 30m ./e2e/... 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 .PHONY: demo
 demo: e2e-tools ## Start a local control plane + the webhook and show what dnstune does (DEMO_KEEP=1 keeps it running).
 	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/demo
+
+.PHONY: lab
+lab: lab-deps ## Effect lab (root): real CoreDNS + glibc in network namespaces, plain vs dnstune pods, with loss; writes EFFECT.md.
+	@test "$$(id -u)" = 0 || { echo "make lab needs root (network namespaces, nft)"; exit 1; }
+	go run ./e2e/lab/cmd -coredns "$$(bash hack/build-tools.sh coredns | tail -1)"
 
 .PHONY: update-golden
 update-golden: ## Rewrite golden files from the current output.

@@ -3,14 +3,14 @@
 # module proxy, into bin/tools/<version>/. A binary that is already there is
 # not rebuilt. kubectl comes from the machine (PATH).
 #
-# Usage: hack/build-tools.sh [OUT_DIR]
+# Usage: hack/build-tools.sh            control plane (etcd, kube-apiserver, kube-controller-manager)
+#        hack/build-tools.sh coredns    CoreDNS for the effect lab (bin/tools/coredns-<version>/coredns)
 set -euo pipefail
 
 KUBE_VERSION=v1.37.1
 ETCD_VERSION=$(grep -oE "go.etcd.io/etcd/server/v3 v[0-9.]+" "$(dirname "$0")/tools/etcd/go.mod" | head -1 | cut -d" " -f2)
 root=$(cd "$(dirname "$0")/.." && pwd)
-out=${1:-$root/bin/tools/kube-$KUBE_VERSION-etcd-$ETCD_VERSION}
-mkdir -p "$out"
+what=${1:-kube}
 
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 \
@@ -29,6 +29,17 @@ build() { # name dir pkg ldflags
   echo "tools: built $name in $((SECONDS - start))s"
 }
 
+if [ "$what" = coredns ]; then
+  COREDNS_VERSION=$(grep -oE "github.com/coredns/coredns v[0-9.]+" "$root/hack/tools/coredns/go.mod" | head -1 | cut -d" " -f2)
+  out=$root/bin/tools/coredns-$COREDNS_VERSION
+  mkdir -p "$out"
+  build coredns "$root/hack/tools/coredns" . "-s -w"
+  echo "$out/coredns"
+  exit 0
+fi
+
+out=$root/bin/tools/kube-$KUBE_VERSION-etcd-$ETCD_VERSION
+mkdir -p "$out"
 build etcd "$root/hack/tools/etcd" . "-s -w"
 build kube-apiserver "$root/hack/tools/kube" ./kube-apiserver "$ldflags"
 build kube-controller-manager "$root/hack/tools/kube" ./kube-controller-manager "$ldflags"

@@ -40,7 +40,7 @@ func pod(mods ...func(*corev1.Pod)) *corev1.Pod {
 }
 
 func resilientOpts() []corev1.PodDNSConfigOption {
-	return []corev1.PodDNSConfigOption{opt("ndots", "2"), opt("timeout", "1"), opt("attempts", "2"), opt("single-request-reopen")}
+	return []corev1.PodDNSConfigOption{opt("ndots", "2"), opt("timeout", "1"), opt("attempts", "3"), opt("single-request-reopen")}
 }
 
 func withProfiles(pol *Policy) *Policy {
@@ -144,7 +144,7 @@ func TestDecideMutations(t *testing.T) {
 				p.Spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"1.1.1.1"}, Searches: []string{"corp.example"}, Options: []corev1.PodDNSConfigOption{opt("ndots", "1"), opt("edns0")}}
 			}),
 			want: func(p *corev1.Pod) {
-				p.Spec.DNSConfig.Options = []corev1.PodDNSConfigOption{opt("ndots", "1"), opt("edns0"), opt("timeout", "1"), opt("attempts", "2"), opt("single-request-reopen")}
+				p.Spec.DNSConfig.Options = []corev1.PodDNSConfigOption{opt("ndots", "1"), opt("edns0"), opt("timeout", "1"), opt("attempts", "3"), opt("single-request-reopen")}
 			},
 		},
 		{
@@ -212,7 +212,7 @@ func TestDecideMutations(t *testing.T) {
 		},
 		{
 			name: "namespace audit label: nothing changes", action: AuditOnly, profile: "resilient", ns: auditNS, pol: Default(), pod: pod(),
-			warnings: []string{"dnstune audit: would apply profile resilient (options): add options ndots:2 timeout:1 attempts:2 single-request-reopen"},
+			warnings: []string{"dnstune audit: would apply profile resilient (options): add options ndots:2 timeout:1 attempts:3 single-request-reopen"},
 		},
 		{
 			name: "rule enforcement audit", action: AuditOnly, profile: "audited", pol: withProfiles(Default()), pod: pod(),

@@ -140,7 +140,8 @@ func applyPatch(t *testing.T, pod *corev1.Pod, resp *admissionv1.AdmissionRespon
 }
 
 func TestHandlerDecisions(t *testing.T) {
-	opts := []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptr("2")}, {Name: "timeout", Value: ptr("1")}, {Name: "attempts", Value: ptr("2")}, {Name: "single-request-reopen"}}
+	opts := []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptr("2")}, {Name: "timeout", Value: ptr("1")}, {Name: "attempts", Value: ptr("3")}, {Name: "single-request-reopen"}}
+	nodelocalOpts := []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptr("2")}, {Name: "timeout", Value: ptr("1")}, {Name: "attempts", Value: ptr("2")}}
 	tests := []struct {
 		name     string
 		pod      *corev1.Pod
@@ -171,13 +172,13 @@ func TestHandlerDecisions(t *testing.T) {
 				p.Spec.DNSConfig = &corev1.PodDNSConfig{
 					Nameservers: []string{"169.254.20.10", "10.96.0.10"},
 					Searches:    []string{"local.svc.cluster.local", "svc.cluster.local", "cluster.local"},
-					Options:     opts[:3],
+					Options:     nodelocalOpts,
 				}
 				p.Annotations = map[string]string{"dnstune.io/profile": "nodelocal"}
 			}, metric: []string{"nodelocal", "nodelocal", "mutated", ""}},
 		{name: "audit namespace", pod: testPod(func(p *corev1.Pod) { p.Namespace = "audited" }), ns: "audited",
-			warn:   "dnstune audit: would apply profile resilient (options): add options ndots:2 timeout:1 attempts:2 single-request-reopen",
-			audit:  "profile resilient (options): add options ndots:2 timeout:1 attempts:2 single-request-reopen",
+			warn:   "dnstune audit: would apply profile resilient (options): add options ndots:2 timeout:1 attempts:3 single-request-reopen",
+			audit:  "profile resilient (options): add options ndots:2 timeout:1 attempts:3 single-request-reopen",
 			metric: []string{"resilient", "options", "audited", ""}},
 		{name: "namespace not opted in", pod: testPod(), ns: "plain", metric: []string{"", "", "skipped", "namespace-not-opted-in"}},
 		{name: "kube-system excluded", pod: testPod(), ns: "kube-system", metric: []string{"", "", "skipped", "namespace-excluded"}},

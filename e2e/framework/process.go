@@ -38,7 +38,7 @@ func StartProcess(name, logPath string, env []string, bin string, args ...string
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := spawn(cmd); err != nil {
 		_ = f.Close()
 		return nil, fmt.Errorf("failed to start %s: %w", name, err)
 	}
@@ -52,6 +52,27 @@ func StartProcess(name, logPath string, env []string, bin string, args ...string
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// spawner starts children from one OS thread that lives as long as the
+// process. Pdeathsig fires when the thread that forked the child exits, and
+// Go ends threads that a goroutine locked and left (the labs' network
+// namespace helpers do); children started there would be killed with them.
+var spawner = func() chan func() {
+	ch := make(chan func())
+	go func() {
+		runtime.LockOSThread() // never unlocked: this thread outlives every child
+		for f := range ch {
+			f()
+		}
+	}()
+	return ch
+}()
+
+func spawn(cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	spawner <- func() { errc <- cmd.Start() }
+	return <-errc
 }
 
 // Exited reports whether the process has ended, and how.
