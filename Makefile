@@ -59,6 +59,11 @@ lab: lab-deps ## Effect lab (root): real CoreDNS + glibc in network namespaces, 
 	@test "$$(id -u)" = 0 || { echo "make lab needs root (network namespaces, nft)"; exit 1; }
 	go run ./e2e/lab/cmd -coredns "$$(bash hack/build-tools.sh coredns | tail -1)"
 
+.PHONY: bench
+bench: e2e-tools ## Go benchmarks + load harness (floor / reference / dnstune) + apiserver pod-create latency; writes BENCHMARKS.md.
+	go test -run '^$$' -bench . -benchmem -count 6 ./policy ./webhook | tee $(BIN)/gobench.txt
+	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/bench -gobench $(BIN)/gobench.txt
+
 .PHONY: update-golden
 update-golden: ## Rewrite golden files from the current output.
 	go test ./offline/... -run Golden -update

@@ -14,6 +14,7 @@ import (
 	"mime"
 	"net/http"
 	"net/netip"
+	"strings"
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -55,9 +56,10 @@ type Handler struct {
 	Log logr.Logger
 }
 
-// reviewRequest is the part of an AdmissionReview dnstune reads. The object
-// is kept raw and decoded into podFields, which names only what the policy
-// looks at: the rest of a large pod (env vars, volumes) is skipped, not built.
+// reviewRequest is the part of an AdmissionReview dnstune reads, decoded in
+// one pass: the object goes straight into podFields, which names only what
+// the policy looks at, so the rest of a large pod (env vars, volumes) is
+// skipped, not built.
 type reviewRequest struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
@@ -66,7 +68,7 @@ type reviewRequest struct {
 		Kind      metav1.GroupVersionKind `json:"kind"`
 		Operation admissionv1.Operation   `json:"operation"`
 		Namespace string                  `json:"namespace"`
-		Object    json.RawMessage         `json:"object"`
+		Object    *podFields              `json:"object"`
 	} `json:"request"`
 }
 
@@ -159,6 +161,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) Review(ctx context.Context, body []byte) ([]byte, error) {
 	var in reviewRequest
 	if err := json.Unmarshal(body, &in); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && strings.HasPrefix(typeErr.Field, "request.object") {
+			return nil, badRequest{"failed to decode Pod: " + err.Error()}
+		}
 		return nil, badRequest{"failed to decode AdmissionReview: " + err.Error()}
 	}
 	if in.APIVersion != admissionv1.SchemeGroupVersion.String() || in.Kind != "AdmissionReview" {
@@ -176,14 +182,10 @@ func (h *Handler) Review(ctx context.Context, body []byte) ([]byte, error) {
 		h.count("", "", "skipped", "not-pod-create")
 		return encode(resp)
 	}
-	var pf podFields
-	if len(req.Object) == 0 || string(req.Object) == "null" {
+	if req.Object == nil {
 		return nil, badRequest{"AdmissionReview request has no object"}
 	}
-	if err := json.Unmarshal(req.Object, &pf); err != nil {
-		return nil, badRequest{"failed to decode Pod: " + err.Error()}
-	}
-	pod := pf.pod()
+	pod := req.Object.pod()
 	nsName := req.Namespace
 	if nsName == "" {
 		nsName = pod.Namespace
@@ -209,7 +211,7 @@ func (h *Handler) Review(ctx context.Context, body []byte) ([]byte, error) {
 		}
 		resp.AuditAnnotations = map[string]string{AuditAnnotationKey: d.Summary()}
 	case policy.Mutate:
-		patch, err := json.Marshal(Patch(pod, &d))
+		patch, err := encodePatch(Patch(pod, &d))
 		if err != nil {
 			return nil, fmt.Errorf("failed to encode patch: %w", err)
 		}

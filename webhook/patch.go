@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"encoding/json"
 	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
@@ -47,6 +48,23 @@ func Patch(pod *corev1.Pod, d *policy.Decision) []jsonpatch.Operation {
 		}
 	}
 	return ops
+}
+
+// op mirrors jsonpatch.Operation without its MarshalJSON method, which
+// makes encoding/json re-scan and compact every operation it encodes.
+type op struct {
+	Operation string `json:"op"`
+	Path      string `json:"path"`
+	Value     any    `json:"value,omitempty"`
+}
+
+// encodePatch encodes operations as a JSON patch document.
+func encodePatch(ops []jsonpatch.Operation) ([]byte, error) {
+	out := make([]op, len(ops))
+	for i, o := range ops {
+		out[i] = op{Operation: o.Operation, Path: o.Path, Value: o.Value}
+	}
+	return json.Marshal(out)
 }
 
 var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")

@@ -8,17 +8,18 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -71,6 +72,8 @@ type Options struct {
 	// CertValidity (default 1 year) and CAValidity (default 10 years) of
 	// self-managed certificates; each is renewed at two thirds of its life.
 	CertValidity, CAValidity time.Duration
+	// PprofBindAddress serves net/http/pprof when set (default: off).
+	PprofBindAddress string
 	// PolicyPollInterval is how often the policy file is re-read without a
 	// file-system event, default DefaultPolicyPollInterval.
 	PolicyPollInterval time.Duration
@@ -230,6 +233,7 @@ func NewManager(cfg *rest.Config, o Options, pol *policy.Policy, log logr.Logger
 		Logger:                 log,
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsBindAddress},
 		HealthProbeBindAddress: o.HealthProbeBindAddress,
+		PprofBindAddress:       o.PprofBindAddress,
 		WebhookServer:          crwebhook.NewServer(crwebhook.Options{Port: o.Port, CertDir: o.CertDir, TLSOpts: tlsOpts}),
 		Cache: cache.Options{
 			// Only namespace metadata is cached; nothing else is listed or watched.
@@ -248,9 +252,13 @@ func NewManager(cfg *rest.Config, o Options, pol *policy.Policy, log logr.Logger
 	if err != nil {
 		return nil, fmt.Errorf("failed to set up the namespace cache: %w", err)
 	}
+	namespaces := &namespaceLabels{api: mgr.GetAPIReader()}
+	if _, err := nsInformer.AddEventHandler(namespaces.handler()); err != nil {
+		return nil, fmt.Errorf("failed to watch namespaces: %w", err)
+	}
 	handler := &Handler{
 		Policy:     store.Policy,
-		Namespaces: &cachedNamespaces{cache: mgr.GetCache(), api: mgr.GetAPIReader()},
+		Namespaces: namespaces,
 		ClusterDNS: dns.Addr,
 		Metrics:    metrics,
 		Log:        log.WithName("admission"),
@@ -306,21 +314,41 @@ func withDeadline(h http.Handler, d time.Duration) http.Handler {
 	})
 }
 
-// cachedNamespaces reads namespace labels from the informer cache, and from
-// the API on a cache miss (a namespace created a moment ago).
-type cachedNamespaces struct {
-	cache client.Reader
-	api   client.Reader
+// namespaceLabels mirrors namespace labels from the metadata-only informer
+// into a map that requests read without locks or copies (the informer's own
+// cache would deep-copy the object on every Get). A namespace created a
+// moment ago, not yet seen by the informer, is read from the API.
+type namespaceLabels struct {
+	m   sync.Map // namespace name -> map[string]string, never mutated once stored
+	api client.Reader
 }
 
-func (c *cachedNamespaces) Labels(ctx context.Context, name string) (map[string]string, error) {
-	ns := namespaceMeta()
-	err := c.cache.Get(ctx, client.ObjectKey{Name: name}, ns)
-	if apierrors.IsNotFound(err) {
-		ns = namespaceMeta()
-		err = c.api.Get(ctx, client.ObjectKey{Name: name}, ns)
+func (n *namespaceLabels) handler() toolscache.ResourceEventHandler {
+	set := func(obj any) {
+		if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+			n.m.Store(m.Name, m.Labels)
+		}
 	}
-	if err != nil {
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    set,
+		UpdateFunc: func(_, obj any) { set(obj) },
+		DeleteFunc: func(obj any) {
+			if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+				n.m.Delete(m.Name)
+			}
+		},
+	}
+}
+
+func (n *namespaceLabels) Labels(ctx context.Context, name string) (map[string]string, error) {
+	if l, ok := n.m.Load(name); ok {
+		return l.(map[string]string), nil
+	}
+	ns := namespaceMeta()
+	if err := n.api.Get(ctx, client.ObjectKey{Name: name}, ns); err != nil {
 		return nil, fmt.Errorf("failed to get namespace %s: %w", name, err)
 	}
 	return ns.Labels, nil

@@ -61,6 +61,8 @@ type Options struct {
 	Policy string
 	// Logf receives progress lines; may be nil.
 	Logf func(format string, args ...any)
+	// WebhookArgs are extra flags for the dnstune webhook.
+	WebhookArgs []string
 }
 
 // Scheme knows the built-in types.
@@ -163,6 +165,7 @@ func Start(ctx context.Context, o Options) (env *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
+	e.Webhook.ExtraArgs = o.WebhookArgs
 	e.Logf("starting the dnstune webhook on 127.0.0.1:%d", e.Webhook.Port)
 	if err := e.Webhook.Start(); err != nil {
 		return nil, err

@@ -87,6 +87,9 @@ func (p *Process) Exited() (bool, error) {
 	}
 }
 
+// Pid is the process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // Stop sends SIGTERM, waits up to 15s, then kills the process group.
 func (p *Process) Stop() {
 	if p == nil {

@@ -50,7 +50,7 @@ const (
 	nsPrefix     = "dnstune-dnslab-"
 )
 
-// Name kinds looked up.
+// Names are the lookups the lab makes, one of each kind.
 var Names = []struct{ Kind, Name string }{
 	{"short service name", "web"},
 	{"svc.namespace", "web.shop"},

@@ -43,6 +43,7 @@ func newWebhookCommand() *cobra.Command {
 	f.StringSliceVar(&o.SelfManagedHosts, "self-managed-hosts", nil, "DNS names and IPs of the serving certificate (default: the dnstune-webhook Service's names)")
 	f.DurationVar(&o.CertValidity, "self-managed-cert-validity", 365*24*time.Hour, "validity of the self-managed serving certificate (renewed at 2/3)")
 	f.DurationVar(&o.CAValidity, "self-managed-ca-validity", 10*365*24*time.Hour, "validity of the self-managed CA (renewed at 2/3)")
+	f.StringVar(&o.PprofBindAddress, "pprof-bind-address", "", "serve net/http/pprof on this address (off by default; for profiling only)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging (one line per skipped pod)")
 	return cmd
 }
