@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/dnstune/dnstune/node"
@@ -104,6 +105,8 @@ func newNodeMonitorCommand() *cobra.Command {
 		addr             string
 		fam              familyFlags
 		verbose          bool
+		kubeconfig       string
+		nodeName         string
 	)
 	cmd := &cobra.Command{
 		Use:   "monitor",
@@ -129,7 +132,7 @@ func newNodeMonitorCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := newLogger(cmd.ErrOrStderr(), verbose)
 			o.Log = log
-			o.Events = nodeEvents(log)
+			o.Events = nodeEvents(log, kubeconfig, nodeName)
 			m := node.NewMonitor(o)
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -144,6 +147,8 @@ func newNodeMonitorCommand() *cobra.Command {
 	f.BoolVar(&o.Reapply, "reapply", false, "write --gc-thresh back on drift (needs the privilege of node tune)")
 	f.BoolVar(&o.AutoRaise, "auto-raise", false, "double the thresholds when the table passes 80% of gc_thresh3 or overflows (needs privilege)")
 	f.IntVar(&o.MaxGCThresh3, "max-gc-thresh3", 262144, "ceiling for --auto-raise (each entry costs ~512 B of kernel memory)")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for Events when not in a cluster (default: in-cluster config)")
+	f.StringVar(&nodeName, "node-name", os.Getenv("NODE_NAME"), "the Node that Events are about (default $NODE_NAME, from the downward API)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	fam.add(cmd)
 	return cmd
@@ -178,13 +183,20 @@ func (s recorderSink) Event(eventType, reason, message string) {
 	s.rec.Event(s.ref, eventType, reason, message)
 }
 
-// nodeEvents returns an event sink for the Node named by $NODE_NAME, or nil
-// (with one log line) when not in a cluster.
-func nodeEvents(log logr.Logger) node.EventSink {
-	name := os.Getenv("NODE_NAME")
-	cfg, err := rest.InClusterConfig()
+// nodeEvents returns an event sink for the named Node, or nil (with one
+// log line) when not in a cluster.
+func nodeEvents(log logr.Logger, kubeconfig, name string) node.EventSink {
+	var (
+		cfg *rest.Config
+		err error
+	)
+	if kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
 	if name == "" || err != nil {
-		log.Info("not in a cluster (no in-cluster config or NODE_NAME); Kubernetes Events are skipped, metrics and logs still report")
+		log.Info("not in a cluster (no cluster credentials, or no node name); Kubernetes Events are skipped, metrics and logs still report", "reason", fmt.Sprint(err))
 		return nil
 	}
 	cs, err := kubernetes.NewForConfig(cfg)
