@@ -140,3 +140,18 @@ func metric(t *testing.T, name string) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// applyYAML server-side applies every object of a YAML stream; kinds for
+// which dryRun says so are applied as a server-side dry run.
+func applyYAML(ctx context.Context, t *testing.T, data []byte, dryRun func(kind string) bool) {
+	t.Helper()
+	objs, err := framework.Objects(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if err := env.Apply(ctx, o, dryRun(o.GetKind())); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -139,15 +139,7 @@ func installCertManagerCRDs(ctx context.Context, t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		objs, err := framework.Objects(data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, o := range objs {
-			if err := env.Apply(ctx, o, false); err != nil {
-				t.Fatal(err)
-			}
-		}
+		applyYAML(ctx, t, data, func(string) bool { return false })
 	}
 	eventually(t, 30*time.Second, func() error {
 		var l unstructured.UnstructuredList

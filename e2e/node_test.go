@@ -39,15 +39,7 @@ func TestNodeMonitorEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs, err := framework.Objects(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, o := range objs {
-		if err := env.Apply(ctx, o, !realKinds[o.GetKind()]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	applyYAML(ctx, t, data, func(kind string) bool { return !realKinds[kind] })
 	_, kubeconfig := saClient(ctx, t, "dnstune-node")
 
 	proc := t.TempDir()

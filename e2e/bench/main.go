@@ -25,7 +25,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -539,18 +538,7 @@ func apiserverLatency(ctx context.Context, env *framework.Env) (apiResult, error
 	return res, err
 }
 
-func machine() string {
-	cpu := "unknown CPU"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				cpu = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
-				break
-			}
-		}
-	}
-	return fmt.Sprintf("%d cores (%s), %s, load generator on the same cores", runtime.NumCPU(), cpu, runtime.Version())
-}
+func machine() string { return framework.Machine() + ", load generator on the same cores" }
 
 func render(rs []result, api apiResult, bodyLen int) string {
 	var b strings.Builder

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -59,19 +58,8 @@ func run(n int, out, coredns string) error {
 }
 
 func machine() string {
-	cpu := "unknown CPU"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				cpu = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
-				break
-			}
-		}
-	}
-	kernel, _ := exec.Command("uname", "-r").Output()
 	glibc, _ := exec.Command("ldd", "--version").Output()
-	g := strings.SplitN(string(glibc), "\n", 2)[0]
-	return fmt.Sprintf("%d cores (%s), Linux %s, %s, %s", runtime.NumCPU(), cpu, strings.TrimSpace(string(kernel)), g, runtime.Version())
+	return framework.Machine() + ", " + strings.SplitN(string(glibc), "\n", 2)[0]
 }
 
 func effectDoc(rep *lab.Report, n int) string {
