@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -334,6 +335,11 @@ func FuzzHandler(f *testing.F) {
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"shop","object":{"metadata":{"annotations":null},"spec":{"dnsConfig":{}}}}}`))
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":null}`))
 	f.Add([]byte(`[]`))
+	if raw, err := os.ReadFile("testdata/pod-create.json"); err == nil {
+		f.Add(raw)
+	} else {
+		f.Fatal(err)
+	}
 	h := newTestHandler(nil)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r := httptest.NewRequest(http.MethodPost, Path, bytes.NewReader(body))
@@ -391,3 +397,44 @@ func benchmarkHandler(b *testing.B, pod *corev1.Pod) {
 
 func BenchmarkHandlerSmallPod(b *testing.B) { benchmarkHandler(b, testPod()) }
 func BenchmarkHandlerLargePod(b *testing.B) { benchmarkHandler(b, largePod()) }
+
+// TestRawReview feeds a review as kube-apiserver sends it (managed fields,
+// service-account volume, options, a field this version does not know) and
+// checks the exact patch: only dnstune's paths, nothing else touched.
+func TestRawReview(t *testing.T) {
+	body, err := os.ReadFile("testdata/pod-create.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, resp := serve(t, newTestHandler(nil), body)
+	if resp == nil || !resp.Allowed || resp.UID != "0c8d8a3e-5b7e-4f0e-8f6a-2b1d4c6e9a01" {
+		t.Fatalf("response %+v", resp)
+	}
+	want := `[{"op":"add","path":"/spec/dnsConfig","value":{"options":[{"name":"ndots","value":"2"},{"name":"timeout","value":"1"},{"name":"attempts","value":"3"},{"name":"single-request-reopen"}]}},` +
+		`{"op":"add","path":"/metadata/annotations","value":{"dnstune.io/profile":"resilient"}}]`
+	if string(resp.Patch) != want {
+		t.Fatalf("patch\n got %s\nwant %s", resp.Patch, want)
+	}
+	// Applied to the raw object, the patch keeps every field, known or not.
+	var review struct {
+		Request struct {
+			Object json.RawMessage `json:"object"`
+		} `json:"request"`
+	}
+	if err := json.Unmarshal(body, &review); err != nil {
+		t.Fatal(err)
+	}
+	p, err := jsonpatch.DecodePatch(resp.Patch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patched, err := p.Apply(review.Request.Object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kept := range []string{`"someFutureField":{"kept":true}`, `"managedFields"`, `"kube-api-access-x7k2p"`, `"ownerReferences"`} {
+		if !strings.Contains(string(patched), kept) {
+			t.Errorf("patched object lost %s", kept)
+		}
+	}
+}
