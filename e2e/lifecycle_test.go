@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -154,5 +156,34 @@ func TestCertificateRotation(t *testing.T) {
 	for range 5 {
 		p, _ = create(t, newPod(ns))
 		assertMutated(t, p, "resilient", resilientOptions)
+	}
+}
+
+// The webhook's TLS: 1.2 at least, HTTP/1.1 only (no HTTP/2 rapid reset),
+// and the request body bounded.
+func TestTLSAndLimits(t *testing.T) {
+	roots := x509.NewCertPool()
+	roots.AddCert(env.CA.Cert)
+	addr := fmt.Sprintf("127.0.0.1:%d", env.Webhook.Port)
+	if c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS11}); err == nil { //nolint:gosec // proving TLS 1.1 is refused.
+		_ = c.Close()
+		t.Error("TLS 1.1 handshake accepted")
+	}
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.ConnectionState().NegotiatedProtocol; p != "http/1.1" {
+		t.Errorf("negotiated %q, want http/1.1 only", p)
+	}
+	_ = c.Close()
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
+	resp, err := hc.Post(env.Webhook.URL(), "application/json", strings.NewReader(strings.Repeat(" ", 4<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("4 MiB body: status %d, want 413", resp.StatusCode)
 	}
 }
