@@ -45,7 +45,7 @@ type SelfManagedOptions struct {
 	// CAValidity defaults to 10 years; CertValidity to 1 year. Each is
 	// renewed at two thirds of its lifetime (cert-manager's default).
 	CAValidity, CertValidity time.Duration
-	// Interval between checks, default 1 minute.
+	// Interval between checks, default 1 minute (or CertValidity/20 if shorter).
 	Interval time.Duration
 	Log      logr.Logger
 }
@@ -69,7 +69,8 @@ func NewSelfManaged(o SelfManagedOptions) (*SelfManaged, error) {
 		o.CertValidity = 365 * 24 * time.Hour
 	}
 	if o.Interval == 0 {
-		o.Interval = time.Minute
+		// Often enough to renew even a short-lived certificate in time.
+		o.Interval = min(time.Minute, o.CertValidity/20)
 	}
 	var errs []error
 	if o.Client == nil {

@@ -195,10 +195,6 @@ func selfManaged(cfg *rest.Config, o Options, log logr.Logger) (*certs.SelfManag
 		return nil, fmt.Errorf("failed to create client: %w", err)
 	}
 	ns, name, _ := strings.Cut(o.SelfManagedSecret, "/")
-	validity := o.CertValidity
-	if validity == 0 {
-		validity = 365 * 24 * time.Hour
-	}
 	return certs.NewSelfManaged(certs.SelfManagedOptions{
 		Client:        c,
 		Secret:        types.NamespacedName{Namespace: ns, Name: name},
@@ -207,9 +203,7 @@ func selfManaged(cfg *rest.Config, o Options, log logr.Logger) (*certs.SelfManag
 		CertDir:       o.CertDir,
 		CertValidity:  o.CertValidity,
 		CAValidity:    o.CAValidity,
-		// Check often enough to renew a short-lived certificate in time.
-		Interval: min(time.Minute, validity/20),
-		Log:      log,
+		Log:           log,
 	})
 }
 
