@@ -113,7 +113,7 @@ func (s *SelfManaged) Sync(ctx context.Context) error {
 			}
 			return fmt.Errorf("failed to update secret %s: %w", s.o.Secret, err)
 		}
-		s.o.Log.Info("issued certificates", "secret", s.o.Secret.String(), "servingNotAfter", mustParse(data).serving.Cert.NotAfter)
+		s.o.Log.Info("issued certificates", "secret", s.o.Secret.String(), "servingNotAfter", parseMaterial(data).serving.Cert.NotAfter)
 	}
 	if err := writeIfChanged(s.o.CertDir, data); err != nil {
 		return err
@@ -125,7 +125,9 @@ type material struct {
 	ca, serving *KeyPair
 }
 
-func mustParse(data map[string][]byte) material {
+// parseMaterial reads the CA and serving key pairs from Secret data; a
+// missing or invalid pair is nil (and gets reissued), never an error.
+func parseMaterial(data map[string][]byte) material {
 	var m material
 	m.ca, _ = ParseKeyPair(data[SecretCACert], data[SecretCAKey])
 	m.serving, _ = ParseKeyPair(data[CertFile], data[KeyFile])
@@ -146,7 +148,7 @@ func (s *SelfManaged) renew(old map[string][]byte, now time.Time) (map[string][]
 	for k, v := range old {
 		data[k] = v
 	}
-	m := mustParse(data)
+	m := parseMaterial(data)
 	changed := false
 	var previousCA []byte
 	if m.ca == nil || !m.ca.Cert.IsCA || due(m.ca.Cert, now) {
