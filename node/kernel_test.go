@@ -213,8 +213,9 @@ func labRound(t *testing.T, p Proc, names []string) labResult {
 		wg   sync.WaitGroup
 		peak uint64
 	)
-	stop := make(chan struct{})
+	stop, sampled := make(chan struct{}), make(chan struct{})
 	go func() { // sample the table size while traffic runs
+		defer close(sampled)
 		for {
 			if s, err := p.Stat(IPv4); err == nil {
 				mu.Lock()
@@ -248,6 +249,7 @@ func labRound(t *testing.T, p Proc, names []string) labResult {
 	}
 	wg.Wait()
 	close(stop)
+	<-sampled // the sampler has stopped writing peak
 	statAfter, err := p.Stat(IPv4)
 	if err != nil {
 		t.Fatal(err)

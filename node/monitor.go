@@ -45,6 +45,9 @@ type MonitorOptions struct {
 type familyState struct {
 	stat   Stat
 	thresh Thresholds
+	// target is this family's minimum: MonitorOptions.Target, raised by
+	// --auto-raise for this family only.
+	target Thresholds
 	seen   bool
 	drift  bool
 }
@@ -140,11 +143,12 @@ func (m *Monitor) observe(f Family, thresh Thresholds, stat Stat) {
 	m.mu.Lock()
 	st, ok := m.fam[f]
 	if !ok {
-		st = &familyState{}
+		st = &familyState{target: m.o.Target}
 		m.fam[f] = st
 	}
 	prev, hadPrev := st.stat, st.seen
 	st.stat, st.thresh, st.seen = stat, thresh, true
+	target := st.target
 	m.mu.Unlock()
 
 	log := m.o.Log.WithValues("family", string(f))
@@ -158,18 +162,20 @@ func (m *Monitor) observe(f Family, thresh Thresholds, stat Stat) {
 		m.event("Warning", "NeighborTableOverflow", msg)
 	}
 
-	drift := thresh[0] < m.o.Target[0] || thresh[1] < m.o.Target[1] || thresh[2] < m.o.Target[2]
+	// Drift is judged per family against that family's own target: an
+	// auto-raise of IPv4 says nothing about the IPv6 table.
+	drift := thresh[0] < target[0] || thresh[1] < target[1] || thresh[2] < target[2]
 	if drift && !st.drift {
-		msg := fmt.Sprintf("%s neighbour thresholds are %s, below dnstune's %s: something lowered them", f, thresh, m.o.Target)
+		msg := fmt.Sprintf("%s neighbour thresholds are %s, below dnstune's %s: something lowered them", f, thresh, target)
 		log.Info(msg)
 		m.event("Warning", "NeighborThresholdDrift", msg)
 	}
 	if drift && m.o.Reapply {
-		if _, err := Tune(TuneOptions{Proc: m.o.Proc, Target: m.o.Target, Families: []Family{f}}); err != nil {
+		if _, err := Tune(TuneOptions{Proc: m.o.Proc, Target: target, Families: []Family{f}}); err != nil {
 			log.Error(err, "failed to re-apply thresholds")
 		} else {
 			m.reapplies.WithLabelValues(string(f)).Inc()
-			log.Info("re-applied thresholds", "thresholds", m.o.Target.String())
+			log.Info("re-applied thresholds", "thresholds", target.String())
 			drift = false
 			thresh, _ = m.o.Proc.Thresholds(f)
 		}
@@ -186,14 +192,12 @@ func (m *Monitor) observe(f Family, thresh Thresholds, stat Stat) {
 				log.Info(msg, "changes", fmt.Sprint(res.Changes))
 				m.event("Normal", "NeighborThresholdRaised", msg)
 				thresh = next
-				m.mu.Lock()
-				m.o.Target = Thresholds{max(m.o.Target[0], next[0]), max(m.o.Target[1], next[1]), max(m.o.Target[2], next[2])}
-				m.mu.Unlock()
+				target = Thresholds{max(target[0], next[0]), max(target[1], next[1]), max(target[2], next[2])}
 			}
 		}
 	}
 	m.mu.Lock()
-	st.thresh, st.drift = thresh, drift
+	st.thresh, st.drift, st.target = thresh, drift, target
 	m.mu.Unlock()
 }
 

@@ -93,9 +93,31 @@ func TestParseThresholds(t *testing.T) {
 	if got, err := ParseThresholds("8192,32768,65536"); err != nil || got != DefaultTargets {
 		t.Fatalf("got %v %v", got, err)
 	}
-	for _, bad := range []string{"1,2", "a,b,c", "3,2,1", "0,1,2"} {
+	for _, bad := range []string{"1,2", "a,b,c", "3,2,1", "0,1,2", "1,2,3000000000", "2147483648,2147483648,2147483648"} {
 		if _, err := ParseThresholds(bad); err == nil {
 			t.Errorf("ParseThresholds(%q) accepted", bad)
+		}
+	}
+	// INT_MAX itself is the kernel's limit and fits.
+	if _, err := ParseThresholds("1,2,2147483647"); err != nil {
+		t.Errorf("INT_MAX refused: %v", err)
+	}
+	_, err := ParseThresholds("8192,32768,3000000000")
+	if err == nil || !strings.Contains(err.Error(), "gc_thresh3") || !strings.Contains(err.Error(), "2147483647") {
+		t.Errorf("error should name gc_thresh3 and the limit: %v", err)
+	}
+}
+
+// A target the kernel cannot hold is refused before anything is written.
+func TestTuneRefusesOverIntMax(t *testing.T) {
+	p := fakeProc(t, kernelDefaults(), kernelDefaults())
+	_, err := Tune(TuneOptions{Proc: p, Target: Thresholds{8192, 32768, 3000000000}})
+	if err == nil || !strings.Contains(err.Error(), "INT_MAX") {
+		t.Fatalf("Tune accepted a threshold over INT_MAX: %v", err)
+	}
+	for _, f := range []Family{IPv4, IPv6} {
+		if got, _ := p.Thresholds(f); got != *kernelDefaults() {
+			t.Errorf("%s thresholds written: %v", f, got)
 		}
 	}
 }
@@ -366,6 +388,38 @@ func TestMonitorAutoRaise(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(*ev, "\n"), "Normal NeighborThresholdRaised") {
 		t.Fatalf("events = %v", *ev)
+	}
+}
+
+// An auto-raise under IPv4 pressure raises only IPv4's target: the untouched
+// IPv6 table is not reported as drifted.
+func TestMonitorAutoRaiseDriftPerFamily(t *testing.T) {
+	small := Thresholds{256, 512, 1024} // IPv4 entries 1026 > 80% of 1024; IPv6 has 4
+	p := fakeProc(t, &small, &small)
+	ev := &events{}
+	m := NewMonitor(MonitorOptions{Proc: p, Target: small, AutoRaise: true, MaxGCThresh3: 4096, Events: ev, Log: logr.Discard()})
+	for range 2 {
+		if err := m.Check(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := p.Thresholds(IPv4); got != (Thresholds{512, 1024, 2048}) {
+		t.Fatalf("IPv4 after auto-raise: %v", got)
+	}
+	if got, _ := p.Thresholds(IPv6); got != small {
+		t.Fatalf("IPv6 touched: %v", got)
+	}
+	text := scrape(t, m)
+	for _, want := range []string{
+		`dnstune_node_neighbor_threshold_drift{family="ipv4"} 0`,
+		`dnstune_node_neighbor_threshold_drift{family="ipv6"} 0`,
+	} {
+		if !strings.Contains(text, want+"\n") {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if strings.Contains(strings.Join(*ev, "\n"), "NeighborThresholdDrift") {
+		t.Errorf("false drift event: %v", *ev)
 	}
 }
 

@@ -7,6 +7,7 @@ package node
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -28,6 +29,10 @@ var DefaultTargets = Thresholds{8192, 32768, 65536}
 // ~32 MiB; memory is only used by entries that exist.
 const BytesPerEntry = 512
 
+// MaxThreshold is the largest value the kernel holds in a gc_thresh sysctl:
+// they are C ints (proc_dointvec), so INT_MAX. A larger write fails or wraps.
+const MaxThreshold = math.MaxInt32
+
 func (t Thresholds) String() string {
 	return fmt.Sprintf("%d,%d,%d", t[0], t[1], t[2])
 }
@@ -41,16 +46,22 @@ func ParseThresholds(s string) (Thresholds, error) {
 	}
 	for i, p := range parts {
 		v, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil || v < 1 {
-			return t, fmt.Errorf("gc_thresh%d must be a positive integer, got %q", i+1, p)
+		if err != nil || v < 1 || v > MaxThreshold {
+			return t, fmt.Errorf("gc_thresh%d must be an integer from 1 to %d (the kernel's INT_MAX), got %q", i+1, MaxThreshold, p)
 		}
 		t[i] = v
 	}
 	return t, t.Validate()
 }
 
-// Validate checks gc_thresh1 <= gc_thresh2 <= gc_thresh3.
+// Validate checks that every value fits the kernel's int (1..MaxThreshold)
+// and that gc_thresh1 <= gc_thresh2 <= gc_thresh3.
 func (t Thresholds) Validate() error {
+	for i, v := range t {
+		if v < 1 || v > MaxThreshold {
+			return fmt.Errorf("gc_thresh%d must be from 1 to %d (the kernel's INT_MAX), got %d", i+1, MaxThreshold, v)
+		}
+	}
 	if t[0] > t[1] || t[1] > t[2] {
 		return fmt.Errorf("thresholds must satisfy gc_thresh1 <= gc_thresh2 <= gc_thresh3, got %s", t)
 	}

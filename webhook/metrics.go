@@ -16,9 +16,12 @@ type Metrics struct {
 	PolicyReloads *prometheus.CounterVec
 	// PolicyGeneration is the generation of the policy in use (1 = loaded at start).
 	PolicyGeneration prometheus.Gauge
-	// PolicyLastReloadOK is 1 when the policy file on disk is the one in use,
-	// 0 when the last edit failed to load (the previous policy stays in use).
+	// PolicyLastReloadOK is 1 when the policy file on disk, as last read,
+	// loads (whether or not its content changed), 0 while it does not (the
+	// previous policy stays in use).
 	PolicyLastReloadOK prometheus.Gauge
+	// PolicyWatchErrors counts errors from the policy file watch (fsnotify).
+	PolicyWatchErrors prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not registered).
@@ -42,11 +45,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		PolicyLastReloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dnstune_policy_last_reload_successful",
-			Help: "1 if the last policy load succeeded, 0 if the file on disk is invalid and an older policy is in use.",
+			Help: "1 if the policy file on disk, as last read, is valid; 0 while it is invalid and an older policy is in use.",
+		}),
+		PolicyWatchErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dnstune_policy_watch_errors_total",
+			Help: "Errors reported by the policy file watch; reloads go on (events and polling).",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Mutations, m.AuditFindings, m.PolicyReloads, m.PolicyGeneration, m.PolicyLastReloadOK)
+		reg.MustRegister(m.Mutations, m.AuditFindings, m.PolicyReloads, m.PolicyGeneration, m.PolicyLastReloadOK, m.PolicyWatchErrors)
 	}
 	return m
 }

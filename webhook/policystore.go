@@ -3,6 +3,7 @@ package webhook
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,6 +25,9 @@ const DefaultPolicyPollInterval = 10 * time.Second
 // PolicyStore holds the policy in use and reloads it when its file changes.
 // A file that fails to load is logged and counted; the last good policy
 // stays in use. Policy() is lock-free and safe for concurrent use.
+//
+// Use: NewPolicyStore, then Open (watch, then load: an edit made after Open
+// is never missed), then Start (as a manager runnable).
 type PolicyStore struct {
 	// PollInterval is how often Start re-reads the file without an event,
 	// default DefaultPolicyPollInterval.
@@ -35,35 +39,48 @@ type PolicyStore struct {
 
 	cur        atomic.Pointer[policy.Policy]
 	generation atomic.Int64
-	mu         sync.Mutex // serialises reloads
-	lastData   []byte
+	mu         sync.Mutex // serialises reloads and guards the fields below
+	goodData   []byte     // the content of the policy in use
+	fileOK     bool       // whether the file as last read loads
+	w          *watcher
 }
 
-// NewPolicyStore returns a store serving pol, whose file is path. Start
-// watches the file.
-func NewPolicyStore(path string, pol *policy.Policy, log logr.Logger, m *Metrics) *PolicyStore {
-	s := &PolicyStore{path: path, log: log, metrics: m}
-	s.cur.Store(pol)
-	s.generation.Store(1)
-	if m != nil {
-		m.PolicyGeneration.Set(1)
-		m.PolicyLastReloadOK.Set(1)
-		m.PolicyReloads.WithLabelValues("success").Inc()
-	}
-	if data, err := os.ReadFile(path); err == nil { // #nosec G304 -- the operator names the file.
-		s.lastData = data
-	}
-	return s
+// NewPolicyStore returns an empty store for the policy file at path. m may be nil.
+func NewPolicyStore(path string, log logr.Logger, m *Metrics) *PolicyStore {
+	return &PolicyStore{path: path, log: log, metrics: m}
 }
 
-// Policy returns the policy in use.
+// Open starts watching the policy file's directory, then loads the file. It
+// fails when the file does not load: the webhook does not start without a
+// good policy. Edits made after Open returns are seen by Start.
+func (s *PolicyStore) Open() error {
+	s.mu.Lock()
+	if s.w == nil {
+		s.w = s.openWatcher()
+	}
+	s.mu.Unlock()
+	return s.Reload()
+}
+
+// Policy returns the policy in use, nil before the first successful load.
 func (s *PolicyStore) Policy() *policy.Policy { return s.cur.Load() }
 
-// Generation returns the generation of the policy in use (1 at start).
+// Generation returns the generation of the policy in use: 1 after the first
+// load, one more with each successful reload of changed content.
 func (s *PolicyStore) Generation() int64 { return s.generation.Load() }
 
+// FileOK reports whether the policy file, as last read, loads. It is false
+// while a bad edit is on disk (the last good policy stays in use) and true
+// again as soon as the file is valid, whether or not its content changed.
+func (s *PolicyStore) FileOK() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fileOK
+}
+
 // Reload re-reads the file. It returns the load error, if any; the policy in
-// use then stays the same. An unchanged file is not parsed again.
+// use then stays the same. Content equal to the policy in use is not parsed
+// again, but still counts as a good file.
 func (s *PolicyStore) Reload() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -71,50 +88,78 @@ func (s *PolicyStore) Reload() error {
 	if err != nil {
 		return s.failed(fmt.Errorf("failed to read policy %s: %w", s.path, err))
 	}
-	if bytes.Equal(data, s.lastData) {
+	if s.cur.Load() != nil && bytes.Equal(data, s.goodData) {
+		if !s.fileOK {
+			s.log.Info("policy file is valid again (same content as the policy in use)", "path", s.path, "generation", s.generation.Load())
+		}
+		s.setFileOK(true)
 		return nil
 	}
 	pol, err := policy.Load(s.path, data)
 	if err != nil {
 		return s.failed(err)
 	}
-	s.lastData = data
+	s.goodData = data
 	s.cur.Store(pol)
 	gen := s.generation.Add(1)
 	if s.metrics != nil {
 		s.metrics.PolicyReloads.WithLabelValues("success").Inc()
 		s.metrics.PolicyGeneration.Set(float64(gen))
-		s.metrics.PolicyLastReloadOK.Set(1)
 	}
-	s.log.Info("policy reloaded", "path", s.path, "generation", gen)
+	s.setFileOK(true)
+	s.log.Info("policy loaded", "path", s.path, "generation", gen)
 	return nil
+}
+
+func (s *PolicyStore) setFileOK(ok bool) {
+	s.fileOK = ok
+	if s.metrics != nil {
+		v := 0.0
+		if ok {
+			v = 1
+		}
+		s.metrics.PolicyLastReloadOK.Set(v)
+	}
 }
 
 func (s *PolicyStore) failed(err error) error {
 	if s.metrics != nil {
 		s.metrics.PolicyReloads.WithLabelValues("failure").Inc()
-		s.metrics.PolicyLastReloadOK.Set(0)
 	}
-	s.log.Error(err, "policy reload failed; keeping the last good policy", "path", s.path, "generation", s.generation.Load())
+	s.setFileOK(false)
+	if s.cur.Load() != nil {
+		s.log.Error(err, "policy reload failed; keeping the last good policy", "path", s.path, "generation", s.generation.Load())
+	}
 	return err
 }
 
-// Start watches the policy file's directory and polls every PollInterval
-// until ctx ends. It implements
-// controller-runtime's manager.Runnable.
+// Start reloads the file on every file-system event in its directory and
+// every PollInterval until ctx ends, starting with one reload (for an edit
+// made between Open and Start). It implements controller-runtime's
+// manager.Runnable. Without Open, it opens the watch itself.
 func (s *PolicyStore) Start(ctx context.Context) error {
 	interval := s.PollInterval
 	if interval <= 0 {
 		interval = DefaultPolicyPollInterval
 	}
-	return s.watch(ctx, interval)
+	s.mu.Lock()
+	if s.w == nil {
+		s.w = s.openWatcher()
+	}
+	w := s.w
+	s.mu.Unlock()
+	return s.loop(ctx, w, interval)
 }
 
-// watcher is the file-system watch on the policy's directory; nil events
-// means polling only.
+// NeedLeaderElection is false: every replica watches its own policy file.
+func (s *PolicyStore) NeedLeaderElection() bool { return false }
+
+// watcher is the file-system watch on the policy's directory; nil channels
+// mean polling only.
 type watcher struct {
 	w      *fsnotify.Watcher
 	events <-chan fsnotify.Event
+	errors <-chan error
 }
 
 func (s *PolicyStore) openWatcher() *watcher {
@@ -129,21 +174,18 @@ func (s *PolicyStore) openWatcher() *watcher {
 		_ = w.Close()
 		return &watcher{}
 	}
-	return &watcher{w: w, events: w.Events}
-}
-
-func (s *PolicyStore) watch(ctx context.Context, interval time.Duration) error {
-	return s.loop(ctx, s.openWatcher(), interval)
+	return &watcher{w: w, events: w.Events, errors: w.Errors}
 }
 
 func (s *PolicyStore) loop(ctx context.Context, w *watcher, interval time.Duration) error {
 	if w.w != nil {
 		defer func() { _ = w.w.Close() }()
 	}
-	events := w.events
+	events, errs := w.events, w.errors
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
+		_ = s.Reload() // logged and counted inside
 		select {
 		case <-ctx.Done():
 			return nil
@@ -151,9 +193,25 @@ func (s *PolicyStore) loop(ctx context.Context, w *watcher, interval time.Durati
 		case _, ok := <-events:
 			if !ok {
 				events = nil
+			}
+		case err, ok := <-errs:
+			// fsnotify blocks on an unread error; read it, say it, count it.
+			if !ok {
+				errs = nil
 				continue
 			}
+			s.watchError(err)
 		}
-		_ = s.Reload() // logged and counted inside
 	}
+}
+
+func (s *PolicyStore) watchError(err error) {
+	if s.metrics != nil {
+		s.metrics.PolicyWatchErrors.Inc()
+	}
+	msg := "policy file watch error; reloads continue (events and polling)"
+	if errors.Is(err, fsnotify.ErrEventOverflow) {
+		msg = "policy file watch lost events (queue overflow); reloading now"
+	}
+	s.log.Error(err, msg, "path", s.path)
 }

@@ -2,11 +2,13 @@ package webhook
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -20,22 +22,22 @@ const policyBad = "apiVersion: dnstune.io/v1alpha1\nkind: Policy\nprofiles:\n  r
 
 func ndots(p *policy.Policy) int { return *p.Profiles["resilient"].Options.Ndots }
 
-func TestPolicyStoreReload(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "policy.yaml")
-	write := func(s string) {
-		t.Helper()
-		if err := os.WriteFile(file, []byte(s), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(policyV1)
-	pol, err := policy.LoadFile(file)
-	if err != nil {
+func writePolicy(t *testing.T, file, s string) {
+	t.Helper()
+	if err := os.WriteFile(file, []byte(s), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m := NewMetrics(nil)
-	s := NewPolicyStore(file, pol, logr.Discard(), m)
+}
 
+func TestPolicyStoreReload(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	write := func(s string) { writePolicy(t, file, s) }
+	write(policyV1)
+	m := NewMetrics(nil)
+	s := NewPolicyStore(file, logr.Discard(), m)
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Reload(); err != nil || s.Generation() != 1 {
 		t.Fatalf("unchanged file: err=%v generation=%d, want nil, 1", err, s.Generation())
 	}
@@ -64,23 +66,128 @@ func TestPolicyStoreReload(t *testing.T) {
 	}
 }
 
+// The reload state describes the file as it is now: good -> bad -> the same
+// good content -> different good content. Reverting a bad edit to the
+// content in use must clear the failure (DnstunePolicyBroken stops firing).
+func TestPolicyStoreStateFollowsFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	writePolicy(t, file, policyV1)
+	m := NewMetrics(nil)
+	s := NewPolicyStore(file, logr.Discard(), m)
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		content string
+		wantOK  bool
+		ndots   int
+		gen     int64
+	}{
+		{policyBad, false, 2, 1},
+		{policyV1, true, 2, 1}, // same as in use: not re-parsed, but the file is good again
+		{policyBad, false, 2, 1},
+		{policyV2, true, 3, 2},
+		{policyV2, true, 3, 2},
+	}
+	for i, st := range steps {
+		writePolicy(t, file, st.content)
+		_ = s.Reload()
+		ok := testutil.ToFloat64(m.PolicyLastReloadOK) == 1
+		if ok != st.wantOK || s.FileOK() != st.wantOK || ndots(s.Policy()) != st.ndots || s.Generation() != st.gen {
+			t.Errorf("step %d: last_reload_successful=%v FileOK=%v ndots=%d gen=%d, want ok=%v ndots=%d gen=%d",
+				i, ok, s.FileOK(), ndots(s.Policy()), s.Generation(), st.wantOK, st.ndots, st.gen)
+		}
+	}
+}
+
+// An edit made after Open (e.g. while the webhook waits for its
+// certificates) but before Start is picked up by Start, without a further edit.
+func TestPolicyStoreEditBeforeStart(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	writePolicy(t, file, policyV1)
+	s := NewPolicyStore(file, logr.Discard(), nil)
+	s.PollInterval = time.Hour // only the watch or the start may see the edit
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	writePolicy(t, file, policyV2)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for ndots(s.Policy()) != 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("the edit made before Start was ignored: ndots stayed 2")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Watch errors are read (fsnotify blocks on an unread error), logged and
+// counted, and events keep being handled after one.
+func TestPolicyStoreWatchErrors(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	writePolicy(t, file, policyV1)
+	m := NewMetrics(nil)
+	s := NewPolicyStore(file, logr.Discard(), m)
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	events, errs := make(chan fsnotify.Event), make(chan error)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.loop(ctx, &watcher{events: events, errors: errs}, time.Hour) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	for i := range 3 {
+		select {
+		case errs <- errors.New("inotify: queue overflow"):
+		case <-time.After(5 * time.Second):
+			t.Fatalf("watch error %d was never read: the watcher would stall", i+1)
+		}
+	}
+	writePolicy(t, file, policyV2)
+	select {
+	case events <- fsnotify.Event{Name: file, Op: fsnotify.Write}:
+	case <-time.After(5 * time.Second):
+		t.Fatal("events not read after watch errors")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for ndots(s.Policy()) != 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("event after watch errors not handled")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := testutil.ToFloat64(m.PolicyWatchErrors); n != 3 {
+		t.Errorf("dnstune_policy_watch_errors_total = %v, want 3", n)
+	}
+}
+
 // TestPolicyStoreWatch proves a file replaced the way a ConfigMap volume
 // replaces it (a new file renamed over the old) is picked up by the watcher.
 func TestPolicyStoreWatch(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(file, []byte(policyV1), 0o600); err != nil {
+	writePolicy(t, file, policyV1)
+	s := NewPolicyStore(file, logr.Discard(), nil)
+	if err := s.Open(); err != nil { // watching before the file changes
 		t.Fatal(err)
 	}
-	pol, _ := policy.LoadFile(file)
-	s := NewPolicyStore(file, pol, logr.Discard(), nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	w := s.openWatcher() // watching before the file changes
-	if w.events == nil {
+	if s.w.events == nil {
 		t.Fatal("no file-system watch on the policy directory")
 	}
-	go func() { done <- s.loop(ctx, w, time.Hour) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.loop(ctx, s.w, time.Hour) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -89,9 +196,7 @@ func TestPolicyStoreWatch(t *testing.T) {
 	}()
 
 	tmp := filepath.Join(dir, ".new")
-	if err := os.WriteFile(tmp, []byte(policyV2), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writePolicy(t, tmp, policyV2)
 	if err := os.Rename(tmp, file); err != nil {
 		t.Fatal(err)
 	}

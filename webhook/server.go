@@ -31,7 +31,6 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/dnstune/dnstune/certs"
-	"github.com/dnstune/dnstune/policy"
 )
 
 // Options configure the webhook server. The zero value of each field is
@@ -148,14 +147,17 @@ func (o *Options) RESTConfig() (*rest.Config, error) {
 	return cfg, nil
 }
 
-// Run loads the policy, then serves the webhook until ctx ends.
+// Run loads the policy, then serves the webhook until ctx ends. The policy
+// file is watched from before its first load, so an edit made while the
+// webhook waits for its certificates is not missed.
 func Run(ctx context.Context, o Options, log logr.Logger) error {
 	o.setDefaults()
 	if err := o.Validate(); err != nil {
 		return err
 	}
-	pol, err := policy.LoadFile(o.PolicyFile)
-	if err != nil {
+	store := NewPolicyStore(o.PolicyFile, log.WithName("policy"), NewMetrics(crmetrics.Registry))
+	store.PollInterval = o.PolicyPollInterval
+	if err := store.Open(); err != nil {
 		return fmt.Errorf("failed to load policy: %w", err)
 	}
 	cfg, err := o.RESTConfig()
@@ -172,7 +174,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 			return err
 		}
 	}
-	mgr, err := NewManager(cfg, o, pol, log)
+	mgr, err := NewManager(cfg, o, store, log)
 	if err != nil {
 		return err
 	}
@@ -209,8 +211,9 @@ func selfManaged(cfg *rest.Config, o Options, log logr.Logger) (*certs.SelfManag
 
 // NewManager builds a controller-runtime manager that serves the webhook,
 // metrics and health probes, with a metadata-only namespace cache, the
-// policy store and the cluster DNS discovery as runnables.
-func NewManager(cfg *rest.Config, o Options, pol *policy.Policy, log logr.Logger) (manager.Manager, error) {
+// policy store (opened by the caller) and the cluster DNS discovery as
+// runnables. The handler counts into the store's metrics.
+func NewManager(cfg *rest.Config, o Options, store *PolicyStore, log logr.Logger) (manager.Manager, error) {
 	o.setDefaults()
 	scheme := runtime.NewScheme()
 	if err := corev1.AddToScheme(scheme); err != nil {
@@ -238,9 +241,7 @@ func NewManager(cfg *rest.Config, o Options, pol *policy.Policy, log logr.Logger
 		return nil, fmt.Errorf("failed to create manager: %w", err)
 	}
 	server := mgr.GetWebhookServer() // also adds it to the manager's runnables
-	metrics := NewMetrics(crmetrics.Registry)
-	store := NewPolicyStore(o.PolicyFile, pol, log.WithName("policy"), metrics)
-	store.PollInterval = o.PolicyPollInterval
+	metrics := store.metrics
 	dns := &clusterDNS{reader: mgr.GetAPIReader(), key: o.ClusterDNSService, every: o.ClusterDNSRefresh, log: log.WithName("cluster-dns")}
 	nsInformer, err := mgr.GetCache().GetInformer(context.Background(), namespaceMeta())
 	if err != nil {
@@ -265,12 +266,6 @@ func NewManager(cfg *rest.Config, o Options, pol *policy.Policy, log logr.Logger
 	}
 	checks := map[string]healthz.Checker{
 		"webhook": server.StartedChecker(),
-		"policy": func(*http.Request) error {
-			if store.Policy() == nil {
-				return errors.New("no policy loaded")
-			}
-			return nil
-		},
 		"namespace-cache": func(*http.Request) error {
 			if !nsInformer.HasSynced() {
 				return errors.New("namespace cache not synced yet")
@@ -406,6 +401,3 @@ func (c *clusterDNS) refresh(ctx context.Context) {
 
 // NeedLeaderElection is false: every replica serves and polls.
 func (c *clusterDNS) NeedLeaderElection() bool { return false }
-
-// NeedLeaderElection is false: every replica watches its own policy file.
-func (s *PolicyStore) NeedLeaderElection() bool { return false }

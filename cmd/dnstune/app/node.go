@@ -120,6 +120,9 @@ func newNodeMonitorCommand() *cobra.Command {
 			if o.Families, err = fam.families(); err != nil {
 				return err
 			}
+			if o.MaxGCThresh3 < 1 || o.MaxGCThresh3 > node.MaxThreshold {
+				return fmt.Errorf("--max-gc-thresh3 must be from 1 to %d (the kernel's INT_MAX), got %d", node.MaxThreshold, o.MaxGCThresh3)
+			}
 			if o.AutoRaise && o.MaxGCThresh3 < t[2] {
 				return fmt.Errorf("--auto-raise needs --max-gc-thresh3 at least gc_thresh3 (%d), got %d", t[2], o.MaxGCThresh3)
 			}
