@@ -10,13 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
-)
-
-// API limits on a Pod's dnsConfig, as enforced by the apiserver's validation.
-const (
-	MaxNameservers     = 3
-	MaxSearches        = 32
-	MaxSearchListChars = 2048
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 // Action is what the decision does with a pod.
@@ -47,6 +41,12 @@ const (
 	ReasonNoClusterDNS      Reason = "no-cluster-dns"
 	ReasonOverLimits        Reason = "dns-limits"
 	ReasonAlreadyConfigured Reason = "already-configured"
+	// ReasonWindows: the pod will run on Windows, whose resolver ignores
+	// dnsConfig options and whose nodes run no node-local cache.
+	ReasonWindows Reason = "windows"
+	// ReasonInvalidResult: the change would give DNS fields kube-apiserver
+	// rejects; the pod is admitted unchanged rather than blocked.
+	ReasonInvalidResult Reason = "invalid-result"
 )
 
 // Namespace is what the decision needs to know of a pod's namespace.
@@ -114,6 +114,9 @@ func Decide(pod *corev1.Pod, ns Namespace, pol *Policy, clusterDNS netip.Addr) D
 	if inject != InjectEnabled && inject != InjectAudit {
 		return Decision{Action: Skip, Reason: ReasonNotOptedIn}
 	}
+	if RunsOnWindows(&pod.Spec) {
+		return Decision{Action: Skip, Reason: ReasonWindows}
+	}
 	switch pod.Spec.DNSPolicy {
 	case corev1.DNSDefault:
 		return Decision{Action: Skip, Reason: ReasonDNSPolicyDefault}
@@ -175,6 +178,11 @@ func Decide(pod *corev1.Pod, ns Namespace, pol *Policy, clusterDNS netip.Addr) D
 		d.Action, d.Reason = Skip, ReasonAlreadyConfigured
 		return d
 	}
+	if errs := d.validate(pod); len(errs) > 0 {
+		return Decision{Action: Skip, Reason: ReasonInvalidResult, Profile: prof.Name, Mode: prof.Mode, Warnings: []string{
+			"dnstune: the change (" + strings.Join(d.Changes, "; ") + ") would give DNS settings kube-apiserver rejects (" + errs.ToAggregate().Error() + "); pod left unchanged",
+		}}
+	}
 	d.SetProfileAnnotation = pod.Annotations[ProfileLabel] != prof.Name
 	if prof.Mode == ModeOptions && prof.Options.SingleRequestReopen && !hasOption(cfg.Options, "single-request-reopen") {
 		for _, c := range append(slices.Clip(pod.Spec.InitContainers), pod.Spec.Containers...) {
@@ -192,6 +200,78 @@ func Decide(pod *corev1.Pod, ns Namespace, pol *Policy, clusterDNS netip.Addr) D
 	}
 	d.Action = Mutate
 	return d
+}
+
+// validate checks the pod's DNS fields as the decision leaves them with
+// kube-apiserver's rules. Defence in depth: the policy's own validation
+// should make this unreachable, but a pod's own entries, or a bug, must
+// never turn a DNS tweak into a rejected create.
+func (d *Decision) validate(pod *corev1.Pod) field.ErrorList {
+	dnsPolicy := pod.Spec.DNSPolicy
+	if d.SetDNSPolicy != "" {
+		dnsPolicy = d.SetDNSPolicy
+	}
+	var cfg *corev1.PodDNSConfig
+	if pod.Spec.DNSConfig != nil {
+		c := *pod.Spec.DNSConfig
+		cfg = &c
+	}
+	if d.Nameservers != nil || d.Searches != nil || d.Options != nil {
+		if cfg == nil {
+			cfg = &corev1.PodDNSConfig{}
+		}
+		if d.Nameservers != nil {
+			cfg.Nameservers = d.Nameservers
+		}
+		if d.Searches != nil {
+			cfg.Searches = d.Searches
+		}
+		if d.Options != nil {
+			cfg.Options = d.Options
+		}
+	}
+	return ValidatePodDNS(dnsPolicy, cfg)
+}
+
+// OSLabel is the well-known node label of the node's operating system.
+const OSLabel = "kubernetes.io/os"
+
+// RunsOnWindows reports whether a pod will run on Windows: spec.os.name is
+// windows, its nodeSelector asks for kubernetes.io/os=windows, or its
+// required node affinity admits only windows nodes (every term has an In
+// requirement on kubernetes.io/os whose values are all "windows").
+func RunsOnWindows(spec *corev1.PodSpec) bool {
+	if spec.OS != nil && spec.OS.Name == corev1.Windows {
+		return true
+	}
+	if spec.NodeSelector[OSLabel] == string(corev1.Windows) {
+		return true
+	}
+	if spec.Affinity == nil || spec.Affinity.NodeAffinity == nil || spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return false
+	}
+	terms := spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+	if len(terms) == 0 {
+		return false
+	}
+	for _, t := range terms {
+		if !slices.ContainsFunc(t.MatchExpressions, onlyWindows) {
+			return false
+		}
+	}
+	return true
+}
+
+func onlyWindows(r corev1.NodeSelectorRequirement) bool {
+	if r.Key != OSLabel || r.Operator != corev1.NodeSelectorOpIn || len(r.Values) == 0 {
+		return false
+	}
+	for _, v := range r.Values {
+		if v != string(corev1.Windows) {
+			return false
+		}
+	}
+	return true
 }
 
 func orDefault(p corev1.DNSPolicy) corev1.DNSPolicy {

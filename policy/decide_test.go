@@ -52,6 +52,42 @@ func withProfiles(pol *Policy) *Policy {
 	return pol
 }
 
+func osAffinity(terms ...[]string) *corev1.Affinity {
+	sel := &corev1.NodeSelector{}
+	for _, values := range terms {
+		sel.NodeSelectorTerms = append(sel.NodeSelectorTerms, corev1.NodeSelectorTerm{MatchExpressions: []corev1.NodeSelectorRequirement{
+			{Key: OSLabel, Operator: corev1.NodeSelectorOpIn, Values: values},
+		}})
+	}
+	return &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: sel}}
+}
+
+func TestRunsOnWindows(t *testing.T) {
+	tests := []struct {
+		name string
+		spec corev1.PodSpec
+		want bool
+	}{
+		{"plain", corev1.PodSpec{}, false},
+		{"os linux", corev1.PodSpec{OS: &corev1.PodOS{Name: corev1.Linux}}, false},
+		{"os windows", corev1.PodSpec{OS: &corev1.PodOS{Name: corev1.Windows}}, true},
+		{"nodeSelector linux", corev1.PodSpec{NodeSelector: map[string]string{OSLabel: "linux"}}, false},
+		{"nodeSelector windows", corev1.PodSpec{NodeSelector: map[string]string{OSLabel: "windows"}}, true},
+		{"affinity windows only", corev1.PodSpec{Affinity: osAffinity([]string{"windows"})}, true},
+		{"affinity windows or linux", corev1.PodSpec{Affinity: osAffinity([]string{"windows", "linux"})}, false},
+		{"one term windows, another linux", corev1.PodSpec{Affinity: osAffinity([]string{"windows"}, []string{"linux"})}, false},
+		{"affinity without terms", corev1.PodSpec{Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{}}}}, false},
+		{"preferred windows only is not required", corev1.PodSpec{Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+			PreferredDuringSchedulingIgnoredDuringExecution: []corev1.PreferredSchedulingTerm{{Weight: 1, Preference: corev1.NodeSelectorTerm{
+				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: OSLabel, Operator: corev1.NodeSelectorOpIn, Values: []string{"windows"}}}}}}}}}, false},
+	}
+	for _, tt := range tests {
+		if got := RunsOnWindows(&tt.spec); got != tt.want {
+			t.Errorf("%s: RunsOnWindows = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
 func TestDecideSkips(t *testing.T) {
 	tests := []struct {
 		name string
@@ -77,6 +113,24 @@ func TestDecideSkips(t *testing.T) {
 		{"pod sets its own values for every option", pod(func(p *corev1.Pod) {
 			p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: []corev1.PodDNSConfigOption{opt("ndots", "5"), opt("timeout", "3"), opt("attempts", "3"), opt("single-request-reopen")}}
 		}), enabledNS, nil, ReasonAlreadyConfigured},
+		{"windows by spec.os", pod(func(p *corev1.Pod) { p.Spec.OS = &corev1.PodOS{Name: corev1.Windows} }), enabledNS, nil, ReasonWindows},
+		{"windows by nodeSelector", pod(func(p *corev1.Pod) { p.Spec.NodeSelector = map[string]string{OSLabel: "windows"} }), enabledNS, nil, ReasonWindows},
+		{"windows by required node affinity", pod(func(p *corev1.Pod) { p.Spec.Affinity = osAffinity([]string{"windows"}, []string{"windows"}) }), enabledNS, nil, ReasonWindows},
+		{"windows pod in nodelocal namespace", pod(func(p *corev1.Pod) { p.Spec.OS = &corev1.PodOS{Name: corev1.Windows} }),
+			Namespace{Name: "shop", Labels: map[string]string{InjectLabel: InjectEnabled, ProfileLabel: "nodelocal"}}, func(p *Policy) { p.ClusterDNS = kubeDNSAddr }, ReasonWindows},
+		{"pod's own search is invalid", pod(func(p *corev1.Pod) {
+			p.Spec.DNSConfig = &corev1.PodDNSConfig{Searches: []string{"Bad..Domain"}}
+		}), enabledNS, nil, ReasonInvalidResult},
+		{"pod's own nameserver is IPv4-mapped (nodelocal)", pod(func(p *corev1.Pod) {
+			p.Spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"::ffff:1.1.1.1"}}
+		}), Namespace{Name: "shop", Labels: map[string]string{InjectLabel: InjectEnabled, ProfileLabel: "nodelocal"}}, func(p *Policy) { p.ClusterDNS = kubeDNSAddr }, ReasonInvalidResult},
+		{"pod's own option has no name", pod(func(p *corev1.Pod) {
+			p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: []corev1.PodDNSConfigOption{{Name: ""}}}
+		}), enabledNS, nil, ReasonInvalidResult},
+		{"nodelocal search too long for a DNS name (policy built by hand)", pod(), Namespace{Name: strings.Repeat("n", 63), Labels: map[string]string{InjectLabel: InjectEnabled, ProfileLabel: "nodelocal"}},
+			func(p *Policy) { p.ClusterDNS, p.ClusterDomain = kubeDNSAddr, strings.Repeat("d", 63)+"."+strings.Repeat("e", 63)+"."+strings.Repeat("f", 63) }, ReasonInvalidResult},
+		{"IPv4-mapped node-local address (policy built by hand)", pod(), Namespace{Name: "shop", Labels: map[string]string{InjectLabel: InjectEnabled, ProfileLabel: "nodelocal"}},
+			func(p *Policy) { p.ClusterDNS, p.NodeLocalDNS = kubeDNSAddr, netip.MustParseAddr("::ffff:169.254.20.10") }, ReasonInvalidResult},
 		{"nodelocal over the nameserver limit", pod(func(p *corev1.Pod) {
 			p.Spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"1.1.1.1", "8.8.8.8"}}
 		}), Namespace{Name: "shop", Labels: map[string]string{InjectLabel: InjectEnabled, ProfileLabel: "nodelocal"}}, func(p *Policy) { p.ClusterDNS = kubeDNSAddr }, ReasonOverLimits},

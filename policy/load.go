@@ -69,13 +69,13 @@ func Load(file string, data []byte) (*Policy, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, ErrorList{{File: file, Line: 1, Column: 1, Message: "empty policy: expected apiVersion: " + APIVersion + ", kind: " + Kind}}
 		}
-		return nil, ErrorList{p.syntaxError(err)}
+		return nil, ErrorList{p.syntaxError(data, err)}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
 		p.errorf(&extra, "", "a policy file holds exactly one YAML document")
 	} else if !errors.Is(err, io.EOF) {
-		p.errs = append(p.errs, p.syntaxError(err))
+		p.errs = append(p.errs, p.syntaxError(data, err))
 	}
 	pol := p.policy(&doc)
 	if len(p.errs) > 0 {
@@ -86,9 +86,13 @@ func Load(file string, data []byte) (*Policy, error) {
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)
 
-// syntaxError turns a yaml.v3 parse error into a FieldError. yaml.v3 reports
-// a line but no column for syntax errors; column 1 is used.
-func (p *parser) syntaxError(err error) FieldError {
+// syntaxError turns a yaml.v3 parse error into a FieldError at the line and
+// column of the mistake (syntaxPosition). Should the position not be found,
+// yaml.v3's own line is used with column 1.
+func (p *parser) syntaxError(data []byte, err error) FieldError {
+	if line, col, msg, ok := syntaxPosition(data); ok {
+		return FieldError{File: p.file, Line: line, Column: col, Message: "invalid YAML: " + msg}
+	}
 	line := 1
 	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
 		line, _ = strconv.Atoi(m[1])
@@ -208,12 +212,23 @@ func (p *parser) intIn(n *yaml.Node, field string, lo, hi int) *int {
 		p.errorf(n, field, "must be an integer, got %s", kindName(n))
 		return nil
 	}
-	v, err := strconv.Atoi(n.Value)
-	if err != nil || v < lo || v > hi {
-		p.errorf(n, field, "must be between %d and %d, got %s", lo, hi, n.Value)
+	// Decode as YAML does (0x2, 0o17, +3 are integers too); report the
+	// value as the number it is.
+	var v int64
+	if err := n.Decode(&v); err != nil {
+		p.errorf(n, field, "must be an integer between %d and %d, got %s", lo, hi, n.Value)
 		return nil
 	}
-	return &v
+	if v < int64(lo) || v > int64(hi) {
+		shown := strconv.FormatInt(v, 10)
+		if shown != n.Value {
+			shown = fmt.Sprintf("%s (%d)", n.Value, v)
+		}
+		p.errorf(n, field, "must be between %d and %d, got %s", lo, hi, shown)
+		return nil
+	}
+	i := int(v)
+	return &i
 }
 
 func (p *parser) boolean(n *yaml.Node, field string) bool {
@@ -247,8 +262,12 @@ func (p *parser) addr(n *yaml.Node, field string, allowEmpty bool) netip.Addr {
 		return netip.Addr{}
 	}
 	a, err := netip.ParseAddr(s)
-	if err != nil || a.Zone() != "" {
+	if err != nil {
 		p.errorf(n, field, "must be an IPv4 or IPv6 address, got %q", s)
+		return netip.Addr{}
+	}
+	if err := CheckNameserver(a); err != nil {
+		p.errorf(n, field, "%v, got %q", err, s)
 		return netip.Addr{}
 	}
 	return a
@@ -306,8 +325,8 @@ func (p *parser) policy(doc *yaml.Node) *Policy {
 		},
 		"clusterDomain": func(v *yaml.Node, f string) {
 			if s, ok := p.str(v, f); ok {
-				if errs := validation.IsDNS1123Subdomain(s); len(errs) > 0 {
-					p.errorf(v, f, "must be a DNS domain like cluster.local, got %q", s)
+				if err := CheckClusterDomain(s); err != nil {
+					p.errorf(v, f, "%v", err)
 					return
 				}
 				pol.ClusterDomain = s

@@ -106,7 +106,23 @@ func TestLoadErrors(t *testing.T) {
 		{"missing kind", "apiVersion: dnstune.io/v1alpha1\n", []string{`1:1: kind: required`}},
 		{"rules not a list", head + "rules: {a: b}\n", []string{`3:8: rules: must be a list of rules, got a mapping`}},
 		{"empty file", "", []string{`1:1: empty policy`}},
-		{"syntax error", head + "profiles: [\n", []string{`invalid YAML`}},
+		{"syntax error", head + "profiles: [\n", []string{`3:11: invalid YAML`}},
+		{"unclosed brace", head + "profiles:\n  fast: {mode: options\n  slow: {}\n", []string{`4:9: invalid YAML: "{" opened here is not closed`}},
+		{"unclosed brace, nested", head + "profiles:\n  fast:\n    options: {ndots: 2, timeout: 1\n  slow: {}\n", []string{`5:14: invalid YAML: "{" opened here is not closed`}},
+		{"unclosed bracket", head + "excludeNamespaces: [a, b\nprofiles: {}\n", []string{`3:20: invalid YAML: "[" opened here is not closed`}},
+		{"extra brace", head + "profiles:\n  fast: {mode: options}}\n  slow: {}\n", []string{`4:24: invalid YAML: "}" closes nothing`}},
+		{"unclosed double quote", head + "clusterDomain: \"abc\nprofiles: {}\n", []string{`3:16: invalid YAML`}},
+		{"unclosed single quote", head + "profiles:\n  a: {mode: 'options}\n", []string{`4:13: invalid YAML`}},
+		{"bad indentation", head + "profiles:\n  a: {}\n b: {}\n", []string{`5:2: invalid YAML`}},
+		{"IPv4-mapped node-local address", head + "nodeLocalDNS: \"::ffff:169.254.20.10\"\n", []string{`3:15: nodeLocalDNS: must not be an IPv4-mapped IPv6 address (kube-apiserver rejects it in pod nameservers); write 169.254.20.10`}},
+		{"IPv4-mapped cluster DNS", head + "clusterDNS: \"::ffff:10.96.0.10\"\n", []string{`3:13: clusterDNS: must not be an IPv4-mapped IPv6 address`}},
+		{"unspecified IPv4", head + "nodeLocalDNS: 0.0.0.0\n", []string{`3:15: nodeLocalDNS: must not be the unspecified address`}},
+		{"unspecified IPv6", head + "clusterDNS: \"::\"\n", []string{`3:13: clusterDNS: must not be the unspecified address`}},
+		{"multicast", head + "nodeLocalDNS: 224.0.0.251\n", []string{`3:15: nodeLocalDNS: must not be a multicast address`}},
+		{"zoned address", head + "nodeLocalDNS: fe80::1%eth0\n", []string{`3:15: nodeLocalDNS: must not have a zone`}},
+		{"cluster domain too long for namespace searches", head + "clusterDomain: " + strings.Repeat("d", 62) + "." + strings.Repeat("e", 62) + "." + strings.Repeat("f", 62) + "\n",
+			[]string{`3:16: clusterDomain: must be at most 185 characters`}},
+		{"ndots in range as hex is a number", head + "defaultProfile: a\nprofiles:\n  a: {options: {ndots: 0x20}}\n", []string{`5:24: profiles.a.options.ndots: must be between 0 and 15, got 0x20 (32)`}},
 		{"two documents", head + "---\nkind: Policy\n", []string{`3:1: a policy file holds exactly one YAML document`}},
 		{"several errors in file order", head + "nodeLocalDNS: x\nclusterDomain: Bad_Domain\n", []string{"3:15: nodeLocalDNS", "4:16: clusterDomain"}},
 	}
@@ -126,6 +142,28 @@ func TestLoadErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// YAML 1.1 integer forms are the numbers they are.
+func TestLoadIntegerForms(t *testing.T) {
+	for _, v := range []string{"0x2", "0o2", "+2", "2"} {
+		pol, err := Load("p.yaml", []byte("apiVersion: dnstune.io/v1alpha1\nkind: Policy\nprofiles:\n  resilient: {options: {ndots: "+v+"}}\n"))
+		if err != nil {
+			t.Errorf("ndots: %s: %v", v, err)
+			continue
+		}
+		if n := *pol.Profiles["resilient"].Options.Ndots; n != 2 {
+			t.Errorf("ndots: %s loaded as %d", v, n)
+		}
+	}
+}
+
+// The longest cluster domain that fits is accepted.
+func TestLoadClusterDomainAtLimit(t *testing.T) {
+	d := strings.Repeat("d", 61) + "." + strings.Repeat("e", 61) + "." + strings.Repeat("f", 61) // 185
+	if _, err := Load("p.yaml", []byte("apiVersion: dnstune.io/v1alpha1\nkind: Policy\nclusterDomain: "+d+"\n")); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -83,10 +83,19 @@ type podFields struct {
 	Spec struct {
 		DNSPolicy      corev1.DNSPolicy     `json:"dnsPolicy"`
 		HostNetwork    bool                 `json:"hostNetwork"`
+		OS             *corev1.PodOS        `json:"os"`
+		NodeSelector   map[string]string    `json:"nodeSelector"`
+		Affinity       *nodeAffinityOnly    `json:"affinity"`
 		DNSConfig      *corev1.PodDNSConfig `json:"dnsConfig"`
 		Containers     []containerFields    `json:"containers"`
 		InitContainers []containerFields    `json:"initContainers"`
 	} `json:"spec"`
+}
+
+// nodeAffinityOnly is the part of spec.affinity the decision reads (whether
+// the pod runs on Windows); pod (anti-)affinity is not decoded.
+type nodeAffinityOnly struct {
+	NodeAffinity *corev1.NodeAffinity `json:"nodeAffinity"`
 }
 
 type containerFields struct {
@@ -99,6 +108,10 @@ func (f *podFields) pod() *corev1.Pod {
 	p.Name, p.GenerateName, p.Namespace = f.Metadata.Name, f.Metadata.GenerateName, f.Metadata.Namespace
 	p.Labels, p.Annotations = f.Metadata.Labels, f.Metadata.Annotations
 	p.Spec.DNSPolicy, p.Spec.HostNetwork, p.Spec.DNSConfig = f.Spec.DNSPolicy, f.Spec.HostNetwork, f.Spec.DNSConfig
+	p.Spec.OS, p.Spec.NodeSelector = f.Spec.OS, f.Spec.NodeSelector
+	if f.Spec.Affinity != nil && f.Spec.Affinity.NodeAffinity != nil {
+		p.Spec.Affinity = &corev1.Affinity{NodeAffinity: f.Spec.Affinity.NodeAffinity}
+	}
 	p.Spec.Containers = containers(f.Spec.Containers)
 	p.Spec.InitContainers = containers(f.Spec.InitContainers)
 	return p
@@ -203,7 +216,12 @@ func (h *Handler) Review(ctx context.Context, body []byte) ([]byte, error) {
 	switch d.Action {
 	case policy.Skip:
 		h.count(d.Profile, string(d.Mode), "skipped", string(d.Reason))
-		h.Log.V(1).Info("pod skipped", "namespace", nsName, "pod", podName(pod), "reason", d.Reason)
+		if d.Reason == policy.ReasonInvalidResult {
+			// Never a patch that blocks a create: admitted unchanged, said loudly.
+			h.Log.Info("change would be rejected by kube-apiserver; pod admitted unchanged", "namespace", nsName, "pod", podName(pod), "reason", d.Reason, "detail", strings.Join(d.Warnings, "; "))
+		} else {
+			h.Log.V(1).Info("pod skipped", "namespace", nsName, "pod", podName(pod), "reason", d.Reason)
+		}
 	case policy.AuditOnly:
 		h.count(d.Profile, string(d.Mode), "audited", "")
 		if h.Metrics != nil {

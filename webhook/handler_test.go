@@ -203,6 +203,12 @@ func TestHandlerDecisions(t *testing.T) {
 				p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: opts}
 				p.Annotations = map[string]string{"dnstune.io/profile": "resilient"}
 			}, warn: "looks musl-based (Alpine)", metric: []string{"resilient", "options", "mutated", ""}},
+		{name: "windows pod is left alone", pod: testPod(func(p *corev1.Pod) { p.Spec.OS = &corev1.PodOS{Name: corev1.Windows} }), ns: "local",
+			metric: []string{"", "", "skipped", "windows"}},
+		{name: "a change kube-apiserver would reject is not made", ns: "shop",
+			pod:    testPod(func(p *corev1.Pod) { p.Spec.DNSConfig = &corev1.PodDNSConfig{Searches: []string{"-bad-.example"}} }),
+			warn:   "would give DNS settings kube-apiserver rejects (spec.dnsConfig.searches[0]",
+			metric: []string{"resilient", "options", "skipped", "invalid-result"}},
 		{name: "unknown namespace is admitted unchanged", pod: testPod(func(p *corev1.Pod) { p.Namespace = "ghost" }), ns: "ghost",
 			warn: "could not read namespace ghost", metric: []string{"", "", "error", "namespace-lookup"}},
 	}

@@ -31,6 +31,7 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/dnstune/dnstune/certs"
+	"github.com/dnstune/dnstune/policy"
 )
 
 // Options configure the webhook server. The zero value of each field is
@@ -382,6 +383,9 @@ func (c *clusterDNS) refresh(ctx context.Context) {
 	err := c.reader.Get(ctx, c.key, &svc)
 	if err == nil {
 		a, perr := netip.ParseAddr(svc.Spec.ClusterIP)
+		if perr == nil {
+			perr = policy.CheckNameserver(a)
+		}
 		if perr == nil {
 			if old := c.Addr(); old != a {
 				c.log.Info("cluster DNS discovered", "service", c.key.String(), "address", a.String())

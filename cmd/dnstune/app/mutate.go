@@ -40,6 +40,9 @@ built-in default policy (profile "resilient") applies. Warnings go to stderr.`,
 				if err != nil {
 					return fmt.Errorf("--cluster-dns must be an IP address: %w", err)
 				}
+				if err := policy.CheckNameserver(a); err != nil {
+					return fmt.Errorf("--cluster-dns %s: %w", clusterDNS, err)
+				}
 				dns = a
 			}
 			pol = policy.Default()

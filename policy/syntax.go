@@ -1,0 +1,61 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	goccy "github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/lexer"
+	goccyparser "github.com/goccy/go-yaml/parser"
+	"github.com/goccy/go-yaml/token"
+)
+
+// syntaxPosition finds where a YAML syntax error is, for a document that
+// gopkg.in/yaml.v3 refused. yaml.v3 reports only a line, and for parser
+// errors the line of its context mark counted from zero (so, the line
+// before the mistake) with no column. goccy/go-yaml's parser reports the
+// offending token; for a flow collection that is never closed, that token
+// is the first one after it, so the position of the unclosed '{' or '['
+// is reported instead, as a user reads it. ok is false when goccy finds no
+// error (the two parsers disagree); the caller then keeps yaml.v3's line.
+func syntaxPosition(data []byte) (line, col int, msg string, ok bool) {
+	_, err := goccyparser.ParseBytes(data, 0)
+	var yerr goccy.Error
+	if err == nil || !errors.As(err, &yerr) || yerr.GetToken() == nil {
+		return 0, 0, "", false
+	}
+	tok, msg := yerr.GetToken(), yerr.GetMessage()
+	line, col = tok.Position.Line, tok.Position.Column
+	if strings.Contains(msg, "must be specified") && (strings.Contains(msg, "'}'") || strings.Contains(msg, "']'")) {
+		if open := unclosedFlow(string(data), tok.Position.Offset); open != nil {
+			return open.Position.Line, open.Position.Column, fmt.Sprintf("%q opened here is not closed (%s, at %d:%d)", open.Value, msg, line, col), true
+		}
+	}
+	if tok.Value == "}" || tok.Value == "]" {
+		msg = fmt.Sprintf("%q closes nothing that is open here (%s)", tok.Value, msg)
+	}
+	return line, col, msg, true
+}
+
+// unclosedFlow returns the innermost '{' or '[' still open before offset.
+func unclosedFlow(src string, offset int) *token.Token {
+	var stack []*token.Token
+	for _, t := range lexer.Tokenize(src) {
+		if t.Position.Offset >= offset {
+			break
+		}
+		switch t.Type {
+		case token.MappingStartType, token.SequenceStartType:
+			stack = append(stack, t)
+		case token.MappingEndType, token.SequenceEndType:
+			if len(stack) > 0 {
+				stack = stack[:len(stack)-1]
+			}
+		}
+	}
+	if len(stack) == 0 {
+		return nil
+	}
+	return stack[len(stack)-1]
+}
