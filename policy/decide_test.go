@@ -128,9 +128,13 @@ func TestDecideSkips(t *testing.T) {
 			p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: []corev1.PodDNSConfigOption{{Name: ""}}}
 		}), enabledNS, nil, ReasonInvalidResult},
 		{"nodelocal search too long for a DNS name (policy built by hand)", pod(), Namespace{Name: strings.Repeat("n", 63), Labels: map[string]string{InjectLabel: InjectEnabled, ProfileLabel: "nodelocal"}},
-			func(p *Policy) { p.ClusterDNS, p.ClusterDomain = kubeDNSAddr, strings.Repeat("d", 63)+"."+strings.Repeat("e", 63)+"."+strings.Repeat("f", 63) }, ReasonInvalidResult},
+			func(p *Policy) {
+				p.ClusterDNS, p.ClusterDomain = kubeDNSAddr, strings.Repeat("d", 63)+"."+strings.Repeat("e", 63)+"."+strings.Repeat("f", 63)
+			}, ReasonInvalidResult},
 		{"IPv4-mapped node-local address (policy built by hand)", pod(), Namespace{Name: "shop", Labels: map[string]string{InjectLabel: InjectEnabled, ProfileLabel: "nodelocal"}},
-			func(p *Policy) { p.ClusterDNS, p.NodeLocalDNS = kubeDNSAddr, netip.MustParseAddr("::ffff:169.254.20.10") }, ReasonInvalidResult},
+			func(p *Policy) {
+				p.ClusterDNS, p.NodeLocalDNS = kubeDNSAddr, netip.MustParseAddr("::ffff:169.254.20.10")
+			}, ReasonInvalidResult},
 		{"nodelocal over the nameserver limit", pod(func(p *corev1.Pod) {
 			p.Spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"1.1.1.1", "8.8.8.8"}}
 		}), Namespace{Name: "shop", Labels: map[string]string{InjectLabel: InjectEnabled, ProfileLabel: "nodelocal"}}, func(p *Policy) { p.ClusterDNS = kubeDNSAddr }, ReasonOverLimits},
