@@ -33,10 +33,11 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, _, err := Mutate(src, Options{Policy: policy.Default(), ClusterDNS: netip.MustParseAddr("10.96.0.10")})
+			res, err := Mutate(src, Options{Policy: policy.Default(), ClusterDNS: netip.MustParseAddr("10.96.0.10")})
 			if err != nil {
 				t.Fatalf("Mutate: %v", err)
 			}
+			out := res.Data
 			golden := strings.TrimSuffix(in, ".yaml") + ".golden.yaml"
 			if *update {
 				if err := os.WriteFile(golden, out, 0o600); err != nil {
@@ -51,9 +52,9 @@ func TestGolden(t *testing.T) {
 				t.Fatalf("output differs from %s (run make update-golden if intended):\n%s", golden, out)
 			}
 			// Idempotence: mutating the output again changes nothing.
-			again, _, err := Mutate(out, Options{Policy: policy.Default(), ClusterDNS: netip.MustParseAddr("10.96.0.10")})
-			if err != nil || !bytes.Equal(again, out) {
-				t.Fatalf("second pass changed the output (err %v):\n%s", err, again)
+			again, err := Mutate(out, Options{Policy: policy.Default(), ClusterDNS: netip.MustParseAddr("10.96.0.10")})
+			if err != nil || !bytes.Equal(again.Data, out) {
+				t.Fatalf("second pass changed the output (err %v):\n%s", err, again.Data)
 			}
 		})
 	}
@@ -80,10 +81,11 @@ func docs(t *testing.T, b []byte) []any {
 
 func TestUnchangedDocumentsKeptVerbatim(t *testing.T) {
 	src, _ := os.ReadFile("testdata/all-kinds.yaml")
-	out, _, err := Mutate(src, Options{Policy: policy.Default()})
+	res, err := Mutate(src, Options{Policy: policy.Default()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	out := res.Data
 	if !bytes.Contains(out, []byte("  key: value   # a comment\n")) {
 		t.Fatalf("ConfigMap not kept byte for byte:\n%s", out)
 	}
@@ -91,12 +93,12 @@ func TestUnchangedDocumentsKeptVerbatim(t *testing.T) {
 
 func TestResults(t *testing.T) {
 	src, _ := os.ReadFile("testdata/namespaces.yaml")
-	_, results, err := Mutate(src, Options{Policy: policy.Default(), Namespace: "ignored"})
+	res, err := Mutate(src, Options{Policy: policy.Default(), Namespace: "ignored"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := map[string]string{}
-	for _, r := range results {
+	for _, r := range res.Results {
 		got[r.Namespace+"/"+r.Name] = string(r.Decision.Action) + "/" + string(r.Decision.Reason)
 	}
 	want := map[string]string{
@@ -111,14 +113,19 @@ func TestResults(t *testing.T) {
 }
 
 func TestMutateErrors(t *testing.T) {
-	for name, in := range map[string]string{
-		"bad yaml":                    "kind: Pod\nmetadata: [\n",
-		"deployment without template": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {}\n",
-		"pod with a bad spec":         "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {containers: 3}\n",
-	} {
-		t.Run(name, func(t *testing.T) {
-			if _, _, err := Mutate([]byte(in), Options{Policy: policy.Default()}); err == nil || !strings.Contains(err.Error(), "document 1") {
-				t.Fatalf("want an error naming document 1, got %v", err)
+	tests := []struct {
+		name, in, want string
+	}{
+		{"bad yaml", "kind: Pod\nmetadata: [\n", "in.yaml:2:11: document 1: invalid YAML"},
+		{"pod with a bad spec", "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {containers: 3}\n", "in.yaml:4:20: document 1: failed to read the pod of Pod x"},
+		{"bad yaml in a later document names the file line", "apiVersion: v1\nkind: ConfigMap\n---\n# two\napiVersion: v1\nkind: Pod\nmetadata: {name: [x}\n", "in.yaml:7:18: document 2: invalid YAML"},
+		{"bad pod in a later document", "a: 1\n---\na: 2\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec:\n  containers: 3\n", "in.yaml:9:15: document 3:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Mutate([]byte(tt.in), Options{Policy: policy.Default(), Filename: "in.yaml"})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("want an error containing %q, got %v", tt.want, err)
 			}
 		})
 	}

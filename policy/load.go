@@ -17,6 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/dnstune/dnstune/internal/yamlpos"
 )
 
 // FieldError is one problem in a policy file, with its position.
@@ -87,10 +89,10 @@ func Load(file string, data []byte) (*Policy, error) {
 var yamlLine = regexp.MustCompile(`line (\d+)`)
 
 // syntaxError turns a yaml.v3 parse error into a FieldError at the line and
-// column of the mistake (syntaxPosition). Should the position not be found,
+// column of the mistake (yamlpos.SyntaxError). Should the position not be found,
 // yaml.v3's own line is used with column 1.
 func (p *parser) syntaxError(data []byte, err error) FieldError {
-	if line, col, msg, ok := syntaxPosition(data); ok {
+	if line, col, msg, ok := yamlpos.SyntaxError(data, 1); ok {
 		return FieldError{File: p.file, Line: line, Column: col, Message: "invalid YAML: " + msg}
 	}
 	line := 1

@@ -533,11 +533,11 @@ spec:
 	}
 	if profile != "plain" {
 		ns := fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {dnstune.io/inject: enabled, dnstune.io/profile: %s}\n---\n", profile)
-		out, _, err := offline.Mutate([]byte(ns+manifest), offline.Options{Policy: pol, ClusterDNS: netip.MustParseAddr(ClusterDNS)})
+		out, err := offline.Mutate([]byte(ns+manifest), offline.Options{Policy: pol, ClusterDNS: netip.MustParseAddr(ClusterDNS)})
 		if err != nil {
 			return "", err
 		}
-		docs := strings.Split(string(out), "---\n")
+		docs := strings.Split(string(out.Data), "---\n")
 		pod = docs[len(docs)-1]
 	}
 	var p corev1.Pod

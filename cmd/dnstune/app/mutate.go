@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 
-	"github.com/pmezard/go-difflib/difflib"
 	"github.com/spf13/cobra"
 
 	"github.com/dnstune/dnstune/offline"
@@ -66,25 +65,30 @@ built-in default policy (profile "resilient") applies. Warnings go to stderr.`,
 			if err != nil {
 				return fmt.Errorf("failed to read manifests: %w", err)
 			}
-			out, results, err := offline.Mutate(in, offline.Options{Policy: pol, Namespace: namespace, ClusterDNS: dns})
-			if err != nil {
-				return fmt.Errorf("failed to mutate %s: %w", file, err)
+			name := file
+			if file == "-" {
+				name = "<stdin>"
 			}
-			for _, r := range results {
+			out, err := offline.Mutate(in, offline.Options{Policy: pol, Namespace: namespace, ClusterDNS: dns, Filename: name})
+			if err != nil {
+				return fmt.Errorf("failed to mutate %s: %w", name, err)
+			}
+			stderr := cmd.ErrOrStderr()
+			for _, n := range out.Notes {
+				_, _ = fmt.Fprintln(stderr, n)
+			}
+			for _, r := range out.Results {
 				for _, w := range r.Decision.Warnings {
-					_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%s %s/%s: %s\n", r.Kind, r.Namespace, r.Name, w)
+					_, _ = fmt.Fprintf(stderr, "%s %s/%s: %s\n", r.Kind, r.Namespace, r.Name, w)
 				}
 			}
 			if output == "yaml" {
-				_, err = cmd.OutOrStdout().Write(out)
+				_, err = cmd.OutOrStdout().Write(out.Data)
 				return err
 			}
-			diff, err := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
-				A: difflib.SplitLines(string(in)), B: difflib.SplitLines(string(out)),
-				FromFile: file, ToFile: file + " (dnstune)", Context: 3,
-			})
+			diff, err := out.Diff(name, name+" (dnstune)")
 			if err != nil {
-				return fmt.Errorf("failed to diff: %w", err)
+				return err
 			}
 			_, err = io.WriteString(cmd.OutOrStdout(), diff)
 			return err

@@ -1,4 +1,6 @@
-package policy
+// Package yamlpos finds where a YAML syntax error is: the line and column
+// of the mistake, for documents that gopkg.in/yaml.v3 refused.
+package yamlpos
 
 import (
 	"errors"
@@ -11,7 +13,7 @@ import (
 	"github.com/goccy/go-yaml/token"
 )
 
-// syntaxPosition finds where a YAML syntax error is, for a document that
+// SyntaxError finds where a YAML syntax error is, for a document that
 // gopkg.in/yaml.v3 refused. yaml.v3 reports only a line, and for parser
 // errors the line of its context mark counted from zero (so, the line
 // before the mistake) with no column. goccy/go-yaml's parser reports the
@@ -19,17 +21,19 @@ import (
 // is the first one after it, so the position of the unclosed '{' or '['
 // is reported instead, as a user reads it. ok is false when goccy finds no
 // error (the two parsers disagree); the caller then keeps yaml.v3's line.
-func syntaxPosition(data []byte) (line, col int, msg string, ok bool) {
+// Lines count from firstLine: 1 for a file, the document's first line for
+// one document of a stream.
+func SyntaxError(data []byte, firstLine int) (line, col int, msg string, ok bool) {
 	_, err := goccyparser.ParseBytes(data, 0)
 	var yerr goccy.Error
 	if err == nil || !errors.As(err, &yerr) || yerr.GetToken() == nil {
 		return 0, 0, "", false
 	}
 	tok, msg := yerr.GetToken(), yerr.GetMessage()
-	line, col = tok.Position.Line, tok.Position.Column
+	line, col = tok.Position.Line+firstLine-1, tok.Position.Column
 	if strings.Contains(msg, "must be specified") && (strings.Contains(msg, "'}'") || strings.Contains(msg, "']'")) {
 		if open := unclosedFlow(string(data), tok.Position.Offset); open != nil {
-			return open.Position.Line, open.Position.Column, fmt.Sprintf("%q opened here is not closed (%s, at %d:%d)", open.Value, msg, line, col), true
+			return open.Position.Line + firstLine - 1, open.Position.Column, fmt.Sprintf("%q opened here is not closed (%s, at %d:%d)", open.Value, msg, line, col), true
 		}
 	}
 	if tok.Value == "}" || tok.Value == "]" {

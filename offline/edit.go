@@ -1,0 +1,538 @@
+package offline
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"gopkg.in/yaml.v3"
+)
+
+// errCannotSplice says an edit needs a shape the in-place editor does not
+// handle (e.g. an alias, a multi-line scalar at an insertion point); the
+// caller falls back to re-encoding the document.
+var errCannotSplice = errors.New("cannot edit in place")
+
+// textEdit replaces body[start:end] with text.
+type textEdit struct {
+	start, end int
+	text       string
+}
+
+// splicer edits one document's text in place, from the positions of its
+// yaml.v3 nodes, so that every byte it does not need to change stays as it
+// was: comments, blank lines, quoting, indentation, line endings.
+type splicer struct {
+	body      []byte
+	lineStart []int // byte offset of each line (0-based index = line-1)
+	nl        string
+	// seqIndent is how far a block sequence is indented under its key in
+	// this document (0 as kube-prometheus writes it, 2 as kubectl does);
+	// new sequences follow it.
+	seqIndent int
+	edits     []textEdit
+}
+
+func newSplicer(body []byte, root *yaml.Node) *splicer {
+	s := &splicer{body: body, nl: lineEnding(body), lineStart: []int{0}}
+	for i, b := range body {
+		if b == '\n' {
+			s.lineStart = append(s.lineStart, i+1)
+		}
+	}
+	s.seqIndent = detectSeqIndent(root)
+	return s
+}
+
+// detectSeqIndent finds the first block sequence that is a mapping value
+// and returns its indentation relative to its key; 2 when there is none.
+func detectSeqIndent(n *yaml.Node) int {
+	if n == nil {
+		return 2
+	}
+	if ind := detectSeqIndentIn(n); ind >= 0 {
+		return ind
+	}
+	return 2
+}
+
+func detectSeqIndentIn(n *yaml.Node) int {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if v.Kind == yaml.SequenceNode && v.Style&yaml.FlowStyle == 0 && len(v.Content) > 0 && v.Line > k.Line {
+				return max(0, v.Column-k.Column)
+			}
+		}
+	}
+	for _, c := range n.Content {
+		if ind := detectSeqIndentIn(c); ind >= 0 {
+			return ind
+		}
+	}
+	return -1
+}
+
+// offset converts a node's 1-based line and column (in characters) to a
+// byte offset in the body.
+func (s *splicer) offset(line, col int) int {
+	if line < 1 || line > len(s.lineStart) {
+		return len(s.body)
+	}
+	off := s.lineStart[line-1]
+	for c := 1; c < col && off < len(s.body); c++ {
+		_, size := utf8.DecodeRune(s.body[off:])
+		off += size
+	}
+	return off
+}
+
+func (s *splicer) add(start, end int, text string) {
+	s.edits = append(s.edits, textEdit{start: start, end: end, text: text})
+}
+
+// apply returns the body with every edit made. Edits never overlap.
+func (s *splicer) apply() ([]byte, error) {
+	edits := slices.Clone(s.edits)
+	slices.SortStableFunc(edits, func(a, b textEdit) int { return a.start - b.start })
+	var out []byte
+	last := 0
+	for _, e := range edits {
+		if e.start < last {
+			return nil, fmt.Errorf("%w: overlapping edits", errCannotSplice)
+		}
+		out = append(out, s.body[last:e.start]...)
+		out = append(out, e.text...)
+		last = e.end
+	}
+	return append(out, s.body[last:]...), nil
+}
+
+// isFlow reports whether a collection is written in flow style ({...}, [...]).
+func isFlow(n *yaml.Node) bool { return n.Style&yaml.FlowStyle != 0 }
+
+// openBracket returns the offset just after the '{' or '[' that opens a
+// flow collection (its node position may be at an anchor or tag before it).
+func (s *splicer) openBracket(n *yaml.Node) (int, error) {
+	off := s.offset(n.Line, n.Column)
+	for off < len(s.body) && s.body[off] != '{' && s.body[off] != '[' {
+		if s.body[off] == '\n' || s.body[off] == '#' {
+			return 0, fmt.Errorf("%w: no bracket at %d:%d", errCannotSplice, n.Line, n.Column)
+		}
+		off++
+	}
+	if off == len(s.body) {
+		return 0, fmt.Errorf("%w: no bracket at %d:%d", errCannotSplice, n.Line, n.Column)
+	}
+	return off + 1, nil
+}
+
+// closeBracket returns the offset of the ']' or '}' closing the flow
+// collection whose content starts at open, skipping quoted text and nesting.
+func (s *splicer) closeBracket(open int) (int, error) {
+	depth := 0
+	for i := open; i < len(s.body); i++ {
+		switch c := s.body[i]; c {
+		case '"':
+			for i++; i < len(s.body) && s.body[i] != '"'; i++ {
+				if s.body[i] == '\\' {
+					i++
+				}
+			}
+		case '\'':
+			for i++; i < len(s.body); i++ {
+				if s.body[i] == '\'' {
+					if i+1 < len(s.body) && s.body[i+1] == '\'' {
+						i++
+						continue
+					}
+					break
+				}
+			}
+		case '#':
+			if i > 0 && (s.body[i-1] == ' ' || s.body[i-1] == '\t' || s.body[i-1] == '\n') {
+				for i < len(s.body) && s.body[i] != '\n' {
+					i++
+				}
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return i, nil
+			}
+			depth--
+		}
+	}
+	return 0, fmt.Errorf("%w: unclosed flow collection", errCannotSplice)
+}
+
+// flowEmpty reports whether a flow collection has no entries.
+func flowEmpty(n *yaml.Node) bool { return len(n.Content) == 0 }
+
+// indentOf returns the indentation (in columns, 0-based) of a node's position.
+func indentOf(n *yaml.Node) int { return n.Column - 1 }
+
+// setKey sets key to value in mapping m: an existing scalar value is
+// replaced in place; a missing key is added. value is a Go value rendered
+// as YAML (block style in a block mapping, flow in a flow mapping).
+func (s *splicer) setKey(m *yaml.Node, key string, value any) error {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value != key {
+			continue
+		}
+		v := m.Content[i+1]
+		str, isStr := value.(string)
+		if v.Kind != yaml.ScalarNode || !isStr || v.Tag == "!!null" {
+			return fmt.Errorf("%w: %s is not a scalar to replace", errCannotSplice, key)
+		}
+		return s.replaceScalar(v, str)
+	}
+	return s.addKey(m, key, value)
+}
+
+// replaceScalar replaces a one-line scalar's text with a new string value.
+func (s *splicer) replaceScalar(v *yaml.Node, value string) error {
+	if v.Anchor != "" || v.Kind != yaml.ScalarNode || v.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+		return fmt.Errorf("%w: scalar at %d:%d", errCannotSplice, v.Line, v.Column)
+	}
+	start := s.offset(v.Line, v.Column)
+	end, err := s.scalarEnd(start, v)
+	if err != nil {
+		return err
+	}
+	s.add(start, end, scalarText(value))
+	return nil
+}
+
+// scalarEnd finds the end of a one-line scalar token starting at start.
+func (s *splicer) scalarEnd(start int, v *yaml.Node) (int, error) {
+	b := s.body
+	if start >= len(b) {
+		return 0, fmt.Errorf("%w: scalar past the end", errCannotSplice)
+	}
+	switch b[start] {
+	case '"':
+		for i := start + 1; i < len(b) && b[i] != '\n'; i++ {
+			if b[i] == '\\' {
+				i++
+				continue
+			}
+			if b[i] == '"' {
+				return i + 1, nil
+			}
+		}
+	case '\'':
+		for i := start + 1; i < len(b) && b[i] != '\n'; i++ {
+			if b[i] == '\'' {
+				if i+1 < len(b) && b[i+1] == '\'' {
+					i++
+					continue
+				}
+				return i + 1, nil
+			}
+		}
+	default:
+		// A plain scalar: up to a comment, the end of the line, or (in flow
+		// context) a flow indicator; trailing blanks are not part of it.
+		end := start
+		for end < len(b) && b[end] != '\n' && b[end] != '\r' {
+			if (b[end] == ',' || b[end] == '}' || b[end] == ']') && v.Style == 0 && !strings.ContainsAny(v.Value, ",}]") {
+				break
+			}
+			if b[end] == '#' && end > start && (b[end-1] == ' ' || b[end-1] == '\t') {
+				break
+			}
+			end++
+		}
+		for end > start && (b[end-1] == ' ' || b[end-1] == '\t') {
+			end--
+		}
+		if string(b[start:end]) == v.Value {
+			return end, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: multi-line or unusual scalar at %d:%d", errCannotSplice, v.Line, v.Column)
+}
+
+// addKey adds key: value to mapping m. In a block mapping the new entry
+// goes before the first key, at its indentation; in a flow mapping right
+// after the '{'.
+func (s *splicer) addKey(m *yaml.Node, key string, value any) error {
+	if m.Kind != yaml.MappingNode {
+		return fmt.Errorf("%w: not a mapping", errCannotSplice)
+	}
+	if isFlow(m) {
+		open, err := s.openBracket(m)
+		if err != nil {
+			return err
+		}
+		text, err := flowText(value)
+		if err != nil {
+			return err
+		}
+		entry := scalarText(key) + ": " + text
+		if !flowEmpty(m) {
+			entry += ", "
+		}
+		s.add(open, open, entry)
+		return nil
+	}
+	if len(m.Content) == 0 {
+		return fmt.Errorf("%w: empty block mapping", errCannotSplice)
+	}
+	first := m.Content[0]
+	indent := indentOf(first)
+	at := s.offset(first.Line, first.Column)
+	lines, err := s.blockEntry(key, value, indent)
+	if err != nil {
+		return err
+	}
+	s.add(at, at, strings.Join(lines, s.nl)+s.nl+strings.Repeat(" ", indent))
+	return nil
+}
+
+// prependItems inserts items before the first entry of sequence seq.
+func (s *splicer) prependItems(seq *yaml.Node, items []string) error {
+	if len(items) == 0 {
+		return nil
+	}
+	if seq.Kind != yaml.SequenceNode || len(seq.Content) == 0 || seq.Anchor != "" {
+		return fmt.Errorf("%w: not a non-empty sequence", errCannotSplice)
+	}
+	if isFlow(seq) {
+		open, err := s.openBracket(seq)
+		if err != nil {
+			return err
+		}
+		parts := make([]string, len(items))
+		for i, it := range items {
+			parts[i] = scalarText(it)
+		}
+		s.add(open, open, strings.Join(parts, ", ")+", ")
+		return nil
+	}
+	indent := indentOf(seq)
+	at := s.offset(seq.Line, seq.Column)
+	var b strings.Builder
+	for _, it := range items {
+		b.WriteString("- " + scalarText(it) + s.nl + strings.Repeat(" ", indent))
+	}
+	s.add(at, at, b.String())
+	return nil
+}
+
+// appendItems adds items after the last entry of sequence seq.
+func (s *splicer) appendItems(seq *yaml.Node, items []any) error {
+	if len(items) == 0 {
+		return nil
+	}
+	if seq.Kind != yaml.SequenceNode || len(seq.Content) == 0 || seq.Anchor != "" {
+		return fmt.Errorf("%w: not a non-empty sequence", errCannotSplice)
+	}
+	if isFlow(seq) {
+		open, err := s.openBracket(seq)
+		if err != nil {
+			return err
+		}
+		closeAt, err := s.closeBracket(open)
+		if err != nil {
+			return err
+		}
+		var b strings.Builder
+		for _, it := range items {
+			t, err := flowText(it)
+			if err != nil {
+				return err
+			}
+			b.WriteString(", " + t)
+		}
+		// After the last entry's text, before blanks and the ']'.
+		at := closeAt
+		for at > open && (s.body[at-1] == ' ' || s.body[at-1] == '\t' || s.body[at-1] == '\n' || s.body[at-1] == '\r') {
+			at--
+		}
+		s.add(at, at, b.String())
+		return nil
+	}
+	last := lastLine(seq.Content[len(seq.Content)-1])
+	if last < 0 {
+		return fmt.Errorf("%w: multi-line entry", errCannotSplice)
+	}
+	indent := indentOf(seq)
+	at := len(s.body)
+	prefix := ""
+	if last < len(s.lineStart) {
+		at = s.lineStart[last] // the start of the line after the last entry
+	} else if len(s.body) > 0 && s.body[len(s.body)-1] != '\n' {
+		prefix = s.nl
+	}
+	var b strings.Builder
+	b.WriteString(prefix)
+	for _, it := range items {
+		lines, err := s.blockItem(it, indent)
+		if err != nil {
+			return err
+		}
+		b.WriteString(strings.Join(lines, s.nl) + s.nl)
+	}
+	s.add(at, at, b.String())
+	return nil
+}
+
+// lastLine is the last line a node's text is on, as far as positions tell:
+// -1 when it may run further (block scalars, multi-line quoted or plain
+// scalars, aliases), which the caller does not edit past.
+func lastLine(n *yaml.Node) int {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 || strings.ContainsAny(n.Value, "\n") {
+			return -1
+		}
+		return n.Line
+	case yaml.AliasNode:
+		return -1
+	}
+	if isFlow(n) {
+		// One-line flow collections only: all content on the node's line.
+		for _, c := range n.Content {
+			if l := lastLine(c); l != n.Line {
+				return -1
+			}
+		}
+		return n.Line
+	}
+	line := n.Line
+	for _, c := range n.Content {
+		l := lastLine(c)
+		if l < 0 {
+			return -1
+		}
+		line = max(line, l)
+	}
+	return line
+}
+
+// blockEntry renders key: value as block YAML lines, the first at the
+// insertion point (no leading indentation), the rest indented from indent.
+func (s *splicer) blockEntry(key string, value any, indent int) ([]string, error) {
+	pad := strings.Repeat(" ", indent)
+	switch v := value.(type) {
+	case string:
+		return []string{scalarText(key) + ": " + scalarText(v)}, nil
+	case []ordered:
+		lines := []string{scalarText(key) + ":"}
+		for _, kv := range v {
+			sub, err := s.blockEntry(kv.key, kv.value, indent+2)
+			if err != nil {
+				return nil, err
+			}
+			lines = append(lines, pad+"  "+sub[0])
+			lines = append(lines, sub[1:]...)
+		}
+		return lines, nil
+	case []any:
+		lines := []string{scalarText(key) + ":"}
+		for _, it := range v {
+			sub, err := s.blockItem(it, indent+s.seqIndent)
+			if err != nil {
+				return nil, err
+			}
+			lines = append(lines, sub...)
+		}
+		return lines, nil
+	}
+	return nil, fmt.Errorf("%w: cannot render %T", errCannotSplice, value)
+}
+
+// blockItem renders one sequence entry "- ..." at indent (fully indented).
+func (s *splicer) blockItem(item any, indent int) ([]string, error) {
+	pad := strings.Repeat(" ", indent)
+	switch v := item.(type) {
+	case string:
+		return []string{pad + "- " + scalarText(v)}, nil
+	case []ordered:
+		var lines []string
+		for i, kv := range v {
+			sub, err := s.blockEntry(kv.key, kv.value, indent+2)
+			if err != nil {
+				return nil, err
+			}
+			lead := pad + "  "
+			if i == 0 {
+				lead = pad + "- "
+			}
+			lines = append(lines, lead+sub[0])
+			lines = append(lines, sub[1:]...)
+		}
+		return lines, nil
+	}
+	return nil, fmt.Errorf("%w: cannot render %T", errCannotSplice, item)
+}
+
+// ordered is one key of a mapping to render, in order.
+type ordered struct {
+	key   string
+	value any // string, []ordered or []any
+}
+
+// flowText renders a value in flow style (JSON, which YAML reads as flow).
+func flowText(value any) (string, error) {
+	switch v := value.(type) {
+	case string:
+		return scalarText(v), nil
+	case []ordered:
+		parts := make([]string, len(v))
+		for i, kv := range v {
+			t, err := flowText(kv.value)
+			if err != nil {
+				return "", err
+			}
+			parts[i] = scalarText(kv.key) + ": " + t
+		}
+		return "{" + strings.Join(parts, ", ") + "}", nil
+	case []any:
+		parts := make([]string, len(v))
+		for i, it := range v {
+			t, err := flowText(it)
+			if err != nil {
+				return "", err
+			}
+			parts[i] = t
+		}
+		return "[" + strings.Join(parts, ", ") + "]", nil
+	}
+	return "", fmt.Errorf("%w: cannot render %T", errCannotSplice, value)
+}
+
+// scalarText writes a string as a YAML scalar: plain when YAML reads the
+// plain text back as that same string, double-quoted otherwise ("2", "true",
+// values with ": " or "#").
+func scalarText(s string) string {
+	if plainSafe(s) {
+		return s
+	}
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+var (
+	plainWord = regexp.MustCompile(`^[A-Za-z_/][A-Za-z0-9._/-]*$`)
+	// dotted numbers with two or more dots (IPv4 addresses) are strings in YAML.
+	plainDotted = regexp.MustCompile(`^[0-9]+(\.[0-9]+){2,}$`)
+	// YAML 1.1 and 1.2 words that do not read back as strings.
+	notStrings = map[string]bool{"true": true, "false": true, "yes": true, "no": true, "on": true, "off": true, "y": true, "n": true, "null": true}
+)
+
+// plainSafe reports whether s can be written plain and read back as the
+// same string. It is conservative: anything unusual is quoted.
+func plainSafe(s string) bool {
+	if plainDotted.MatchString(s) {
+		return true
+	}
+	return plainWord.MatchString(s) && !notStrings[strings.ToLower(s)]
+}
