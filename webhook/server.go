@@ -28,7 +28,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/dnstune/dnstune/certs"
 	"github.com/dnstune/dnstune/policy"
@@ -52,8 +51,16 @@ type Options struct {
 	// EnableHTTP2 offers HTTP/2 on the TLS port. Default false: HTTP/1.1 only,
 	// which closes the HTTP/2 "rapid reset" class of attacks.
 	EnableHTTP2 bool
-	// RequestTimeout bounds reading a request and writing its answer, default 10s.
+	// RequestTimeout bounds a request from its headers to the end of its
+	// answer, default 10s.
 	RequestTimeout time.Duration
+	// HeaderTimeout bounds the TLS handshake and, separately, the request
+	// headers; ReadTimeout a whole request; IdleTimeout a kept-alive
+	// connection without a request; MaxConnections how many are served at
+	// once. Defaults: DefaultHeaderTimeout (3s), DefaultReadTimeout (5s),
+	// DefaultIdleTimeout (10s), DefaultMaxConnections (1000).
+	HeaderTimeout, ReadTimeout, IdleTimeout time.Duration
+	MaxConnections                          int
 	// ClusterDNSService is the Service whose ClusterIP is the cluster DNS,
 	// default kube-system/kube-dns. Polled every ClusterDNSRefresh (default 30s).
 	ClusterDNSService client.ObjectKey
@@ -232,7 +239,11 @@ func NewManager(cfg *rest.Config, o Options, store *PolicyStore, log logr.Logger
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsBindAddress},
 		HealthProbeBindAddress: o.HealthProbeBindAddress,
 		PprofBindAddress:       o.PprofBindAddress,
-		WebhookServer:          crwebhook.NewServer(crwebhook.Options{Port: o.Port, CertDir: o.CertDir, TLSOpts: tlsOpts}),
+		WebhookServer: NewServer(ServerOptions{
+			Port: o.Port, CertDir: o.CertDir, TLSOpts: tlsOpts,
+			HeaderTimeout: o.HeaderTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.RequestTimeout,
+			IdleTimeout: o.IdleTimeout, MaxConnections: o.MaxConnections, Log: log.WithName("webhook-server"),
+		}),
 		Cache: cache.Options{
 			// Only namespace metadata is cached; nothing else is listed or watched.
 			ByObject: map[client.Object]cache.ByObject{namespaceMeta(): {}},
@@ -291,14 +302,11 @@ func namespaceMeta() *metav1.PartialObjectMetadata {
 	return m
 }
 
-// withDeadline bounds how long one request may take to arrive and be answered.
+// withDeadline gives the handler's context the request's deadline (the
+// server's write timeout bounds the connection; this stops the work).
 func withDeadline(h http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rc := http.NewResponseController(w)
-		deadline := time.Now().Add(d)
-		_ = rc.SetReadDeadline(deadline)
-		_ = rc.SetWriteDeadline(deadline)
-		ctx, cancel := context.WithDeadline(r.Context(), deadline)
+		ctx, cancel := context.WithTimeout(r.Context(), d)
 		defer cancel()
 		h.ServeHTTP(w, r.WithContext(ctx))
 	})

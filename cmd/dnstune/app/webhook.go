@@ -43,6 +43,11 @@ func newWebhookCommand() *cobra.Command {
 	f.StringSliceVar(&o.SelfManagedHosts, "self-managed-hosts", nil, "DNS names and IPs of the serving certificate (default: the dnstune-webhook Service's names)")
 	f.DurationVar(&o.CertValidity, "self-managed-cert-validity", 365*24*time.Hour, "validity of the self-managed serving certificate (renewed at 2/3)")
 	f.DurationVar(&o.CAValidity, "self-managed-ca-validity", 10*365*24*time.Hour, "validity of the self-managed CA (renewed at 2/3)")
+	f.DurationVar(&o.RequestTimeout, "request-timeout", 10*time.Second, "bound on one request from its headers to the end of its answer")
+	f.DurationVar(&o.HeaderTimeout, "header-timeout", webhook.DefaultHeaderTimeout, "bound on the TLS handshake and, separately, on the request headers")
+	f.DurationVar(&o.ReadTimeout, "read-timeout", webhook.DefaultReadTimeout, "bound on reading one whole request, body included")
+	f.DurationVar(&o.IdleTimeout, "idle-timeout", webhook.DefaultIdleTimeout, "close a kept-alive connection idle this long")
+	f.IntVar(&o.MaxConnections, "max-connections", webhook.DefaultMaxConnections, "connections served at once; more wait in the listen queue")
 	f.StringVar(&o.PprofBindAddress, "pprof-bind-address", "", "serve net/http/pprof on this address (off by default; for profiling only)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging (one line per skipped pod)")
 	return cmd
