@@ -66,6 +66,9 @@ type ServerOptions struct {
 type Server struct {
 	o   ServerOptions
 	mux *http.ServeMux
+	// reg registers hooks on mux with controller-runtime's instrumentation
+	// (controller_runtime_webhook_* metrics); it is never started.
+	reg crwebhook.Server
 
 	mu   sync.Mutex
 	addr net.Addr // set once listening
@@ -93,14 +96,16 @@ func NewServer(o ServerOptions) *Server {
 	if o.MaxConnections <= 0 {
 		o.MaxConnections = DefaultMaxConnections
 	}
-	return &Server{o: o, mux: http.NewServeMux()}
+	mux := http.NewServeMux()
+	return &Server{o: o, mux: mux, reg: crwebhook.NewServer(crwebhook.Options{WebhookMux: mux, Port: -1})}
 }
 
 // NeedLeaderElection is false: every replica serves.
 func (s *Server) NeedLeaderElection() bool { return false }
 
-// Register serves hook at path.
-func (s *Server) Register(path string, hook http.Handler) { s.mux.Handle(path, hook) }
+// Register serves hook at path, instrumented as controller-runtime does
+// (controller_runtime_webhook_latency_seconds, _requests_total, _requests_in_flight).
+func (s *Server) Register(path string, hook http.Handler) { s.reg.Register(path, hook) }
 
 // WebhookMux is the server's mux.
 func (s *Server) WebhookMux() *http.ServeMux { return s.mux }

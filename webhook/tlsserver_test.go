@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/dnstune/dnstune/certs"
 )
@@ -219,10 +220,33 @@ func TestServerServesUnderSlowClients(t *testing.T) {
 	}
 }
 
-// The handler's answer is not cut by the bounds: a normal review succeeds.
+// A normal review succeeds, and is counted in controller-runtime's webhook
+// metrics as with its own server.
 func TestServerAnswers(t *testing.T) {
 	addr, client := startTLSServer(t, ServerOptions{})
+	before := webhookRequests(t)
 	if err := postReview(t, client, addr); err != nil {
 		t.Fatal(err)
 	}
+	if after := webhookRequests(t); after != before+1 {
+		t.Errorf("controller_runtime_webhook_requests_total went %v -> %v, want +1", before, after)
+	}
+}
+
+func webhookRequests(t *testing.T) float64 {
+	t.Helper()
+	families, err := crmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, f := range families {
+		if f.GetName() != "controller_runtime_webhook_requests_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			n += m.GetCounter().GetValue()
+		}
+	}
+	return n
 }
