@@ -165,7 +165,7 @@ func TestTLSAndLimits(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AddCert(env.CA.Cert)
 	addr := fmt.Sprintf("127.0.0.1:%d", env.Webhook.Port)
-	if c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS11}); err == nil { //nolint:gosec // proving TLS 1.1 is refused.
+	if c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS11}); err == nil {
 		_ = c.Close()
 		t.Error("TLS 1.1 handshake accepted")
 	}

@@ -99,7 +99,7 @@ func (p Proc) explain(f Family, path string, err error) error {
 		}
 		return fmt.Errorf("%w: %s does not exist, as in a pod's own network namespace; run the node agent with hostNetwork: true", ErrNotHostNetwork, path)
 	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS), errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):
-		return fmt.Errorf("%w: %s: %v; the node agent needs privileged: true (or CAP_NET_ADMIN with a writable /proc/sys)", ErrNoPrivilege, path, err)
+		return fmt.Errorf("%w: %s: %w; the node agent needs privileged: true (or CAP_NET_ADMIN with a writable /proc/sys)", ErrNoPrivilege, path, err)
 	}
 	return fmt.Errorf("failed to access %s: %w", path, err)
 }

@@ -145,7 +145,9 @@ func TestPolicyStoreWatchErrors(t *testing.T) {
 	go func() { done <- s.loop(ctx, &watcher{events: events, errors: errs}, time.Hour) }()
 	defer func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
 	}()
 	for i := range 3 {
 		select {

@@ -182,7 +182,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 			return err
 		}
 	}
-	mgr, err := NewManager(cfg, o, store, log)
+	mgr, err := NewManager(ctx, cfg, o, store, log)
 	if err != nil {
 		return err
 	}
@@ -221,7 +221,7 @@ func selfManaged(cfg *rest.Config, o Options, log logr.Logger) (*certs.SelfManag
 // metrics and health probes, with a metadata-only namespace cache, the
 // policy store (opened by the caller) and the cluster DNS discovery as
 // runnables. The handler counts into the store's metrics.
-func NewManager(cfg *rest.Config, o Options, store *PolicyStore, log logr.Logger) (manager.Manager, error) {
+func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *PolicyStore, log logr.Logger) (manager.Manager, error) {
 	o.setDefaults()
 	scheme := runtime.NewScheme()
 	if err := corev1.AddToScheme(scheme); err != nil {
@@ -255,7 +255,7 @@ func NewManager(cfg *rest.Config, o Options, store *PolicyStore, log logr.Logger
 	server := mgr.GetWebhookServer() // also adds it to the manager's runnables
 	metrics := store.metrics
 	dns := &clusterDNS{reader: mgr.GetAPIReader(), key: o.ClusterDNSService, every: o.ClusterDNSRefresh, log: log.WithName("cluster-dns")}
-	nsInformer, err := mgr.GetCache().GetInformer(context.Background(), namespaceMeta())
+	nsInformer, err := mgr.GetCache().GetInformer(ctx, namespaceMeta())
 	if err != nil {
 		return nil, fmt.Errorf("failed to set up the namespace cache: %w", err)
 	}

@@ -162,7 +162,7 @@ func (s *Server) Start(ctx context.Context) error {
 	go func() {
 		defer close(done)
 		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), s.o.WriteTimeout)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.WriteTimeout)
 		defer cancel()
 		if err := srv.Shutdown(sctx); err != nil {
 			s.o.Log.Error(err, "webhook server shutdown")

@@ -130,7 +130,7 @@ func run() error {
 	build := exec.Command("go", "build", "-o", servers, "./e2e/bench/servers")
 	build.Dir = framework.RepoRoot()
 	if b, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build servers: %v: %s", err, b)
+		return fmt.Errorf("build servers: %w: %s", err, b)
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(env.CA.Cert)
@@ -198,7 +198,7 @@ func startTarget(env *framework.Env, name, servers string) (*target, error) {
 	url := fmt.Sprintf("https://127.0.0.1:%d/mutate-v1-pod", port)
 	err = framework.Eventually(10*time.Second, 50*time.Millisecond, func() error {
 		if exited, err := p.Exited(); exited {
-			return fmt.Errorf("%s exited: %v %s", name, err, p.Tail(5))
+			return fmt.Errorf("%s exited: %w %s", name, err, p.Tail(5))
 		}
 		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // #nosec G402 -- readiness probe of our own server.
 		resp, err := c.Get(url)
@@ -587,7 +587,7 @@ Reproduce: `+"`make bench`"+` (builds the control plane the first time).
 	return b.String()
 }
 
-func port(p int) intstr.IntOrString { return intstr.FromInt32(int32(p)) } //nolint:gosec // a port number.
+func port(p int) intstr.IntOrString { return intstr.FromInt32(int32(p)) }
 
 func userInfo() authenticationv1.UserInfo {
 	return authenticationv1.UserInfo{Username: "system:serviceaccount:kube-system:replicaset-controller",

@@ -295,7 +295,7 @@ func (w *Webhook) Start() error {
 	w.Proc = p
 	return Eventually(60*time.Second, 100*time.Millisecond, func() error {
 		if exited, err := p.Exited(); exited {
-			return fmt.Errorf("webhook exited: %v\n%s", err, p.Tail(30))
+			return fmt.Errorf("webhook exited: %w\n%s", err, p.Tail(30))
 		}
 		return w.Ready()
 	})

@@ -315,7 +315,7 @@ func (l *lab) startCoreDNS(ns, name, corefile, probe string) (*framework.Process
 	}
 	err = framework.Eventually(10*time.Second, 50*time.Millisecond, func() error {
 		if exited, err := p.Exited(); exited {
-			return fmt.Errorf("coredns %s exited: %v: %s", name, err, p.Tail(10))
+			return fmt.Errorf("coredns %s exited: %w: %s", name, err, p.Tail(10))
 		}
 		_, err := l.metric(ns, probe)
 		return err

@@ -162,14 +162,18 @@ func serveMonitor(ctx context.Context, m *node.Monitor, reg *prometheus.Registry
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	log.Info("node monitor serving", "address", addr)
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	done := make(chan struct{})
 	go func() { _ = m.Run(ctx); close(done) }()
 	select {
 	case err := <-errc:
+		stop()
+		<-done // the monitor has stopped before we return
 		return fmt.Errorf("failed to serve metrics on %s: %w", addr, err)
 	case <-ctx.Done():
 	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shutdown)
 	<-done

@@ -22,7 +22,7 @@ func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
 // Execute runs dnstune with args and returns the process exit code.
 func Execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	root := NewRootCommand(stdin, stdout, stderr)
+	root := NewRootCommand(stdin, stdout, stderr) //nolint:contextcheck // ctx reaches every command through ExecuteContext and cmd.Context().
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	var ee exitError
