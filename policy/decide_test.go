@@ -364,3 +364,5 @@ func BenchmarkDecide(b *testing.B) {
 		}
 	}
 }
+
+func intPtr(i int) *int { return &i }

@@ -5,19 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
-	"path"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/dnstune/dnstune/api/v1alpha1"
 	"github.com/dnstune/dnstune/internal/yamlpos"
 )
 
@@ -59,56 +57,141 @@ func LoadFile(path string) (*Policy, error) {
 	return Load(path, data)
 }
 
-// Load decodes, validates and defaults one policy document. file is used
-// only in error messages. Unknown keys, wrong types, out-of-range values,
-// bad addresses, duplicate keys and references to missing profiles are all
-// reported, each as a FieldError in the returned ErrorList.
+// Load decodes, defaults, validates and compiles one policy document. file
+// is used only in error messages. Unknown keys, wrong types, out-of-range
+// values, bad addresses, duplicate keys and references to missing profiles
+// are all reported, each as a FieldError in the returned ErrorList.
 func Load(file string, data []byte) (*Policy, error) {
-	p := &parser{file: file}
+	api, err := Decode(file, data)
+	if err != nil {
+		return nil, err
+	}
+	return Compile(api), nil
+}
+
+// Decode reads one policy document into the API types, strictly, then
+// defaults and validates it. Errors carry file, line, column and field: the
+// decoder indexes the yaml.Node tree by field path, and each validation
+// error (a field.Error) is placed at its field, or at the nearest enclosing
+// one that the file has.
+func Decode(file string, data []byte) (*v1alpha1.Policy, error) {
+	d := &decoder{file: file, vals: map[string]*yaml.Node{}, keys: map[string]*yaml.Node{}}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, ErrorList{{File: file, Line: 1, Column: 1, Message: "empty policy: expected apiVersion: " + APIVersion + ", kind: " + Kind}}
+			return nil, ErrorList{{File: file, Line: 1, Column: 1, Message: "empty policy: expected apiVersion: " + v1alpha1.APIVersion + ", kind: " + v1alpha1.Kind}}
 		}
-		return nil, ErrorList{p.syntaxError(data, err)}
+		return nil, ErrorList{d.syntaxError(data, err)}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
-		p.errorf(&extra, "", "a policy file holds exactly one YAML document")
+		d.errorf(&extra, "", "a policy file holds exactly one YAML document")
 	} else if !errors.Is(err, io.EOF) {
-		p.errs = append(p.errs, p.syntaxError(data, err))
+		d.errs = append(d.errs, d.syntaxError(data, err))
 	}
-	pol := p.policy(&doc)
-	if len(p.errs) > 0 {
-		return nil, p.errs
+	root := resolve(&doc)
+	if root == nil || (root.Kind == yaml.ScalarNode && root.Tag == "!!null") {
+		d.errorf(&doc, "", "empty policy: expected apiVersion: %s, kind: %s", v1alpha1.APIVersion, v1alpha1.Kind)
+		return nil, d.errs
 	}
-	return pol, nil
+	var pol v1alpha1.Policy
+	d.vals[""] = root
+	d.decode(root, "", reflect.ValueOf(&pol).Elem())
+	if root.Kind == yaml.MappingNode {
+		v1alpha1.SetDefaults(&pol)
+		for _, e := range v1alpha1.Validate(&pol) {
+			if !d.failed(e.Field) {
+				d.errs = append(d.errs, d.place(e))
+			}
+		}
+	}
+	if len(d.errs) > 0 {
+		slices.SortStableFunc(d.errs, func(a, b FieldError) int {
+			if a.Line != b.Line {
+				return a.Line - b.Line
+			}
+			return a.Column - b.Column
+		})
+		return nil, d.errs
+	}
+	return &pol, nil
 }
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)
 
+// decoder walks a yaml.Node tree into API types, strictly, recording each
+// field path's value (and key) node.
+type decoder struct {
+	file       string
+	errs       ErrorList
+	vals, keys map[string]*yaml.Node
+	bad        []string // paths with a decoding error
+}
+
 // syntaxError turns a yaml.v3 parse error into a FieldError at the line and
-// column of the mistake (yamlpos.SyntaxError). Should the position not be found,
-// yaml.v3's own line is used with column 1.
-func (p *parser) syntaxError(data []byte, err error) FieldError {
+// column of the mistake (yamlpos.SyntaxError). Should the position not be
+// found, yaml.v3's own line is used with column 1.
+func (d *decoder) syntaxError(data []byte, err error) FieldError {
 	if line, col, msg, ok := yamlpos.SyntaxError(data, 1); ok {
-		return FieldError{File: p.file, Line: line, Column: col, Message: "invalid YAML: " + msg}
+		return FieldError{File: d.file, Line: line, Column: col, Message: "invalid YAML: " + msg}
 	}
 	line := 1
 	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
 		line, _ = strconv.Atoi(m[1])
 	}
-	return FieldError{File: p.file, Line: line, Column: 1, Message: "invalid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	return FieldError{File: d.file, Line: line, Column: 1, Message: "invalid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
 }
 
-type parser struct {
-	file string
-	errs ErrorList
+func (d *decoder) errorf(n *yaml.Node, fld, format string, args ...any) {
+	d.errs = append(d.errs, FieldError{File: d.file, Line: n.Line, Column: n.Column, Field: fld, Message: fmt.Sprintf(format, args...)})
+	d.bad = append(d.bad, fld)
 }
 
-func (p *parser) errorf(n *yaml.Node, field, format string, args ...any) {
-	p.errs = append(p.errs, FieldError{File: p.file, Line: n.Line, Column: n.Column, Field: field, Message: fmt.Sprintf(format, args...)})
+// failed reports whether fld, a field it is in, or (below the top level) a
+// field in it failed to decode: its validation errors would only repeat
+// that, or judge a value that was never read.
+func (d *decoder) failed(fld string) bool {
+	under := func(p, q string) bool { return strings.HasPrefix(p, q+".") || strings.HasPrefix(p, q+"[") }
+	for _, b := range d.bad {
+		if fld == b || under(fld, b) || (fld != "" && under(b, fld)) {
+			return true
+		}
+	}
+	return false
+}
+
+// place positions a validation error: at its field's value (or key, for
+// an error about a map key), else at the nearest enclosing field in the file.
+func (d *decoder) place(e *field.Error) FieldError {
+	n := d.vals[e.Field]
+	if _, isKey := e.BadValue.(v1alpha1.MapKey); isKey && d.keys[e.Field] != nil {
+		n = d.keys[e.Field]
+	}
+	for p := e.Field; n == nil; {
+		p = parent(p)
+		n = d.vals[p]
+	}
+	msg := e.Detail
+	if e.Type == field.ErrorTypeRequired {
+		msg = "required"
+		if e.Detail != "" {
+			msg += ": " + e.Detail
+		}
+	}
+	// An integer written another way (0x20) is shown as written, and as the number.
+	if v, ok := e.BadValue.(int32); ok && n.Kind == yaml.ScalarNode && n.Value != strconv.Itoa(int(v)) {
+		msg = strings.Replace(msg, fmt.Sprintf("got %d", v), fmt.Sprintf("got %s (%d)", n.Value, v), 1)
+	}
+	return FieldError{File: d.file, Line: n.Line, Column: n.Column, Field: e.Field, Message: msg}
+}
+
+// parent drops the last element of a field path ("a.b[0]" -> "a.b" -> "a" -> "").
+func parent(p string) string {
+	if i := strings.LastIndexAny(p, ".["); i >= 0 {
+		return p[:i]
+	}
+	return ""
 }
 
 func join(parent, key string) string {
@@ -146,383 +229,127 @@ func kindName(n *yaml.Node) string {
 	return "an unexpected node"
 }
 
-// mapping walks a mapping node strictly: each key must be in fields, and
-// appear once. Values are passed to the key's handler with their field path.
-func (p *parser) mapping(n *yaml.Node, field string, fields map[string]func(v *yaml.Node, field string)) {
+var (
+	stringType = reflect.TypeFor[string]()
+	ruleType   = reflect.TypeFor[v1alpha1.Rule]()
+)
+
+// decode sets v from n, strictly: the node's kind and YAML tag must fit the
+// Go type, every mapping key must be a field (by its json name) and appear
+// once. Errors are recorded, and decoding goes on with the next field.
+func (d *decoder) decode(n *yaml.Node, fld string, v reflect.Value) {
 	n = resolve(n)
-	if n.Kind != yaml.MappingNode {
-		p.errorf(n, field, "must be a mapping, got %s", kindName(n))
-		return
-	}
-	seen := make(map[string]bool, len(n.Content)/2)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], resolve(n.Content[i+1])
-		f := join(field, k.Value)
-		if seen[k.Value] {
-			p.errorf(k, f, "duplicate key")
-			continue
+	switch v.Kind() {
+	case reflect.Pointer:
+		e := reflect.New(v.Type().Elem())
+		d.decode(n, fld, e.Elem())
+		v.Set(e)
+	case reflect.Struct:
+		d.structFields(n, fld, v)
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			d.errorf(n, fld, "must be a mapping, got %s", kindName(n))
+			return
 		}
-		seen[k.Value] = true
-		h, ok := fields[k.Value]
-		if !ok {
-			p.errorf(k, f, "unknown field (known: %s)", knownKeys(fields))
-			continue
+		m := reflect.MakeMap(v.Type())
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], resolve(n.Content[i+1])
+			f := join(fld, k.Value)
+			if seen[k.Value] {
+				d.errorf(k, f, "duplicate key")
+				continue
+			}
+			seen[k.Value] = true
+			d.keys[f], d.vals[f] = k, val
+			e := reflect.New(v.Type().Elem()).Elem()
+			d.decode(val, f, e)
+			m.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), e)
 		}
-		h(v, f)
+		v.Set(m)
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			what := "a list"
+			switch v.Type().Elem() {
+			case stringType:
+				what = "a list of strings"
+			case ruleType:
+				what = "a list of rules"
+			}
+			d.errorf(n, fld, "must be %s, got %s", what, kindName(n))
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			f := fmt.Sprintf("%s[%d]", fld, i)
+			d.vals[f] = resolve(item)
+			d.decode(item, f, s.Index(i))
+		}
+		v.Set(s)
+	case reflect.String:
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
+			d.errorf(n, fld, "must be a string, got %s", kindName(n))
+			return
+		}
+		v.SetString(n.Value)
+	case reflect.Int32:
+		var i int64
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || n.Decode(&i) != nil || int64(int32(i)) != i {
+			d.errorf(n, fld, "must be an integer, got %s", kindName(n))
+			return
+		}
+		v.SetInt(i)
+	case reflect.Bool:
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+			d.errorf(n, fld, "must be true or false, got %s", kindName(n))
+			return
+		}
+		var b bool
+		_ = n.Decode(&b)
+		v.SetBool(b)
+	default:
+		d.errorf(n, fld, "cannot be read (%s)", v.Type())
 	}
 }
 
-func knownKeys(fields map[string]func(*yaml.Node, string)) string {
-	keys := make([]string, 0, len(fields))
-	for k := range fields {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return strings.Join(keys, ", ")
-}
-
-// entries walks a mapping of user-chosen keys (profile names, label keys).
-func (p *parser) entries(n *yaml.Node, field string, each func(k, v *yaml.Node, field string)) {
-	n = resolve(n)
+// structFields decodes a mapping into a struct's fields by their json names.
+func (d *decoder) structFields(n *yaml.Node, fld string, v reflect.Value) {
 	if n.Kind != yaml.MappingNode {
-		p.errorf(n, field, "must be a mapping, got %s", kindName(n))
+		d.errorf(n, fld, "must be a mapping, got %s", kindName(n))
 		return
+	}
+	fields := map[string]int{}
+	for i := range v.NumField() {
+		name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			fields[name] = i
+		}
 	}
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], resolve(n.Content[i+1])
-		f := join(field, k.Value)
+		k, val := n.Content[i], resolve(n.Content[i+1])
+		f := join(fld, k.Value)
 		if seen[k.Value] {
-			p.errorf(k, f, "duplicate key")
+			d.errorf(k, f, "duplicate key")
 			continue
 		}
 		seen[k.Value] = true
-		each(k, v, f)
-	}
-}
-
-func (p *parser) str(n *yaml.Node, field string) (string, bool) {
-	if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
-		p.errorf(n, field, "must be a string, got %s", kindName(n))
-		return "", false
-	}
-	return n.Value, true
-}
-
-func (p *parser) intIn(n *yaml.Node, field string, lo, hi int) *int {
-	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
-		p.errorf(n, field, "must be an integer, got %s", kindName(n))
-		return nil
-	}
-	// Decode as YAML does (0x2, 0o17, +3 are integers too); report the
-	// value as the number it is.
-	var v int64
-	if err := n.Decode(&v); err != nil {
-		p.errorf(n, field, "must be an integer between %d and %d, got %s", lo, hi, n.Value)
-		return nil
-	}
-	if v < int64(lo) || v > int64(hi) {
-		shown := strconv.FormatInt(v, 10)
-		if shown != n.Value {
-			shown = fmt.Sprintf("%s (%d)", n.Value, v)
+		idx, ok := fields[k.Value]
+		if !ok {
+			d.errorf(k, f, "unknown field (known: %s)", strings.Join(slices.Sorted(mapKeys(fields)), ", "))
+			continue
 		}
-		p.errorf(n, field, "must be between %d and %d, got %s", lo, hi, shown)
-		return nil
+		d.keys[f], d.vals[f] = k, val
+		d.decode(val, f, v.Field(idx))
 	}
-	i := int(v)
-	return &i
 }
 
-func (p *parser) boolean(n *yaml.Node, field string) bool {
-	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
-		p.errorf(n, field, "must be true or false, got %s", kindName(n))
-		return false
-	}
-	return n.Value == "true" || n.Value == "True" || n.Value == "TRUE"
-}
-
-func (p *parser) strList(n *yaml.Node, field string) []string {
-	if n.Kind != yaml.SequenceNode {
-		p.errorf(n, field, "must be a list of strings, got %s", kindName(n))
-		return nil
-	}
-	out := make([]string, 0, len(n.Content))
-	for i, item := range n.Content {
-		if s, ok := p.str(resolve(item), fmt.Sprintf("%s[%d]", field, i)); ok {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func (p *parser) addr(n *yaml.Node, field string, allowEmpty bool) netip.Addr {
-	s, ok := p.str(n, field)
-	if !ok {
-		return netip.Addr{}
-	}
-	if s == "" && allowEmpty {
-		return netip.Addr{}
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		p.errorf(n, field, "must be an IPv4 or IPv6 address, got %q", s)
-		return netip.Addr{}
-	}
-	if err := CheckNameserver(a); err != nil {
-		p.errorf(n, field, "%v, got %q", err, s)
-		return netip.Addr{}
-	}
-	return a
-}
-
-func (p *parser) enforcement(n *yaml.Node, field string) Enforcement {
-	s, ok := p.str(n, field)
-	if !ok {
-		return ""
-	}
-	switch e := Enforcement(s); e {
-	case Enforce, Audit:
-		return e
-	}
-	p.errorf(n, field, "must be %q or %q, got %q", Enforce, Audit, s)
-	return ""
-}
-
-type ref struct {
-	node  *yaml.Node
-	field string
-	name  string
-}
-
-func (p *parser) policy(doc *yaml.Node) *Policy {
-	root := resolve(doc)
-	if root == nil || (root.Kind == yaml.ScalarNode && root.Tag == "!!null") {
-		p.errorf(doc, "", "empty policy: expected apiVersion: %s, kind: %s", APIVersion, Kind)
-		return nil
-	}
-	pol := Default()
-	pol.Profiles = nil
-	var (
-		apiVersion, kind string
-		profileRefs      []ref
-		defaultNode      *yaml.Node
-		excludeSet       bool
-	)
-	p.mapping(root, "", map[string]func(*yaml.Node, string){
-		"apiVersion": func(v *yaml.Node, f string) {
-			if s, ok := p.str(v, f); ok {
-				apiVersion = s
-				if s != APIVersion {
-					p.errorf(v, f, "must be %q, got %q", APIVersion, s)
-				}
-			}
-		},
-		"kind": func(v *yaml.Node, f string) {
-			if s, ok := p.str(v, f); ok {
-				kind = s
-				if s != Kind {
-					p.errorf(v, f, "must be %q, got %q", Kind, s)
-				}
-			}
-		},
-		"clusterDomain": func(v *yaml.Node, f string) {
-			if s, ok := p.str(v, f); ok {
-				if err := CheckClusterDomain(s); err != nil {
-					p.errorf(v, f, "%v", err)
-					return
-				}
-				pol.ClusterDomain = s
-			}
-		},
-		"clusterDNS":   func(v *yaml.Node, f string) { pol.ClusterDNS = p.addr(v, f, true) },
-		"nodeLocalDNS": func(v *yaml.Node, f string) { pol.NodeLocalDNS = p.addr(v, f, false) },
-		"enforcement": func(v *yaml.Node, f string) {
-			if e := p.enforcement(v, f); e != "" {
-				pol.Enforcement = e
-			}
-		},
-		"defaultProfile": func(v *yaml.Node, f string) {
-			if s, ok := p.str(v, f); ok {
-				pol.DefaultProfile = s
-				defaultNode = v
-			}
-		},
-		"profiles": func(v *yaml.Node, f string) {
-			pol.Profiles = map[string]*Profile{}
-			p.entries(v, f, func(k, v *yaml.Node, f string) {
-				if errs := validation.IsDNS1123Label(k.Value); len(errs) > 0 {
-					p.errorf(k, f, "profile name must be a lowercase DNS label (it is used as a label value)")
-				}
-				pol.Profiles[k.Value] = p.profile(k.Value, v, f)
-			})
-		},
-		"rules": func(v *yaml.Node, f string) {
-			if v.Kind != yaml.SequenceNode {
-				p.errorf(v, f, "must be a list of rules, got %s", kindName(v))
+func mapKeys(m map[string]int) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
 				return
 			}
-			for i, item := range v.Content {
-				rf := fmt.Sprintf("%s[%d]", f, i)
-				r, pr := p.rule(resolve(item), rf)
-				pol.Rules = append(pol.Rules, r)
-				if pr.node != nil {
-					profileRefs = append(profileRefs, pr)
-				}
-			}
-		},
-		"excludeNamespaces": func(v *yaml.Node, f string) {
-			pol.ExcludeNamespaces = p.strList(v, f)
-			excludeSet = true
-		},
-	})
-	if root.Kind != yaml.MappingNode {
-		return nil
-	}
-	if apiVersion == "" {
-		p.errorf(root, "apiVersion", "required: %s", APIVersion)
-	}
-	if kind == "" {
-		p.errorf(root, "kind", "required: %s", Kind)
-	}
-	if pol.Profiles == nil {
-		pol.Profiles = Default().Profiles
-	}
-	if !excludeSet {
-		pol.ExcludeNamespaces = append([]string(nil), DefaultExcludeNamespaces...)
-	}
-	if _, ok := pol.Profiles[pol.DefaultProfile]; !ok {
-		n := defaultNode
-		if n == nil {
-			n = root
-		}
-		p.errorf(n, "defaultProfile", "no profile named %q (profiles: %s)", pol.DefaultProfile, profileNames(pol))
-	}
-	for _, r := range profileRefs {
-		if _, ok := pol.Profiles[r.name]; !ok {
-			p.errorf(r.node, r.field, "no profile named %q (profiles: %s)", r.name, profileNames(pol))
 		}
 	}
-	slices.SortStableFunc(p.errs, func(a, b FieldError) int {
-		if a.Line != b.Line {
-			return a.Line - b.Line
-		}
-		return a.Column - b.Column
-	})
-	return pol
-}
-
-func profileNames(pol *Policy) string {
-	names := make([]string, 0, len(pol.Profiles))
-	for n := range pol.Profiles {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return strings.Join(names, ", ")
-}
-
-func (p *parser) profile(name string, n *yaml.Node, field string) *Profile {
-	prof := &Profile{Name: name, Mode: ModeOptions}
-	p.mapping(n, field, map[string]func(*yaml.Node, string){
-		"mode": func(v *yaml.Node, f string) {
-			s, ok := p.str(v, f)
-			if !ok {
-				return
-			}
-			switch m := Mode(s); m {
-			case ModeOptions, ModeNodeLocal:
-				prof.Mode = m
-			default:
-				p.errorf(v, f, "must be %q or %q, got %q", ModeOptions, ModeNodeLocal, s)
-			}
-		},
-		"options": func(v *yaml.Node, f string) {
-			o := &prof.Options
-			p.mapping(v, f, map[string]func(*yaml.Node, string){
-				"ndots":               func(v *yaml.Node, f string) { o.Ndots = p.intIn(v, f, 0, 15) },
-				"timeout":             func(v *yaml.Node, f string) { o.Timeout = p.intIn(v, f, 1, 30) },
-				"attempts":            func(v *yaml.Node, f string) { o.Attempts = p.intIn(v, f, 1, 5) },
-				"singleRequestReopen": func(v *yaml.Node, f string) { o.SingleRequestReopen = p.boolean(v, f) },
-			})
-		},
-	})
-	return prof
-}
-
-func (p *parser) rule(n *yaml.Node, field string) (Rule, ref) {
-	var (
-		r       Rule
-		pr      ref
-		hasSel  bool
-		hasName bool
-	)
-	p.mapping(n, field, map[string]func(*yaml.Node, string){
-		"namespaces": func(v *yaml.Node, f string) {
-			hasName = true
-			r.Namespaces = p.strList(v, f)
-			for i, g := range r.Namespaces {
-				if _, err := path.Match(g, ""); err != nil {
-					p.errorf(v.Content[i], fmt.Sprintf("%s[%d]", f, i), "bad glob %q: %v", g, err)
-				}
-			}
-		},
-		"namespaceSelector": func(v *yaml.Node, f string) {
-			hasSel = true
-			r.Selector = p.selector(v, f)
-		},
-		"profile": func(v *yaml.Node, f string) {
-			if s, ok := p.str(v, f); ok {
-				r.Profile = s
-				pr = ref{node: v, field: f, name: s}
-			}
-		},
-		"enforcement": func(v *yaml.Node, f string) { r.Enforcement = p.enforcement(v, f) },
-	})
-	if n.Kind != yaml.MappingNode {
-		return r, pr
-	}
-	if hasSel == hasName {
-		p.errorf(n, field, "set exactly one of namespaces and namespaceSelector")
-	}
-	if pr.node == nil {
-		p.errorf(n, join(field, "profile"), "required")
-	}
-	return r, pr
-}
-
-func (p *parser) selector(n *yaml.Node, field string) labels.Selector {
-	var ls metav1.LabelSelector
-	p.mapping(n, field, map[string]func(*yaml.Node, string){
-		"matchLabels": func(v *yaml.Node, f string) {
-			ls.MatchLabels = map[string]string{}
-			p.entries(v, f, func(k, v *yaml.Node, f string) {
-				if s, ok := p.str(v, f); ok {
-					ls.MatchLabels[k.Value] = s
-				}
-			})
-		},
-		"matchExpressions": func(v *yaml.Node, f string) {
-			if v.Kind != yaml.SequenceNode {
-				p.errorf(v, f, "must be a list, got %s", kindName(v))
-				return
-			}
-			for i, item := range v.Content {
-				var req metav1.LabelSelectorRequirement
-				p.mapping(item, fmt.Sprintf("%s[%d]", f, i), map[string]func(*yaml.Node, string){
-					"key": func(v *yaml.Node, f string) { req.Key, _ = p.str(v, f) },
-					"operator": func(v *yaml.Node, f string) {
-						s, _ := p.str(v, f)
-						req.Operator = metav1.LabelSelectorOperator(s)
-					},
-					"values": func(v *yaml.Node, f string) { req.Values = p.strList(v, f) },
-				})
-				ls.MatchExpressions = append(ls.MatchExpressions, req)
-			}
-		},
-	})
-	s, err := metav1.LabelSelectorAsSelector(&ls)
-	if err != nil {
-		p.errorf(n, field, "invalid selector: %v", err)
-		return nil
-	}
-	return s
 }

@@ -2,7 +2,6 @@ package policy
 
 import (
 	"fmt"
-	"net/netip"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -15,47 +14,7 @@ const (
 	MaxNameservers     = 3
 	MaxSearches        = 32
 	MaxSearchListChars = 2048
-	// MaxNamespaceLen is the longest namespace name (a DNS label).
-	MaxNamespaceLen = validation.DNS1123LabelMaxLength
-	// MaxClusterDomainLen keeps "<namespace>.svc.<clusterDomain>", the first
-	// search of every pod, a DNS-1123 subdomain (253 characters) for the
-	// longest namespace name: 253 - 63 - len(".svc.") = 185.
-	MaxClusterDomainLen = validation.DNS1123SubdomainMaxLength - MaxNamespaceLen - len(".svc.")
 )
-
-// CheckNameserver says why a can not be a pod's nameserver, or returns nil.
-// It refuses what kube-apiserver refuses in spec.dnsConfig.nameservers
-// (IPv4-mapped IPv6 addresses; zones, which no IP field takes) and what
-// would break the pod's resolver: the unspecified address (glibc reads
-// 0.0.0.0 and :: as "this host", so the pod asks itself) and multicast.
-func CheckNameserver(a netip.Addr) error {
-	switch {
-	case !a.IsValid():
-		return fmt.Errorf("must be an IPv4 or IPv6 address")
-	case a.Zone() != "":
-		return fmt.Errorf("must not have a zone (%%%s): pod nameservers take plain addresses", a.Zone())
-	case a.Is4In6():
-		return fmt.Errorf("must not be an IPv4-mapped IPv6 address (kube-apiserver rejects it in pod nameservers); write %s", a.Unmap())
-	case a.IsUnspecified():
-		return fmt.Errorf("must not be the unspecified address: the pod's resolver would ask itself")
-	case a.IsMulticast():
-		return fmt.Errorf("must not be a multicast address")
-	}
-	return nil
-}
-
-// CheckClusterDomain says why d can not be the cluster domain, or returns
-// nil: it must be a DNS-1123 subdomain short enough that every namespace's
-// search "<namespace>.svc.<d>" is one too.
-func CheckClusterDomain(d string) error {
-	if errs := validation.IsDNS1123Subdomain(d); len(errs) > 0 {
-		return fmt.Errorf("must be a DNS domain like cluster.local, got %q", d)
-	}
-	if len(d) > MaxClusterDomainLen {
-		return fmt.Errorf("must be at most %d characters (so that <namespace>.svc.<domain> fits the 253 of a DNS name for a 63-character namespace), got %d", MaxClusterDomainLen, len(d))
-	}
-	return nil
-}
 
 // ValidatePodDNS checks a pod's dnsPolicy and dnsConfig with the rules
 // kube-apiserver applies on Pod create (validatePodDNSConfig in

@@ -1,13 +1,17 @@
-// Package policy holds dnstune's policy: its schema, strict loading with
-// file:line:column errors, defaults, and the pure decision of what to change
-// in a Pod's DNS settings. It performs no I/O beyond reading a policy file in
+// Package policy holds dnstune's policy as the webhook uses it: strict
+// loading of the API types (package api/v1alpha1) with file:line:column
+// errors, their compiled form, and the pure decision of what to change in a
+// Pod's DNS settings. It performs no I/O beyond reading a policy file in
 // LoadFile, and knows nothing of admission reviews or clients.
 package policy
 
 import (
 	"net/netip"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/dnstune/dnstune/api/v1alpha1"
 )
 
 // Labels and annotations dnstune reads and writes (domain dnstune.io).
@@ -24,131 +28,127 @@ const (
 	InjectDisabled = "disabled"
 )
 
-// APIVersion and Kind of a policy file.
+// Names of the built-in profiles (defined in api/v1alpha1).
 const (
-	APIVersion = "dnstune.io/v1alpha1"
-	Kind       = "Policy"
+	DefaultProfileName   = v1alpha1.DefaultProfileName
+	DefaultNodeLocalName = v1alpha1.NodeLocalProfileName
 )
-
-// Defaults applied to fields a policy file leaves out.
-const (
-	DefaultClusterDomain  = "cluster.local"
-	DefaultNodeLocalDNS   = "169.254.20.10"
-	DefaultProfileName    = "resilient"
-	DefaultNodeLocalName  = "nodelocal"
-	defaultEnforcementStr = "enforce"
-)
-
-// DefaultExcludeNamespaces are never mutated unless a policy sets its own list.
-var DefaultExcludeNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"}
 
 // Mode is how a profile changes a pod's DNS.
-type Mode string
+type Mode = v1alpha1.Mode
 
+// Modes.
 const (
-	// ModeOptions keeps the pod's nameservers and searches and adds resolver options.
-	ModeOptions Mode = "options"
-	// ModeNodeLocal sets dnsPolicy None with the node-local cache first.
-	ModeNodeLocal Mode = "nodelocal"
+	ModeOptions   = v1alpha1.ModeOptions
+	ModeNodeLocal = v1alpha1.ModeNodeLocal
 )
 
 // Enforcement says whether a decision is applied or only reported.
-type Enforcement string
+type Enforcement = v1alpha1.Enforcement
 
+// Enforcements.
 const (
-	// Enforce applies changes. The default.
-	Enforce Enforcement = "enforce"
-	// Audit reports what would change and changes nothing.
-	Audit Enforcement = "audit"
+	Enforce = v1alpha1.Enforce
+	Audit   = v1alpha1.Audit
 )
 
 // Options are the resolver options a profile adds. A nil pointer means the
 // option is not set by the profile.
 type Options struct {
-	// Ndots sets "ndots:N" (0–15). Kubelet's default is 5.
-	Ndots *int
-	// Timeout sets "timeout:N" seconds (1–30). glibc's default is 5.
-	Timeout *int
-	// Attempts sets "attempts:N" (1–5). glibc's default is 2.
-	Attempts *int
-	// SingleRequestReopen adds "single-request-reopen" (glibc only; musl ignores it).
-	SingleRequestReopen bool
+	Ndots, Timeout, Attempts *int
+	SingleRequestReopen      bool
 }
 
 // Profile is a named set of DNS changes.
 type Profile struct {
-	// Name is the key of the profile in the policy.
-	Name string
-	// Mode defaults to ModeOptions.
-	Mode Mode
-	// Options are added to the pod's dnsConfig.options; the pod's own win.
+	Name    string
+	Mode    Mode
 	Options Options
 }
 
-// Rule chooses a profile for namespaces. Rules are tried in order; the first
-// match wins. Exactly one of Namespaces and Selector is set.
+// Rule chooses a profile for namespaces; exactly one of Namespaces and
+// Selector is set.
 type Rule struct {
-	// Namespaces are glob patterns (path.Match syntax) on the namespace name.
-	Namespaces []string
-	// Selector matches the namespace's labels.
-	Selector labels.Selector
-	// Profile names a profile of the policy.
-	Profile string
-	// Enforcement, when set, can switch matching namespaces to Audit.
+	Namespaces  []string
+	Selector    labels.Selector
+	Profile     string
 	Enforcement Enforcement
 }
 
-// Policy is a loaded, validated, defaulted policy. Treat it as immutable once
-// loaded: the webhook shares one value between all requests.
+// Policy is a loaded, validated, defaulted policy, compiled for decisions
+// (addresses parsed, selectors built). Treat it as immutable once loaded:
+// the webhook shares one value between all requests.
 type Policy struct {
-	// ClusterDomain defaults to "cluster.local".
 	ClusterDomain string
-	// ClusterDNS is the kube-dns Service IP; invalid (zero) means "discover".
-	ClusterDNS netip.Addr
-	// NodeLocalDNS is the node-local cache address, default 169.254.20.10.
-	NodeLocalDNS netip.Addr
-	// Enforcement defaults to Enforce; Audit makes the whole cluster a dry run.
-	Enforcement Enforcement
-	// DefaultProfile names the profile used when no rule matches, default "resilient".
-	DefaultProfile string
-	// Profiles by name. A policy that defines none gets "resilient" and "nodelocal".
-	Profiles map[string]*Profile
-	// Rules in order.
-	Rules []Rule
-	// ExcludeNamespaces are never mutated, default DefaultExcludeNamespaces.
+	// ClusterDNS is invalid (zero) when the policy leaves it to discovery.
+	ClusterDNS        netip.Addr
+	NodeLocalDNS      netip.Addr
+	Enforcement       Enforcement
+	DefaultProfile    string
+	Profiles          map[string]*Profile
+	Rules             []Rule
 	ExcludeNamespaces []string
 }
 
-func intPtr(i int) *int { return &i }
+// Compile turns a defaulted, valid API policy into the form decisions use.
+// It panics on a policy Validate refuses: call it after Decode.
+func Compile(p *v1alpha1.Policy) *Policy {
+	out := &Policy{
+		ClusterDomain:     p.ClusterDomain,
+		NodeLocalDNS:      netip.MustParseAddr(p.NodeLocalDNS),
+		Enforcement:       p.Enforcement,
+		DefaultProfile:    p.DefaultProfile,
+		Profiles:          make(map[string]*Profile, len(p.Profiles)),
+		ExcludeNamespaces: append([]string(nil), p.ExcludeNamespaces...),
+	}
+	if p.ClusterDNS != "" {
+		out.ClusterDNS = netip.MustParseAddr(p.ClusterDNS)
+	}
+	for name, prof := range p.Profiles {
+		out.Profiles[name] = compileProfile(name, prof)
+	}
+	for _, r := range p.Rules {
+		cr := Rule{Namespaces: r.Namespaces, Profile: r.Profile, Enforcement: r.Enforcement}
+		if r.NamespaceSelector != nil {
+			sel, err := metav1.LabelSelectorAsSelector(r.NamespaceSelector)
+			if err != nil {
+				panic("policy.Compile: unvalidated selector: " + err.Error())
+			}
+			cr.Selector = sel
+		}
+		out.Rules = append(out.Rules, cr)
+	}
+	return out
+}
 
-// ResilientProfile is the built-in default profile: keep the cluster DNS,
-// resolve external names in at most two queries, and give up on a lost
-// packet after one second instead of five. attempts:3 rather than glibc's 2
-// was chosen from the effect lab (EFFECT.md): with 10% of DNS packets lost,
-// it failed 2, 0 and 0 of 600 lookups in three runs where attempts:2 failed
-// 12, 3 and 11, at the same p50/p90.
-func ResilientProfile() *Profile {
-	return &Profile{Name: DefaultProfileName, Mode: ModeOptions, Options: Options{
-		Ndots: intPtr(2), Timeout: intPtr(1), Attempts: intPtr(3), SingleRequestReopen: true,
+func compileProfile(name string, p v1alpha1.Profile) *Profile {
+	toInt := func(v *int32) *int {
+		if v == nil {
+			return nil
+		}
+		i := int(*v)
+		return &i
+	}
+	mode := p.Mode
+	if mode == "" {
+		mode = ModeOptions
+	}
+	return &Profile{Name: name, Mode: mode, Options: Options{
+		Ndots: toInt(p.Options.Ndots), Timeout: toInt(p.Options.Timeout), Attempts: toInt(p.Options.Attempts),
+		SingleRequestReopen: p.Options.SingleRequestReopen != nil && *p.Options.SingleRequestReopen,
 	}}
 }
 
-// NodeLocalProfile is the built-in node-local cache profile.
+// ResilientProfile is the built-in default profile (v1alpha1.ResilientProfile), compiled.
+func ResilientProfile() *Profile {
+	return compileProfile(DefaultProfileName, v1alpha1.ResilientProfile())
+}
+
+// NodeLocalProfile is the built-in node-local cache profile, compiled.
 func NodeLocalProfile() *Profile {
-	return &Profile{Name: DefaultNodeLocalName, Mode: ModeNodeLocal, Options: Options{
-		Ndots: intPtr(2), Timeout: intPtr(1), Attempts: intPtr(2),
-	}}
+	return compileProfile(DefaultNodeLocalName, v1alpha1.NodeLocalProfile())
 }
 
 // Default returns the built-in policy: the "resilient" profile for every
 // opted-in namespace, "nodelocal" available by namespace label, enforced.
-func Default() *Policy {
-	return &Policy{
-		ClusterDomain:     DefaultClusterDomain,
-		NodeLocalDNS:      netip.MustParseAddr(DefaultNodeLocalDNS),
-		Enforcement:       Enforce,
-		DefaultProfile:    DefaultProfileName,
-		Profiles:          map[string]*Profile{DefaultProfileName: ResilientProfile(), DefaultNodeLocalName: NodeLocalProfile()},
-		ExcludeNamespaces: append([]string(nil), DefaultExcludeNamespaces...),
-	}
-}
+func Default() *Policy { return Compile(v1alpha1.Default()) }

@@ -29,8 +29,8 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/dnstune/dnstune/api/v1alpha1"
 	"github.com/dnstune/dnstune/certs"
-	"github.com/dnstune/dnstune/policy"
 )
 
 // Options configure the webhook server. The zero value of each field is
@@ -392,7 +392,7 @@ func (c *clusterDNS) refresh(ctx context.Context) {
 	if err == nil {
 		a, perr := netip.ParseAddr(svc.Spec.ClusterIP)
 		if perr == nil {
-			perr = policy.CheckNameserver(a)
+			perr = v1alpha1.CheckNameserver(a)
 		}
 		if perr == nil {
 			if old := c.Addr(); old != a {

@@ -3,11 +3,15 @@ package app
 import (
 	"bytes"
 	"context"
+	"flag"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
+
+var updateCheck = flag.Bool("update-check", false, "rewrite testdata/check/*.out from the current output")
 
 func run(t *testing.T, stdin string, args ...string) (int, string, string) {
 	t.Helper()
@@ -87,5 +91,32 @@ func TestNodeTuneCommand(t *testing.T) {
 	}
 	if code, _, errOut := run(t, "", "node", "monitor", "--auto-raise", "--max-gc-thresh3", "100"); code != 1 || !strings.Contains(errOut, "--max-gc-thresh3") {
 		t.Fatalf("bad auto-raise: exit %d %q", code, errOut)
+	}
+}
+
+// dnstune policy check prints, for each fixture, exactly what it printed
+// before the policy became typed API (testdata/check/*.out were written by
+// the release before it; -update-check rewrites them from this one).
+func TestPolicyCheckFixtures(t *testing.T) {
+	files, _ := filepath.Glob("testdata/check/*.yaml")
+	if len(files) < 30 {
+		t.Fatalf("found %d fixtures", len(files))
+	}
+	for _, f := range files {
+		code, out, errOut := run(t, "", "policy", "check", f)
+		got := out + errOut + "exit " + strconv.Itoa(code) + "\n"
+		golden := strings.TrimSuffix(f, ".yaml") + ".out"
+		if *updateCheck {
+			if err := os.WriteFile(golden, []byte(got), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want, err := os.ReadFile(golden)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != string(want) {
+			t.Errorf("%s:\n got %q\nwant %q", f, got, want)
+		}
 	}
 }

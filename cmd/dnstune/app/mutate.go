@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dnstune/dnstune/api/v1alpha1"
 	"github.com/dnstune/dnstune/offline"
 	"github.com/dnstune/dnstune/policy"
 )
@@ -39,7 +40,7 @@ built-in default policy (profile "resilient") applies. Warnings go to stderr.`,
 				if err != nil {
 					return fmt.Errorf("--cluster-dns must be an IP address: %w", err)
 				}
-				if err := policy.CheckNameserver(a); err != nil {
+				if err := v1alpha1.CheckNameserver(a); err != nil {
 					return fmt.Errorf("--cluster-dns %s: %w", clusterDNS, err)
 				}
 				dns = a

@@ -1,0 +1,102 @@
+// Package v1alpha1 is dnstune's policy API, dnstune.io/v1alpha1 Policy: the
+// schema of the policy file (and of the Helm chart's policy values), its
+// defaults (SetDefaults) and its validation (Validate). The webhook, the
+// offline CLI and every later backend read a policy through these types.
+//
+// +groupName=dnstune.io
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// APIVersion and Kind of a policy file.
+const (
+	Group      = "dnstune.io"
+	Version    = "v1alpha1"
+	APIVersion = Group + "/" + Version
+	Kind       = "Policy"
+)
+
+// Policy chooses, per namespace, how dnstune changes new pods' DNS settings.
+type Policy struct {
+	// APIVersion must be dnstune.io/v1alpha1.
+	APIVersion string `json:"apiVersion"`
+	// Kind must be Policy.
+	Kind string `json:"kind"`
+	// ClusterDomain is the cluster's DNS domain, default cluster.local. At
+	// most 185 characters, so that <namespace>.svc.<domain> is a DNS name.
+	ClusterDomain string `json:"clusterDomain,omitempty"`
+	// ClusterDNS is the kube-dns Service IP that the nodelocal profile puts
+	// second. Empty (the default) means discover kube-system/kube-dns.
+	ClusterDNS string `json:"clusterDNS,omitempty"`
+	// NodeLocalDNS is the node-local cache address, default 169.254.20.10.
+	NodeLocalDNS string `json:"nodeLocalDNS,omitempty"`
+	// Enforcement is enforce (the default) or audit: a cluster-wide dry run.
+	Enforcement Enforcement `json:"enforcement,omitempty"`
+	// DefaultProfile is used when no rule matches, default resilient.
+	DefaultProfile string `json:"defaultProfile,omitempty"`
+	// Profiles by name (a DNS label: it becomes a label value). A policy
+	// that defines none gets resilient and nodelocal.
+	Profiles map[string]Profile `json:"profiles,omitempty"`
+	// Rules choose a profile per namespace; the first match wins. The
+	// namespace label dnstune.io/profile beats every rule.
+	Rules []Rule `json:"rules,omitempty"`
+	// ExcludeNamespaces are never mutated, default kube-system, kube-public
+	// and kube-node-lease. An empty list excludes none.
+	ExcludeNamespaces []string `json:"excludeNamespaces,omitempty"`
+}
+
+// Enforcement says whether a decision is applied or only reported.
+type Enforcement string
+
+const (
+	// Enforce applies changes.
+	Enforce Enforcement = "enforce"
+	// Audit reports what would change and changes nothing.
+	Audit Enforcement = "audit"
+)
+
+// Mode is how a profile changes a pod's DNS.
+type Mode string
+
+const (
+	// ModeOptions keeps the pod's nameservers and searches and adds resolver options.
+	ModeOptions Mode = "options"
+	// ModeNodeLocal sets dnsPolicy None with the node-local cache first.
+	ModeNodeLocal Mode = "nodelocal"
+)
+
+// Profile is a named set of DNS changes.
+type Profile struct {
+	// Mode is options (the default) or nodelocal.
+	Mode Mode `json:"mode,omitempty"`
+	// Options are added to the pod's dnsConfig.options; the pod's own win.
+	Options Options `json:"options,omitempty"`
+}
+
+// Options are resolver options; an unset one is not added.
+type Options struct {
+	// Ndots sets ndots:N, 0-15. Kubelet's default is 5.
+	Ndots *int32 `json:"ndots,omitempty"`
+	// Timeout sets timeout:N seconds, 1-30. glibc's default is 5.
+	Timeout *int32 `json:"timeout,omitempty"`
+	// Attempts sets attempts:N, 1-5. glibc's default is 2.
+	Attempts *int32 `json:"attempts,omitempty"`
+	// SingleRequestReopen adds single-request-reopen (glibc; musl ignores it).
+	SingleRequestReopen *bool `json:"singleRequestReopen,omitempty"`
+}
+
+// Rule chooses a profile for namespaces by name or by labels: exactly one
+// of Namespaces and NamespaceSelector is set.
+type Rule struct {
+	// Namespaces are glob patterns (path.Match syntax) on the namespace name.
+	Namespaces []string `json:"namespaces,omitempty"`
+	// NamespaceSelector matches the namespace's labels.
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+	// Profile names a profile of the policy.
+	Profile string `json:"profile"`
+	// Enforcement, when audit, makes matching namespaces a dry run. A rule
+	// can only make things stricter.
+	Enforcement Enforcement `json:"enforcement,omitempty"`
+}
