@@ -16,7 +16,16 @@ build: ## Build bin/dnstune.
 	CGO_ENABLED=0 go build -trimpath -o $(BIN)/dnstune ./cmd/dnstune
 
 .PHONY: test
-test: verify-manifests test-unit e2e ## Run every test: unit (with fuzz seed corpora) and e2e on a real control plane.
+test: verify-generate verify-manifests test-unit e2e ## Run every test: unit (with fuzz seed corpora) and e2e on a real control plane.
+
+.PHONY: generate
+generate: ## Write the policy's JSON Schema (api/v1alpha1/policy.schema.json) from the API types.
+	go run ./hack/genschema > api/v1alpha1/policy.schema.json
+
+.PHONY: verify-generate
+verify-generate: ## Fail when generated files are stale (run make generate).
+	@go run ./hack/genschema | diff -u api/v1alpha1/policy.schema.json - > /dev/null || \
+	  { echo "api/v1alpha1/policy.schema.json is stale: run make generate and commit"; exit 1; }; echo "generated files are up to date"
 
 .PHONY: manifests
 manifests: ## Render dist/install.yaml (self-managed certs) and dist/install-cert-manager.yaml.

@@ -21,21 +21,21 @@ const (
 // Policy chooses, per namespace, how dnstune changes new pods' DNS settings.
 type Policy struct {
 	// APIVersion must be dnstune.io/v1alpha1.
-	APIVersion string `json:"apiVersion"`
+	APIVersion string `json:"apiVersion" jsonschema:"enum=dnstune.io/v1alpha1"`
 	// Kind must be Policy.
-	Kind string `json:"kind"`
+	Kind string `json:"kind" jsonschema:"enum=Policy"`
 	// ClusterDomain is the cluster's DNS domain, default cluster.local. At
 	// most 185 characters, so that <namespace>.svc.<domain> is a DNS name.
-	ClusterDomain string `json:"clusterDomain,omitempty"`
+	ClusterDomain string `json:"clusterDomain,omitempty" jsonschema:"maxLength=185,pattern=^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$,default=cluster.local"`
 	// ClusterDNS is the kube-dns Service IP that the nodelocal profile puts
 	// second. Empty (the default) means discover kube-system/kube-dns.
 	ClusterDNS string `json:"clusterDNS,omitempty"`
 	// NodeLocalDNS is the node-local cache address, default 169.254.20.10.
-	NodeLocalDNS string `json:"nodeLocalDNS,omitempty"`
+	NodeLocalDNS string `json:"nodeLocalDNS,omitempty" jsonschema:"default=169.254.20.10"`
 	// Enforcement is enforce (the default) or audit: a cluster-wide dry run.
-	Enforcement Enforcement `json:"enforcement,omitempty"`
+	Enforcement Enforcement `json:"enforcement,omitempty" jsonschema:"enum=enforce,enum=audit,default=enforce"`
 	// DefaultProfile is used when no rule matches, default resilient.
-	DefaultProfile string `json:"defaultProfile,omitempty"`
+	DefaultProfile string `json:"defaultProfile,omitempty" jsonschema:"default=resilient"`
 	// Profiles by name (a DNS label: it becomes a label value). A policy
 	// that defines none gets resilient and nodelocal.
 	Profiles map[string]Profile `json:"profiles,omitempty"`
@@ -70,7 +70,7 @@ const (
 // Profile is a named set of DNS changes.
 type Profile struct {
 	// Mode is options (the default) or nodelocal.
-	Mode Mode `json:"mode,omitempty"`
+	Mode Mode `json:"mode,omitempty" jsonschema:"enum=options,enum=nodelocal,default=options"`
 	// Options are added to the pod's dnsConfig.options; the pod's own win.
 	Options Options `json:"options,omitempty"`
 }
@@ -78,11 +78,11 @@ type Profile struct {
 // Options are resolver options; an unset one is not added.
 type Options struct {
 	// Ndots sets ndots:N, 0-15. Kubelet's default is 5.
-	Ndots *int32 `json:"ndots,omitempty"`
+	Ndots *int32 `json:"ndots,omitempty" jsonschema:"minimum=0,maximum=15"`
 	// Timeout sets timeout:N seconds, 1-30. glibc's default is 5.
-	Timeout *int32 `json:"timeout,omitempty"`
+	Timeout *int32 `json:"timeout,omitempty" jsonschema:"minimum=1,maximum=30"`
 	// Attempts sets attempts:N, 1-5. glibc's default is 2.
-	Attempts *int32 `json:"attempts,omitempty"`
+	Attempts *int32 `json:"attempts,omitempty" jsonschema:"minimum=1,maximum=5"`
 	// SingleRequestReopen adds single-request-reopen (glibc; musl ignores it).
 	SingleRequestReopen *bool `json:"singleRequestReopen,omitempty"`
 }
@@ -95,8 +95,8 @@ type Rule struct {
 	// NamespaceSelector matches the namespace's labels.
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
 	// Profile names a profile of the policy.
-	Profile string `json:"profile"`
+	Profile string `json:"profile" jsonschema:"minLength=1"`
 	// Enforcement, when audit, makes matching namespaces a dry run. A rule
 	// can only make things stricter.
-	Enforcement Enforcement `json:"enforcement,omitempty"`
+	Enforcement Enforcement `json:"enforcement,omitempty" jsonschema:"enum=enforce,enum=audit"`
 }
