@@ -60,13 +60,19 @@ type SelfManaged struct {
 	now func() time.Time // time.Now; tests move it
 }
 
+// Validities of self-managed certificates, each renewed at two thirds of its life.
+const (
+	DefaultCAValidity   = 10 * 365 * 24 * time.Hour
+	DefaultCertValidity = 365 * 24 * time.Hour
+)
+
 // NewSelfManaged validates the options and returns a SelfManaged.
 func NewSelfManaged(o SelfManagedOptions) (*SelfManaged, error) {
 	if o.CAValidity == 0 {
-		o.CAValidity = 10 * 365 * 24 * time.Hour
+		o.CAValidity = DefaultCAValidity
 	}
 	if o.CertValidity == 0 {
-		o.CertValidity = 365 * 24 * time.Hour
+		o.CertValidity = DefaultCertValidity
 	}
 	if o.Interval == 0 {
 		// Often enough to renew even a short-lived certificate in time.

@@ -94,7 +94,7 @@ func options(p *corev1.Pod) string {
 	return strings.Join(words, " ")
 }
 
-const resilientOptions = "ndots:2 timeout:1 attempts:2 single-request-reopen"
+const resilientOptions = "ndots:2 timeout:1 attempts:3 single-request-reopen"
 
 func assertMutated(t *testing.T, p *corev1.Pod, profile, opts string) {
 	t.Helper()

@@ -99,7 +99,7 @@ func TestPolicyReload(t *testing.T) {
 			return nil
 		})
 	})
-	edited := strings.Replace(testPolicy, "{ndots: 2, timeout: 1, attempts: 2, singleRequestReopen: true}", "{ndots: 3, timeout: 2, attempts: 3}", 1)
+	edited := strings.Replace(testPolicy, "{ndots: 2, timeout: 1, attempts: 3, singleRequestReopen: true}", "{ndots: 3, timeout: 2, attempts: 3}", 1)
 	write(edited)
 	eventually(t, 30*time.Second, func() error {
 		p, _ := create(t, newPod(ns))

@@ -17,17 +17,17 @@ import (
 // env is the control plane shared by every test of this package.
 var env *framework.Env
 
-const testPolicy = `apiVersion: dnstune.io/v1alpha1
-kind: Policy
-defaultProfile: resilient
-profiles:
-  resilient:
-    mode: options
-    options: {ndots: 2, timeout: 1, attempts: 2, singleRequestReopen: true}
-  nodelocal:
-    mode: nodelocal
-    options: {ndots: 2, timeout: 1, attempts: 2}
-`
+// testPolicy is the policy the install ships (manifests/base/policy.yaml),
+// so the suite proves what users run.
+var testPolicy = mustRead("../manifests/base/policy.yaml")
+
+func mustRead(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
 
 func TestMain(m *testing.M) {
 	if _, err := framework.AssetsDir(); err != nil {

@@ -168,7 +168,7 @@ func TestDNSPolicies(t *testing.T) {
 		p, _ := create(t, newPod(ns, func(p *corev1.Pod) {
 			p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptr("1")}, {Name: "edns0"}}}
 		}))
-		assertMutated(t, p, "resilient", "ndots:1 edns0 timeout:1 attempts:2 single-request-reopen")
+		assertMutated(t, p, "resilient", "ndots:1 edns0 timeout:1 attempts:3 single-request-reopen")
 	})
 }
 

@@ -117,17 +117,15 @@ func Decide(pod *corev1.Pod, ns Namespace, pol *Policy, clusterDNS netip.Addr) D
 	if RunsOnWindows(&pod.Spec) {
 		return Decision{Action: Skip, Reason: ReasonWindows}
 	}
-	switch pod.Spec.DNSPolicy {
-	case corev1.DNSDefault:
-		return Decision{Action: Skip, Reason: ReasonDNSPolicyDefault}
-	case corev1.DNSNone:
-		return Decision{Action: Skip, Reason: ReasonDNSPolicyNone}
-	case corev1.DNSClusterFirstWithHostNet:
-	default: // ClusterFirst, or empty (defaulted to ClusterFirst by the apiserver)
-		if pod.Spec.HostNetwork {
-			// Kubelet gives such pods the node's resolv.conf, as with Default.
-			return Decision{Action: Skip, Reason: ReasonHostNetwork}
+	if !UsesClusterDNS(pod.Spec.DNSPolicy, pod.Spec.HostNetwork) {
+		switch pod.Spec.DNSPolicy {
+		case corev1.DNSDefault:
+			return Decision{Action: Skip, Reason: ReasonDNSPolicyDefault}
+		case corev1.DNSNone:
+			return Decision{Action: Skip, Reason: ReasonDNSPolicyNone}
 		}
+		// ClusterFirst with hostNetwork: kubelet gives the node's resolv.conf.
+		return Decision{Action: Skip, Reason: ReasonHostNetwork}
 	}
 
 	prof, enforcement := pol.choose(ns)

@@ -16,6 +16,24 @@ const (
 	MaxSearchListChars = 2048
 )
 
+// UsesClusterDNS reports whether kubelet gives a pod the cluster DNS (the
+// cluster nameserver and search list, which dnsConfig is merged into), as
+// pkg/kubelet/network/dns does: dnsPolicy ClusterFirst (or unset) without
+// hostNetwork, or ClusterFirstWithHostNet. Default gives the node's
+// resolv.conf, None only the pod's own dnsConfig, and ClusterFirst with
+// hostNetwork the node's resolv.conf too. The webhook configuration's
+// matchConditions state the same rule in CEL (tested to agree).
+func UsesClusterDNS(dnsPolicy corev1.DNSPolicy, hostNetwork bool) bool {
+	switch dnsPolicy {
+	case corev1.DNSClusterFirstWithHostNet:
+		return true
+	case corev1.DNSDefault, corev1.DNSNone:
+		return false
+	default: // ClusterFirst, or unset (the apiserver defaults it to ClusterFirst)
+		return !hostNetwork
+	}
+}
+
 // ValidatePodDNS checks a pod's dnsPolicy and dnsConfig with the rules
 // kube-apiserver applies on Pod create (validatePodDNSConfig in
 // k8s.io/kubernetes, StrictIPCIDRValidation on as in 1.37): dnsPolicy None

@@ -11,13 +11,15 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/dnstune/dnstune/policy"
 )
 
-// Limits kubelet applies when it writes the file.
+// Limits kubelet applies when it writes the file: the pod API's own.
 const (
-	MaxNameservers  = 3
-	MaxSearches     = 32
-	MaxSearchLength = 2048
+	MaxNameservers  = policy.MaxNameservers
+	MaxSearches     = policy.MaxSearches
+	MaxSearchLength = policy.MaxSearchListChars
 )
 
 // Config is the content of a resolv.conf.
@@ -71,19 +73,13 @@ const (
 )
 
 func podDNSType(pod *corev1.Pod, c Cluster) dnsType {
-	switch pod.Spec.DNSPolicy {
-	case corev1.DNSNone:
+	switch {
+	case pod.Spec.DNSPolicy == corev1.DNSNone:
 		return dnsNone
-	case corev1.DNSClusterFirstWithHostNet:
-		return clusterOrHost(c)
-	case corev1.DNSDefault:
-		return dnsHost
-	default: // ClusterFirst and unset
-		if pod.Spec.HostNetwork {
-			return dnsHost
-		}
+	case policy.UsesClusterDNS(pod.Spec.DNSPolicy, pod.Spec.HostNetwork):
 		return clusterOrHost(c)
 	}
+	return dnsHost
 }
 
 // clusterOrHost: kubelet falls back to the node's DNS when it has no cluster DNS.

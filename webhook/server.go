@@ -33,6 +33,26 @@ import (
 	"github.com/dnstune/dnstune/certs"
 )
 
+// Defaults of Options, and of the webhook command's flags.
+const (
+	DefaultPort                     = 9443
+	DefaultMetricsBindAddress       = ":8080"
+	DefaultHealthProbeBindAddress   = ":8081"
+	DefaultRequestTimeout           = 10 * time.Second
+	DefaultClusterDNSRefresh        = 30 * time.Second
+	DefaultSelfManagedSecret        = "dnstune-system/dnstune-webhook-tls"
+	DefaultSelfManagedWebhookConfig = "dnstune"
+)
+
+// DefaultClusterDNSService is the Service whose ClusterIP is the cluster DNS.
+var DefaultClusterDNSService = client.ObjectKey{Namespace: "kube-system", Name: "kube-dns"}
+
+// DefaultSelfManagedHosts are the webhook Service's names, the self-managed
+// certificate's default DNS names.
+func DefaultSelfManagedHosts() []string {
+	return []string{"dnstune-webhook.dnstune-system.svc", "dnstune-webhook.dnstune-system.svc.cluster.local"}
+}
+
 // Options configure the webhook server. The zero value of each field is
 // replaced by the default its comment states.
 type Options struct {
@@ -88,34 +108,34 @@ type Options struct {
 
 func (o *Options) setDefaults() {
 	if o.Port == 0 {
-		o.Port = 9443
+		o.Port = DefaultPort
 	}
 	if o.MetricsBindAddress == "" {
-		o.MetricsBindAddress = ":8080"
+		o.MetricsBindAddress = DefaultMetricsBindAddress
 	}
 	if o.HealthProbeBindAddress == "" {
-		o.HealthProbeBindAddress = ":8081"
+		o.HealthProbeBindAddress = DefaultHealthProbeBindAddress
 	}
 	if o.RequestTimeout == 0 {
-		o.RequestTimeout = 10 * time.Second
+		o.RequestTimeout = DefaultRequestTimeout
 	}
 	if o.ClusterDNSService.Name == "" {
-		o.ClusterDNSService = client.ObjectKey{Namespace: "kube-system", Name: "kube-dns"}
+		o.ClusterDNSService = DefaultClusterDNSService
 	}
 	if o.PolicyPollInterval == 0 {
 		o.PolicyPollInterval = DefaultPolicyPollInterval
 	}
 	if o.SelfManagedSecret == "" {
-		o.SelfManagedSecret = "dnstune-system/dnstune-webhook-tls"
+		o.SelfManagedSecret = DefaultSelfManagedSecret
 	}
 	if o.SelfManagedWebhookConfig == "" {
-		o.SelfManagedWebhookConfig = "dnstune"
+		o.SelfManagedWebhookConfig = DefaultSelfManagedWebhookConfig
 	}
 	if len(o.SelfManagedHosts) == 0 {
-		o.SelfManagedHosts = []string{"dnstune-webhook.dnstune-system.svc", "dnstune-webhook.dnstune-system.svc.cluster.local"}
+		o.SelfManagedHosts = DefaultSelfManagedHosts()
 	}
 	if o.ClusterDNSRefresh == 0 {
-		o.ClusterDNSRefresh = 30 * time.Second
+		o.ClusterDNSRefresh = DefaultClusterDNSRefresh
 	}
 }
 

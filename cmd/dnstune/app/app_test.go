@@ -41,6 +41,26 @@ func TestPolicyCheck(t *testing.T) {
 	}
 }
 
+// --cluster-dns overrides the policy's clusterDNS (flags override files).
+func TestMutateClusterDNSFlagOverridesPolicy(t *testing.T) {
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "p.yaml")
+	_ = os.WriteFile(pol, []byte("apiVersion: dnstune.io/v1alpha1\nkind: Policy\nclusterDNS: 10.0.0.10\n"), 0o600)
+	ns := "apiVersion: v1\nkind: Namespace\nmetadata: {name: l, labels: {dnstune.io/inject: enabled, dnstune.io/profile: nodelocal}}\n---\n"
+	pod := ns + "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: l}\nspec:\n  containers: [{name: a, image: nginx}]\n"
+	_, out, _ := run(t, pod, "mutate", "-f", "-", "--policy", pol)
+	if !strings.Contains(out, "- 10.0.0.10") {
+		t.Fatalf("policy clusterDNS not used:\n%s", out)
+	}
+	_, out, _ = run(t, pod, "mutate", "-f", "-", "--policy", pol, "--cluster-dns", "10.96.0.99")
+	if !strings.Contains(out, "- 10.96.0.99") || strings.Contains(out, "10.0.0.10") {
+		t.Fatalf("--cluster-dns did not override the policy:\n%s", out)
+	}
+	if code, _, errOut := run(t, pod, "mutate", "-f", "-", "--cluster-dns", "::ffff:10.96.0.10"); code != 1 || !strings.Contains(errOut, "IPv4-mapped") {
+		t.Fatalf("IPv4-mapped --cluster-dns: exit %d %q", code, errOut)
+	}
+}
+
 func TestMutateCommand(t *testing.T) {
 	code, out, errOut := run(t, "", "mutate", "-f", "../../../examples/deployment.yaml", "-o", "diff")
 	if code != 0 || !strings.Contains(out, "+      dnsConfig:") || !strings.Contains(out, "+        dnstune.io/profile: resilient") {

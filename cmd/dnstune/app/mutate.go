@@ -53,6 +53,13 @@ built-in default policy (profile "resilient") applies. Warnings go to stderr.`,
 				}
 				pol = p
 			}
+			if dns.IsValid() {
+				// Flags override files (as in cert-manager): --cluster-dns
+				// wins over the policy's clusterDNS.
+				p := *pol
+				p.ClusterDNS = dns
+				pol = &p
+			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -70,7 +77,7 @@ built-in default policy (profile "resilient") applies. Warnings go to stderr.`,
 			if file == "-" {
 				name = "<stdin>"
 			}
-			out, err := offline.Mutate(in, offline.Options{Policy: pol, Namespace: namespace, ClusterDNS: dns, Filename: name})
+			out, err := offline.Mutate(in, offline.Options{Policy: pol, Namespace: namespace, Filename: name})
 			if err != nil {
 				return fmt.Errorf("failed to mutate %s: %w", name, err)
 			}
@@ -100,6 +107,6 @@ built-in default policy (profile "resilient") applies. Warnings go to stderr.`,
 	f.StringVar(&policyFile, "policy", "", "policy file (default: the built-in policy)")
 	f.StringVarP(&namespace, "namespace", "n", offline.DefaultNamespace, "namespace of objects without metadata.namespace")
 	f.StringVarP(&output, "output", "o", "yaml", "yaml (the mutated stream) or diff (a unified diff)")
-	f.StringVar(&clusterDNS, "cluster-dns", "", "cluster DNS address for the nodelocal profile when the policy sets none")
+	f.StringVar(&clusterDNS, "cluster-dns", "", "cluster DNS address for the nodelocal profile; overrides the policy's clusterDNS")
 	return cmd
 }

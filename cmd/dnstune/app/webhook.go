@@ -1,11 +1,10 @@
 package app
 
 import (
-	"time"
-
 	"github.com/spf13/cobra"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/dnstune/dnstune/certs"
 	"github.com/dnstune/dnstune/webhook"
 )
 
@@ -30,20 +29,20 @@ func newWebhookCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.PolicyFile, "policy", "", "policy file (required); edits are picked up without a restart")
 	f.StringVar(&o.CertDir, "cert-dir", "", "directory with tls.crt and tls.key (required); reloaded when they change")
-	f.IntVar(&o.Port, "port", 9443, "TLS port for /mutate-v1-pod")
-	f.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", `Prometheus metrics address ("0" disables)`)
-	f.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	f.IntVar(&o.Port, "port", webhook.DefaultPort, "TLS port for /mutate-v1-pod")
+	f.StringVar(&o.MetricsBindAddress, "metrics-bind-address", webhook.DefaultMetricsBindAddress, `Prometheus metrics address ("0" disables)`)
+	f.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", webhook.DefaultHealthProbeBindAddress, "address of /healthz and /readyz")
 	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig for out-of-cluster use (default: in-cluster, or $KUBECONFIG)")
 	f.BoolVar(&o.EnableHTTP2, "enable-http2", false, "offer HTTP/2 on the TLS port (off: avoids HTTP/2 rapid-reset attacks)")
-	f.DurationVar(&o.ClusterDNSRefresh, "cluster-dns-refresh", 30*time.Second, "how often to re-read the kube-dns Service's ClusterIP")
+	f.DurationVar(&o.ClusterDNSRefresh, "cluster-dns-refresh", webhook.DefaultClusterDNSRefresh, "how often to re-read the kube-dns Service's ClusterIP")
 	f.DurationVar(&o.PolicyPollInterval, "policy-poll-interval", webhook.DefaultPolicyPollInterval, "how often to re-read the policy file without a file-system event")
 	f.BoolVar(&o.SelfManaged, "self-managed-certs", false, "keep a CA and serving certificate in --self-managed-secret and the webhook configuration's caBundle (no cert-manager); --cert-dir receives the certificate")
-	f.StringVar(&o.SelfManagedSecret, "self-managed-secret", "dnstune-system/dnstune-webhook-tls", "namespace/name of the Secret holding the self-managed CA and certificate")
-	f.StringVar(&o.SelfManagedWebhookConfig, "self-managed-webhook-config", "dnstune", "MutatingWebhookConfiguration whose caBundle is kept right")
+	f.StringVar(&o.SelfManagedSecret, "self-managed-secret", webhook.DefaultSelfManagedSecret, "namespace/name of the Secret holding the self-managed CA and certificate")
+	f.StringVar(&o.SelfManagedWebhookConfig, "self-managed-webhook-config", webhook.DefaultSelfManagedWebhookConfig, "MutatingWebhookConfiguration whose caBundle is kept right")
 	f.StringSliceVar(&o.SelfManagedHosts, "self-managed-hosts", nil, "DNS names and IPs of the serving certificate (default: the dnstune-webhook Service's names)")
-	f.DurationVar(&o.CertValidity, "self-managed-cert-validity", 365*24*time.Hour, "validity of the self-managed serving certificate (renewed at 2/3)")
-	f.DurationVar(&o.CAValidity, "self-managed-ca-validity", 10*365*24*time.Hour, "validity of the self-managed CA (renewed at 2/3)")
-	f.DurationVar(&o.RequestTimeout, "request-timeout", 10*time.Second, "bound on one request from its headers to the end of its answer")
+	f.DurationVar(&o.CertValidity, "self-managed-cert-validity", certs.DefaultCertValidity, "validity of the self-managed serving certificate (renewed at 2/3)")
+	f.DurationVar(&o.CAValidity, "self-managed-ca-validity", certs.DefaultCAValidity, "validity of the self-managed CA (renewed at 2/3)")
+	f.DurationVar(&o.RequestTimeout, "request-timeout", webhook.DefaultRequestTimeout, "bound on one request from its headers to the end of its answer")
 	f.DurationVar(&o.HeaderTimeout, "header-timeout", webhook.DefaultHeaderTimeout, "bound on the TLS handshake and, separately, on the request headers")
 	f.DurationVar(&o.ReadTimeout, "read-timeout", webhook.DefaultReadTimeout, "bound on reading one whole request, body included")
 	f.DurationVar(&o.IdleTimeout, "idle-timeout", webhook.DefaultIdleTimeout, "close a kept-alive connection idle this long")
