@@ -40,7 +40,7 @@ const (
 	DefaultHealthProbeBindAddress   = ":8081"
 	DefaultRequestTimeout           = 10 * time.Second
 	DefaultClusterDNSRefresh        = 30 * time.Second
-	DefaultSelfManagedSecret        = "dnstune-system/dnstune-webhook-tls"
+	DefaultSelfManagedSecret        = "dnstune-system/dnstune-webhook-tls" // #nosec G101 -- a Secret's name, not a credential.
 	DefaultSelfManagedWebhookConfig = "dnstune"
 )
 
