@@ -13,12 +13,14 @@ import (
 	"github.com/go-logr/logr"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 )
 
 var secretKey = types.NamespacedName{Namespace: "dnstune-system", Name: "dnstune-webhook-tls"}
@@ -161,32 +163,50 @@ func TestSelfManagedErrors(t *testing.T) {
 	}
 }
 
-// TestSelfManagedReplicasAgree: two replicas race; the loser adopts the
-// winner's certificates instead of overwriting them.
+// TestSelfManagedReplicasAgree: two replicas race through Sync itself. b
+// reads the empty Secret, then a issues and writes first (injected just
+// before b's Update), so b's Update carries a stale resourceVersion: it must
+// be refused (optimistic concurrency), b must not overwrite a's
+// certificates, and b's next Sync adopts them.
 func TestSelfManagedReplicasAgree(t *testing.T) {
 	a, c, dirA := newFixture(t)
-	b, err := NewSelfManaged(SelfManagedOptions{Client: c, Secret: secretKey, WebhookConfig: "dnstune", Hosts: a.o.Hosts, CertDir: t.TempDir(), Log: logr.Discard()})
+	var conflicts, raced int
+	bClient := interceptor.NewClient(c.(client.WithWatch), interceptor.Funcs{
+		Update: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			if _, ok := obj.(*corev1.Secret); ok && raced == 0 {
+				raced++
+				if err := a.Sync(ctx); err != nil { // a wins the race
+					return err
+				}
+			}
+			err := cl.Update(ctx, obj, opts...)
+			if apierrors.IsConflict(err) {
+				conflicts++
+			}
+			return err
+		},
+	})
+	b, err := NewSelfManaged(SelfManagedOptions{Client: bClient, Secret: secretKey, WebhookConfig: "dnstune", Hosts: a.o.Hosts, CertDir: t.TempDir(), Log: logr.Discard()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	stale := getSecret(t, c) // b read this before a wrote
-	if err := a.Sync(context.Background()); err != nil {
-		t.Fatal(err)
+	err = b.Sync(context.Background())
+	if conflicts != 1 || !apierrors.IsConflict(err) {
+		t.Fatalf("b's stale update: %d conflicts, Sync error %v; want one conflict, reported", conflicts, err)
 	}
-	data, changed, err := b.renew(stale.Data, time.Now())
-	if err != nil || !changed {
-		t.Fatal("b should want to issue from the stale read")
-	}
-	stale.Data = data
-	if err := c.Update(context.Background(), stale); err == nil {
-		t.Fatal("stale update accepted: no optimistic concurrency")
+	won := getSecret(t, c).Data[CertFile]
+	if ca, _ := os.ReadFile(filepath.Join(dirA, CertFile)); !bytes.Equal(ca, won) {
+		t.Fatal("b overwrote a's certificate")
 	}
 	if err := b.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	if conflicts != 1 {
+		t.Fatalf("b's second Sync updated again (%d conflicts): it should adopt a's certificates", conflicts)
+	}
 	ca, _ := os.ReadFile(filepath.Join(dirA, CertFile))
 	cb, _ := os.ReadFile(filepath.Join(b.o.CertDir, CertFile))
-	if !bytes.Equal(ca, cb) {
+	if !bytes.Equal(ca, cb) || !bytes.Equal(cb, getSecret(t, c).Data[CertFile]) {
 		t.Fatal("replicas serve different certificates")
 	}
 }

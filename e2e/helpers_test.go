@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -41,14 +42,20 @@ func newPod(ns string, mods ...func(*corev1.Pod)) *corev1.Pod {
 	return p
 }
 
+// sent keeps each created pod as it was sent, by the UID the apiserver
+// gave it, for assertUntouched.
+var sent sync.Map // types.UID -> *corev1.Pod
+
 // create creates pod and returns it as stored, with the warnings the
 // apiserver sent back.
 func create(t *testing.T, pod *corev1.Pod, opts ...client.CreateOption) (*corev1.Pod, []string) {
 	t.Helper()
 	c, warnings := warningClient(t)
+	orig := pod.DeepCopy()
 	if err := c.Create(context.Background(), pod, opts...); err != nil {
 		t.Fatalf("create pod: %v", err)
 	}
+	sent.Store(pod.UID, orig)
 	return pod, warnings()
 }
 
@@ -106,13 +113,28 @@ func assertMutated(t *testing.T, p *corev1.Pod, profile, opts string) {
 	}
 }
 
+// assertUntouched checks that the stored pod has exactly the DNS settings
+// and annotations it was created with (dnsPolicy defaulted to ClusterFirst
+// by the apiserver).
 func assertUntouched(t *testing.T, p *corev1.Pod) {
 	t.Helper()
-	if _, ok := p.Annotations["dnstune.io/profile"]; ok {
-		t.Errorf("pod carries the dnstune.io/profile annotation: %v", p.Annotations)
+	v, ok := sent.Load(p.UID)
+	if !ok {
+		t.Fatalf("pod %s was not created with create()", p.Name)
 	}
-	if p.Spec.DNSConfig != nil && options(p) != "" && !strings.Contains(p.Name, "own") {
-		t.Errorf("pod got dnsConfig options %q", options(p))
+	orig := v.(*corev1.Pod)
+	want := orig.Spec.DNSPolicy
+	if want == "" {
+		want = corev1.DNSClusterFirst
+	}
+	if p.Spec.DNSPolicy != want {
+		t.Errorf("dnsPolicy = %q, sent %q", p.Spec.DNSPolicy, orig.Spec.DNSPolicy)
+	}
+	if !equality.Semantic.DeepEqual(p.Spec.DNSConfig, orig.Spec.DNSConfig) {
+		t.Errorf("dnsConfig = %+v, sent %+v", p.Spec.DNSConfig, orig.Spec.DNSConfig)
+	}
+	if !equality.Semantic.DeepEqual(p.Annotations, orig.Annotations) {
+		t.Errorf("annotations = %v, sent %v", p.Annotations, orig.Annotations)
 	}
 }
 
@@ -126,19 +148,19 @@ func eventually(t *testing.T, timeout time.Duration, f func() error) {
 
 func isNotFound(err error) bool { return apierrors.IsNotFound(err) }
 
-func metric(t *testing.T, name string) string {
+// metric scrapes the webhook and returns the named metric's value, summed
+// over the samples whose labels include those given, and whether any did.
+func metric(t *testing.T, name string, labels map[string]string) (float64, bool) {
 	t.Helper()
 	text, err := env.Webhook.Metrics()
 	if err != nil {
 		t.Fatalf("scrape metrics: %v", err)
 	}
-	var lines []string
-	for _, l := range strings.Split(text, "\n") {
-		if strings.HasPrefix(l, name) {
-			lines = append(lines, l)
-		}
+	m, err := framework.ParseMetrics(text)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return strings.Join(lines, "\n")
+	return m.Value(name, labels)
 }
 
 // applyYAML server-side applies every object of a YAML stream; kinds for

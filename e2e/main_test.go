@@ -1,7 +1,3 @@
-// Package e2e proves dnstune on a real control plane: etcd, kube-apiserver
-// and kube-controller-manager v1.37 built from source (make e2e-tools),
-// calling the real dnstune binary over TLS through the
-// MutatingWebhookConfiguration rendered from manifests/overlays/e2e.
 package e2e
 
 import (

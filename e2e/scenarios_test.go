@@ -216,12 +216,7 @@ func TestReinvocation(t *testing.T) {
 
 func skippedAlreadyConfigured(t *testing.T) float64 {
 	t.Helper()
-	line := metric(t, `dnstune_mutations_total{mode="options",profile="resilient",reason="already-configured",result="skipped"}`)
-	if line == "" {
-		return 0
-	}
-	var v float64
-	_, _ = fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v)
+	v, _ := metric(t, "dnstune_mutations_total", map[string]string{"mode": "options", "profile": "resilient", "reason": "already-configured", "result": "skipped"})
 	return v
 }
 

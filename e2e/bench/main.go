@@ -462,15 +462,13 @@ func webhookLatency(env *framework.Env) (sum, count float64) {
 	if err != nil {
 		return math.NaN(), math.NaN()
 	}
-	for _, l := range strings.Split(text, "\n") {
-		v := func() float64 { f, _ := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64); return f }
-		switch {
-		case strings.HasPrefix(l, `controller_runtime_webhook_latency_seconds_sum{webhook="/mutate-v1-pod"}`):
-			sum = v()
-		case strings.HasPrefix(l, `controller_runtime_webhook_latency_seconds_count{webhook="/mutate-v1-pod"}`):
-			count = v()
-		}
+	m, err := framework.ParseMetrics(text)
+	if err != nil {
+		return math.NaN(), math.NaN()
 	}
+	hook := map[string]string{"webhook": "/mutate-v1-pod"}
+	sum, _ = m.Value("controller_runtime_webhook_latency_seconds_sum", hook)
+	count, _ = m.Value("controller_runtime_webhook_latency_seconds_count", hook)
 	return sum, count
 }
 

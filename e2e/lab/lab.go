@@ -457,15 +457,11 @@ func (l *lab) metric(ns, addr string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	total := 0.0
-	for _, line := range strings.Split(body, "\n") {
-		if strings.HasPrefix(line, "coredns_dns_requests_total{") {
-			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-			if err == nil {
-				total += v
-			}
-		}
+	m, err := framework.ParseMetrics(body)
+	if err != nil {
+		return 0, err
 	}
+	total, _ := m.Value("coredns_dns_requests_total", nil)
 	return total, nil
 }
 
