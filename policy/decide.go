@@ -100,78 +100,31 @@ func isDNSServer(podLabels map[string]string) bool {
 // the cluster DNS address to use when the policy sets none (discovered from
 // kube-system/kube-dns by the webhook); it may be invalid when unknown. The
 // pod is not modified. Decide is pure and safe for concurrent use.
+//
+// It runs the steps below in order; each rule has one home:
+// skipReason (who is never touched), chooseProfile (which profile, and
+// whether audited), nodeLocal (nameservers and searches), addOptions
+// (resolver options), then the result's own check (validate), warnings,
+// and audit.
 func Decide(pod *corev1.Pod, ns Namespace, pol *Policy, clusterDNS netip.Addr) Decision {
-	if pod.Labels[InjectLabel] == InjectDisabled {
-		return Decision{Action: Skip, Reason: ReasonPodOptOut}
+	if r := skipReason(pod, ns, pol); r != "" {
+		return Decision{Action: Skip, Reason: r}
 	}
-	if isDNSServer(pod.Labels) {
-		return Decision{Action: Skip, Reason: ReasonDNSServer}
-	}
-	if slices.Contains(pol.ExcludeNamespaces, ns.Name) {
-		return Decision{Action: Skip, Reason: ReasonNamespaceExcluded}
-	}
-	inject := ns.Labels[InjectLabel]
-	if inject != InjectEnabled && inject != InjectAudit {
-		return Decision{Action: Skip, Reason: ReasonNotOptedIn}
-	}
-	if RunsOnWindows(&pod.Spec) {
-		return Decision{Action: Skip, Reason: ReasonWindows}
-	}
-	if !UsesClusterDNS(pod.Spec.DNSPolicy, pod.Spec.HostNetwork) {
-		switch pod.Spec.DNSPolicy {
-		case corev1.DNSDefault:
-			return Decision{Action: Skip, Reason: ReasonDNSPolicyDefault}
-		case corev1.DNSNone:
-			return Decision{Action: Skip, Reason: ReasonDNSPolicyNone}
-		}
-		// ClusterFirst with hostNetwork: kubelet gives the node's resolv.conf.
-		return Decision{Action: Skip, Reason: ReasonHostNetwork}
-	}
-
-	prof, enforcement := pol.choose(ns)
-	if inject == InjectAudit {
-		enforcement = Audit
-	}
+	prof, enforcement, skip := chooseProfile(ns, pol)
 	if prof == nil {
-		return Decision{Action: Skip, Reason: ReasonUnknownProfile, Warnings: []string{
-			fmt.Sprintf("dnstune: namespace %s names profile %q, which the policy does not define; pod left unchanged", ns.Name, ns.Labels[ProfileLabel]),
-		}}
+		return skip
 	}
 	d := Decision{Profile: prof.Name, Mode: prof.Mode}
 	var cfg corev1.PodDNSConfig
 	if pod.Spec.DNSConfig != nil {
 		cfg = *pod.Spec.DNSConfig
 	}
-
 	if prof.Mode == ModeNodeLocal {
-		dns := pol.ClusterDNS
-		if !dns.IsValid() {
-			dns = clusterDNS
-		}
-		if !dns.IsValid() {
-			d.Action, d.Reason = Skip, ReasonNoClusterDNS
-			d.Warnings = append(d.Warnings, "dnstune: the cluster DNS address is unknown (set clusterDNS in the policy, or create kube-system/kube-dns); pod left unchanged")
+		if !d.nodeLocal(pod, ns, pol, clusterDNS, cfg) {
 			return d
 		}
-		servers := mergeFront([]string{pol.NodeLocalDNS.String(), dns.String()}, cfg.Nameservers)
-		searches := mergeFront(ClusterSearches(ns.Name, pol.ClusterDomain), cfg.Searches)
-		if msg := checkLimits(servers, searches); msg != "" {
-			d.Action, d.Reason = Skip, ReasonOverLimits
-			d.Warnings = append(d.Warnings, "dnstune: "+msg+"; pod left unchanged")
-			return d
-		}
-		d.SetDNSPolicy = corev1.DNSNone
-		d.Nameservers, d.Searches = servers, searches
-		d.Changes = append(d.Changes,
-			"dnsPolicy "+string(orDefault(pod.Spec.DNSPolicy))+" -> None",
-			"nameservers "+strings.Join(servers, ","),
-			"searches "+strings.Join(searches, ","))
 	}
-
-	if opts, added := mergeOptions(cfg.Options, prof.Options); len(added) > 0 {
-		d.Options = opts
-		d.Changes = append(d.Changes, "add options "+strings.Join(added, " "))
-	}
+	d.addOptions(cfg.Options, prof.Options)
 	if !d.ChangesDNS() {
 		d.Action, d.Reason = Skip, ReasonAlreadyConfigured
 		return d
@@ -182,15 +135,7 @@ func Decide(pod *corev1.Pod, ns Namespace, pol *Policy, clusterDNS netip.Addr) D
 		}}
 	}
 	d.SetProfileAnnotation = pod.Annotations[ProfileLabel] != prof.Name
-	if prof.Mode == ModeOptions && prof.Options.SingleRequestReopen && !hasOption(cfg.Options, "single-request-reopen") {
-		for _, c := range append(slices.Clip(pod.Spec.InitContainers), pod.Spec.Containers...) {
-			if LooksMusl(c.Image) {
-				d.Warnings = append(d.Warnings, fmt.Sprintf(
-					"dnstune: container %q uses %q, which looks musl-based (Alpine): musl ignores single-request-reopen; use the %s profile (node-local DNS cache) to avoid 5-second DNS stalls",
-					c.Name, c.Image, DefaultNodeLocalName))
-			}
-		}
-	}
+	d.Warnings = append(d.Warnings, muslWarnings(pod, prof, cfg.Options)...)
 	if enforcement == Audit {
 		d.Action = AuditOnly
 		d.Warnings = append(d.Warnings, "dnstune audit: would apply "+d.Summary())
@@ -198,6 +143,104 @@ func Decide(pod *corev1.Pod, ns Namespace, pol *Policy, clusterDNS netip.Addr) D
 	}
 	d.Action = Mutate
 	return d
+}
+
+// skipReason says why a pod is never touched, or returns "": opted out,
+// a DNS server, an excluded or not opted-in namespace, Windows, or a pod
+// that does not use the cluster DNS (UsesClusterDNS).
+func skipReason(pod *corev1.Pod, ns Namespace, pol *Policy) Reason {
+	switch inject := ns.Labels[InjectLabel]; {
+	case pod.Labels[InjectLabel] == InjectDisabled:
+		return ReasonPodOptOut
+	case isDNSServer(pod.Labels):
+		return ReasonDNSServer
+	case slices.Contains(pol.ExcludeNamespaces, ns.Name):
+		return ReasonNamespaceExcluded
+	case inject != InjectEnabled && inject != InjectAudit:
+		return ReasonNotOptedIn
+	case RunsOnWindows(&pod.Spec):
+		return ReasonWindows
+	case UsesClusterDNS(pod.Spec.DNSPolicy, pod.Spec.HostNetwork):
+		return ""
+	case pod.Spec.DNSPolicy == corev1.DNSDefault:
+		return ReasonDNSPolicyDefault
+	case pod.Spec.DNSPolicy == corev1.DNSNone:
+		return ReasonDNSPolicyNone
+	}
+	// ClusterFirst with hostNetwork: kubelet gives the node's resolv.conf.
+	return ReasonHostNetwork
+}
+
+// chooseProfile returns the namespace's profile and enforcement: the
+// namespace label, else the first matching rule, else the default; audit
+// when the namespace, the rule or the policy says so. A namespace naming a
+// missing profile gets nil and the skip decision to return.
+func chooseProfile(ns Namespace, pol *Policy) (*Profile, Enforcement, Decision) {
+	prof, enforcement := pol.choose(ns)
+	if ns.Labels[InjectLabel] == InjectAudit {
+		enforcement = Audit
+	}
+	if prof == nil {
+		return nil, "", Decision{Action: Skip, Reason: ReasonUnknownProfile, Warnings: []string{
+			fmt.Sprintf("dnstune: namespace %s names profile %q, which the policy does not define; pod left unchanged", ns.Name, ns.Labels[ProfileLabel]),
+		}}
+	}
+	return prof, enforcement, Decision{}
+}
+
+// nodeLocal sets dnsPolicy None with [nodeLocalDNS, clusterDNS] and the
+// namespace's cluster searches in front of the pod's own. It returns false,
+// with d made a skip, when the cluster DNS is unknown or the API's limits
+// would be passed.
+func (d *Decision) nodeLocal(pod *corev1.Pod, ns Namespace, pol *Policy, clusterDNS netip.Addr, cfg corev1.PodDNSConfig) bool {
+	dns := pol.ClusterDNS
+	if !dns.IsValid() {
+		dns = clusterDNS
+	}
+	if !dns.IsValid() {
+		d.Action, d.Reason = Skip, ReasonNoClusterDNS
+		d.Warnings = append(d.Warnings, "dnstune: the cluster DNS address is unknown (set clusterDNS in the policy, or create kube-system/kube-dns); pod left unchanged")
+		return false
+	}
+	servers := mergeFront([]string{pol.NodeLocalDNS.String(), dns.String()}, cfg.Nameservers)
+	searches := mergeFront(ClusterSearches(ns.Name, pol.ClusterDomain), cfg.Searches)
+	if msg := checkLimits(servers, searches); msg != "" {
+		d.Action, d.Reason = Skip, ReasonOverLimits
+		d.Warnings = append(d.Warnings, "dnstune: "+msg+"; pod left unchanged")
+		return false
+	}
+	d.SetDNSPolicy = corev1.DNSNone
+	d.Nameservers, d.Searches = servers, searches
+	d.Changes = append(d.Changes,
+		"dnsPolicy "+string(orDefault(pod.Spec.DNSPolicy))+" -> None",
+		"nameservers "+strings.Join(servers, ","),
+		"searches "+strings.Join(searches, ","))
+	return true
+}
+
+// addOptions adds the profile's options the pod does not set.
+func (d *Decision) addOptions(have []corev1.PodDNSConfigOption, want Options) {
+	if opts, added := mergeOptions(have, want); len(added) > 0 {
+		d.Options = opts
+		d.Changes = append(d.Changes, "add options "+strings.Join(added, " "))
+	}
+}
+
+// muslWarnings warns, for an options profile relying on
+// single-request-reopen, about each container whose image looks musl-based.
+func muslWarnings(pod *corev1.Pod, prof *Profile, have []corev1.PodDNSConfigOption) []string {
+	if prof.Mode != ModeOptions || !prof.Options.SingleRequestReopen || hasOption(have, "single-request-reopen") {
+		return nil
+	}
+	var out []string
+	for _, c := range append(slices.Clip(pod.Spec.InitContainers), pod.Spec.Containers...) {
+		if LooksMusl(c.Image) {
+			out = append(out, fmt.Sprintf(
+				"dnstune: container %q uses %q, which looks musl-based (Alpine): musl ignores single-request-reopen; use the %s profile (node-local DNS cache) to avoid 5-second DNS stalls",
+				c.Name, c.Image, DefaultNodeLocalName))
+		}
+	}
+	return out
 }
 
 // validate checks the pod's DNS fields as the decision leaves them with

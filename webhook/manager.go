@@ -1,0 +1,117 @@
+package webhook
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+)
+
+// NewManager builds a controller-runtime manager that serves the webhook,
+// metrics and health probes, with a metadata-only namespace cache, the
+// policy store (opened by the caller) and the cluster DNS discovery as
+// runnables. The handler counts into the store's metrics.
+func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *PolicyStore, log logr.Logger) (manager.Manager, error) {
+	o.setDefaults()
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("failed to build scheme: %w", err)
+	}
+	tlsOpts := []func(*tls.Config){func(c *tls.Config) {
+		c.MinVersion = tls.VersionTLS12
+		if !o.EnableHTTP2 {
+			c.NextProtos = []string{"http/1.1"}
+		}
+	}}
+	mgr, err := ctrl.NewManager(cfg, manager.Options{
+		Scheme:                 scheme,
+		Logger:                 log,
+		Metrics:                metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		HealthProbeBindAddress: o.HealthProbeBindAddress,
+		PprofBindAddress:       o.PprofBindAddress,
+		WebhookServer: NewServer(ServerOptions{
+			Port: o.Port, CertDir: o.CertDir, TLSOpts: tlsOpts,
+			HeaderTimeout: o.HeaderTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.RequestTimeout,
+			IdleTimeout: o.IdleTimeout, MaxConnections: o.MaxConnections, Log: log.WithName("webhook-server"),
+		}),
+		Cache: cache.Options{
+			// Only namespace metadata is cached; nothing else is listed or watched.
+			ByObject: map[client.Object]cache.ByObject{namespaceMeta(): {}},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to create manager: %w", err)
+	}
+	server := mgr.GetWebhookServer() // also adds it to the manager's runnables
+	metrics := store.metrics
+	dns := &clusterDNS{reader: mgr.GetAPIReader(), key: o.ClusterDNSService, every: o.ClusterDNSRefresh, log: log.WithName("cluster-dns")}
+	nsInformer, err := mgr.GetCache().GetInformer(ctx, namespaceMeta())
+	if err != nil {
+		return nil, fmt.Errorf("failed to set up the namespace cache: %w", err)
+	}
+	namespaces := &namespaceLabels{api: mgr.GetAPIReader()}
+	if _, err := nsInformer.AddEventHandler(namespaces.handler()); err != nil {
+		return nil, fmt.Errorf("failed to watch namespaces: %w", err)
+	}
+	handler := &Handler{
+		Policy:     store.Policy,
+		Namespaces: namespaces,
+		ClusterDNS: dns.Addr,
+		Metrics:    metrics,
+		Log:        log.WithName("admission"),
+	}
+	server.Register(Path, withDeadline(handler, o.RequestTimeout))
+	for _, r := range []manager.Runnable{store, dns} {
+		if err := mgr.Add(r); err != nil {
+			return nil, fmt.Errorf("failed to add runnable: %w", err)
+		}
+	}
+	checks := map[string]healthz.Checker{
+		"webhook": server.StartedChecker(),
+		"namespace-cache": func(*http.Request) error {
+			if !nsInformer.HasSynced() {
+				return errors.New("namespace cache not synced yet")
+			}
+			return nil
+		},
+	}
+	for name, check := range checks {
+		if err := mgr.AddReadyzCheck(name, check); err != nil {
+			return nil, fmt.Errorf("failed to add readiness check: %w", err)
+		}
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("failed to add liveness check: %w", err)
+	}
+	return mgr, nil
+}
+
+func namespaceMeta() *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	return m
+}
+
+// withDeadline gives the handler's context the request's deadline (the
+// server's write timeout bounds the connection; this stops the work).
+func withDeadline(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
