@@ -2,7 +2,8 @@
 // (ARP/NDP) table thresholds, which are one table for every network
 // namespace of a node, and watches how full that table is. Decisions
 // (Plan, AutoRaise, ParseStat) are pure; Proc does the file I/O, against
-// /proc or any tree laid out like it (--proc-root).
+// /proc or any tree laid out like it (--proc-root); Serve is the monitor's
+// HTTP server and EventsFor its Kubernetes Events.
 package node
 
 import (

@@ -1,26 +1,15 @@
 package app
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/client-go/tools/record"
 
 	"github.com/dnstune/dnstune/node"
 )
@@ -135,11 +124,11 @@ func newNodeMonitorCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := newLogger(cmd.ErrOrStderr(), verbose)
 			o.Log = log
-			o.Events = nodeEvents(log, kubeconfig, nodeName)
+			o.Events = node.EventsFor(log, kubeconfig, nodeName)
 			m := node.NewMonitor(o)
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-			return serveMonitor(cmd.Context(), m, reg, addr, log)
+			return node.Serve(cmd.Context(), m, reg, addr, log)
 		},
 	}
 	f := cmd.Flags()
@@ -155,64 +144,4 @@ func newNodeMonitorCommand() *cobra.Command {
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	fam.add(cmd)
 	return cmd
-}
-
-func serveMonitor(ctx context.Context, m *node.Monitor, reg *prometheus.Registry, addr string, log logr.Logger) error {
-	srv := &http.Server{Addr: addr, Handler: m.Handler(reg), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	log.Info("node monitor serving", "address", addr)
-	ctx, stop := context.WithCancel(ctx)
-	defer stop()
-	done := make(chan struct{})
-	go func() { _ = m.Run(ctx); close(done) }()
-	select {
-	case err := <-errc:
-		stop()
-		<-done // the monitor has stopped before we return
-		return fmt.Errorf("failed to serve metrics on %s: %w", addr, err)
-	case <-ctx.Done():
-	}
-	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(shutdown)
-	<-done
-	return nil
-}
-
-// recorderSink posts events on this node's Node object.
-type recorderSink struct {
-	rec record.EventRecorder
-	ref *corev1.ObjectReference
-}
-
-func (s recorderSink) Event(eventType, reason, message string) {
-	s.rec.Event(s.ref, eventType, reason, message)
-}
-
-// nodeEvents returns an event sink for the named Node, or nil (with one
-// log line) when not in a cluster.
-func nodeEvents(log logr.Logger, kubeconfig, name string) node.EventSink {
-	var (
-		cfg *rest.Config
-		err error
-	)
-	if kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
-	if name == "" || err != nil {
-		log.Info("not in a cluster (no cluster credentials, or no node name); Kubernetes Events are skipped, metrics and logs still report", "reason", fmt.Sprint(err))
-		return nil
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		log.Error(err, "cannot create a client; Kubernetes Events are skipped")
-		return nil
-	}
-	b := record.NewBroadcaster()
-	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
-	rec := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "dnstune-node", Host: name})
-	return recorderSink{rec: rec, ref: &corev1.ObjectReference{Kind: "Node", Name: name, UID: types.UID(name)}}
 }
