@@ -70,12 +70,12 @@ lab: lab-deps ## Effect lab (root): real CoreDNS + glibc in network namespaces, 
 
 .PHONY: bench
 bench: e2e-tools ## Go benchmarks + load harness (floor / reference / dnstune) + apiserver pod-create latency; writes BENCHMARKS.md.
-	go test -run '^$$' -bench . -benchmem -count 6 ./policy ./webhook | tee $(BIN)/gobench.txt
+	go test -run '^$$' -bench . -benchmem -count 6 ./policy ./internal/webhook | tee $(BIN)/gobench.txt
 	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/bench -gobench $(BIN)/gobench.txt
 
 .PHONY: update-golden
 update-golden: ## Rewrite golden files from the current output.
-	go test ./offline/... -run Golden -update
+	go test ./internal/offline/... -run Golden -update
 
 IMAGE ?= ghcr.io/dnstune/dnstune:dev
 

@@ -30,8 +30,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/dnstune/dnstune/certs"
 	"github.com/dnstune/dnstune/e2e/framework"
+	"github.com/dnstune/dnstune/internal/certs"
 )
 
 const systemNS = "dnstune-system"

@@ -22,7 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dnstune/dnstune/e2e/framework"
-	"github.com/dnstune/dnstune/resolvconf"
+	"github.com/dnstune/dnstune/internal/resolvconf"
 )
 
 func main() {

@@ -28,7 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
-	"github.com/dnstune/dnstune/certs"
+	"github.com/dnstune/dnstune/internal/certs"
 )
 
 // KubeDNSIP is the ClusterIP of the kube-system/kube-dns Service the

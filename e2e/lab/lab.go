@@ -33,9 +33,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/dnstune/dnstune/e2e/framework"
-	"github.com/dnstune/dnstune/offline"
+	"github.com/dnstune/dnstune/internal/offline"
+	"github.com/dnstune/dnstune/internal/resolvconf"
 	"github.com/dnstune/dnstune/policy"
-	"github.com/dnstune/dnstune/resolvconf"
 )
 
 // The main thread stays with the main goroutine, so inNetns never moves it.

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dnstune/dnstune/api/v1alpha1"
-	"github.com/dnstune/dnstune/offline"
+	"github.com/dnstune/dnstune/internal/offline"
 	"github.com/dnstune/dnstune/policy"
 )
 

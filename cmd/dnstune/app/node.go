@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
-	"github.com/dnstune/dnstune/node"
+	"github.com/dnstune/dnstune/internal/node"
 )
 
 func newNodeCommand() *cobra.Command {

@@ -4,8 +4,8 @@ import (
 	"github.com/spf13/cobra"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/dnstune/dnstune/certs"
-	"github.com/dnstune/dnstune/webhook"
+	"github.com/dnstune/dnstune/internal/certs"
+	"github.com/dnstune/dnstune/internal/webhook"
 )
 
 func newWebhookCommand() *cobra.Command {
