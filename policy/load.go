@@ -252,20 +252,11 @@ func (d *decoder) decode(n *yaml.Node, fld string, v reflect.Value) {
 			return
 		}
 		m := reflect.MakeMap(v.Type())
-		seen := map[string]bool{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, val := n.Content[i], resolve(n.Content[i+1])
-			f := join(fld, k.Value)
-			if seen[k.Value] {
-				d.errorf(k, f, "duplicate key")
-				continue
-			}
-			seen[k.Value] = true
-			d.keys[f], d.vals[f] = k, val
+		d.eachKey(n, fld, func(k, val *yaml.Node, f string) {
 			e := reflect.New(v.Type().Elem()).Elem()
 			d.decode(val, f, e)
 			m.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), e)
-		}
+		})
 		v.Set(m)
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
@@ -325,22 +316,32 @@ func (d *decoder) structFields(n *yaml.Node, fld string, v reflect.Value) {
 			fields[name] = i
 		}
 	}
+	d.eachKey(n, fld, func(k, val *yaml.Node, f string) {
+		idx, ok := fields[k.Value]
+		if !ok {
+			delete(d.keys, f)
+			delete(d.vals, f)
+			d.errorf(k, f, "unknown field (known: %s)", strings.Join(slices.Sorted(mapKeys(fields)), ", "))
+			return
+		}
+		d.decode(val, f, v.Field(idx))
+	})
+}
+
+// eachKey calls f for each key of mapping n once, with the key's field
+// path, after indexing its key and value nodes; a repeated key is an error.
+func (d *decoder) eachKey(n *yaml.Node, fld string, f func(k, val *yaml.Node, path string)) {
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], resolve(n.Content[i+1])
-		f := join(fld, k.Value)
+		p := join(fld, k.Value)
 		if seen[k.Value] {
-			d.errorf(k, f, "duplicate key")
+			d.errorf(k, p, "duplicate key")
 			continue
 		}
 		seen[k.Value] = true
-		idx, ok := fields[k.Value]
-		if !ok {
-			d.errorf(k, f, "unknown field (known: %s)", strings.Join(slices.Sorted(mapKeys(fields)), ", "))
-			continue
-		}
-		d.keys[f], d.vals[f] = k, val
-		d.decode(val, f, v.Field(idx))
+		d.keys[p], d.vals[p] = k, val
+		f(k, val, p)
 	}
 }
 

@@ -296,19 +296,30 @@ func (s *splicer) addKey(m *yaml.Node, key string, value any) error {
 	return nil
 }
 
+// sequence checks that seq is a non-empty sequence without an anchor (an
+// alias elsewhere would change with it) and says whether it is a flow
+// sequence, with the offset just after its '['.
+func (s *splicer) sequence(seq *yaml.Node) (flow bool, open int, err error) {
+	if seq.Kind != yaml.SequenceNode || len(seq.Content) == 0 || seq.Anchor != "" {
+		return false, 0, fmt.Errorf("%w: not a non-empty sequence", errCannotSplice)
+	}
+	if !isFlow(seq) {
+		return false, 0, nil
+	}
+	open, err = s.openBracket(seq)
+	return true, open, err
+}
+
 // prependItems inserts items before the first entry of sequence seq.
 func (s *splicer) prependItems(seq *yaml.Node, items []string) error {
 	if len(items) == 0 {
 		return nil
 	}
-	if seq.Kind != yaml.SequenceNode || len(seq.Content) == 0 || seq.Anchor != "" {
-		return fmt.Errorf("%w: not a non-empty sequence", errCannotSplice)
+	flow, open, err := s.sequence(seq)
+	if err != nil {
+		return err
 	}
-	if isFlow(seq) {
-		open, err := s.openBracket(seq)
-		if err != nil {
-			return err
-		}
+	if flow {
 		parts := make([]string, len(items))
 		for i, it := range items {
 			parts[i] = scalarText(it)
@@ -331,14 +342,11 @@ func (s *splicer) appendItems(seq *yaml.Node, items []any) error {
 	if len(items) == 0 {
 		return nil
 	}
-	if seq.Kind != yaml.SequenceNode || len(seq.Content) == 0 || seq.Anchor != "" {
-		return fmt.Errorf("%w: not a non-empty sequence", errCannotSplice)
+	flow, open, err := s.sequence(seq)
+	if err != nil {
+		return err
 	}
-	if isFlow(seq) {
-		open, err := s.openBracket(seq)
-		if err != nil {
-			return err
-		}
+	if flow {
 		closeAt, err := s.closeBracket(open)
 		if err != nil {
 			return err

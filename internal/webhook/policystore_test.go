@@ -111,22 +111,8 @@ func TestPolicyStoreEditBeforeStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	writePolicy(t, file, policyV2)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Start(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for ndots(s.Policy()) != 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("the edit made before Start was ignored: ndots stayed 2")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	defer run(t, func(ctx context.Context) error { return s.Start(ctx) })()
+	waitNdots(t, s, 3, 10*time.Second, "the edit made before Start was ignored: ndots stayed 2")
 }
 
 // Watch errors are read (fsnotify blocks on an unread error), logged and
@@ -140,15 +126,7 @@ func TestPolicyStoreWatchErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	events, errs := make(chan fsnotify.Event), make(chan error)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.loop(ctx, &watcher{events: events, errors: errs}, time.Hour) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	defer run(t, func(ctx context.Context) error { return s.loop(ctx, &watcher{events: events, errors: errs}, time.Hour) })()
 	for i := range 3 {
 		select {
 		case errs <- errors.New("inotify: queue overflow"):
@@ -162,13 +140,7 @@ func TestPolicyStoreWatchErrors(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("events not read after watch errors")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for ndots(s.Policy()) != 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("event after watch errors not handled")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitNdots(t, s, 3, 5*time.Second, "event after watch errors not handled")
 	if n := testutil.ToFloat64(m.PolicyWatchErrors); n != 3 {
 		t.Errorf("dnstune_policy_watch_errors_total = %v, want 3", n)
 	}
@@ -187,27 +159,40 @@ func TestPolicyStoreWatch(t *testing.T) {
 	if s.w.events == nil {
 		t.Fatal("no file-system watch on the policy directory")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.loop(ctx, s.w, time.Hour) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	defer run(t, func(ctx context.Context) error { return s.loop(ctx, s.w, time.Hour) })()
 
 	tmp := filepath.Join(dir, ".new")
 	writePolicy(t, tmp, policyV2)
 	if err := os.Rename(tmp, file); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for ndots(s.Policy()) != 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("watcher did not pick up the new policy within 10s")
+	waitNdots(t, s, 3, 10*time.Second, "watcher did not pick up the new policy within 10s")
+}
+
+// run starts f with a context and returns a function that cancels it and
+// waits for f to return, failing the test on its error.
+func run(t *testing.T, f func(context.Context) error) func() {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- f(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
 		}
-		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitNdots waits up to limit for the store to serve a policy with ndots n.
+func waitNdots(t *testing.T, s *PolicyStore, n int, limit time.Duration, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for ndots(s.Policy()) != n {
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
