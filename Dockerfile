@@ -6,7 +6,7 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/dnstune ./cmd/dnstune
+RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-s -w" -o /out/dnstune ./cmd/dnstune
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/dnstune /usr/local/bin/dnstune

@@ -12,8 +12,8 @@ help: ## List the documented targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## Build bin/dnstune.
-	CGO_ENABLED=0 go build -trimpath -o $(BIN)/dnstune ./cmd/dnstune
+build: ## Build bin/dnstune (static; the same flags as the Dockerfile).
+	CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-s -w" -o $(BIN)/dnstune ./cmd/dnstune
 
 .PHONY: test
 test: verify-generate verify-manifests test-unit e2e ## Run every test: unit (with fuzz seed corpora) and e2e on a real control plane.
@@ -80,8 +80,12 @@ update-golden: ## Rewrite golden files from the current output.
 IMAGE ?= ghcr.io/dnstune/dnstune:dev
 
 .PHONY: image
-image: ## Build the container image (needs a Docker engine; this project's CI machines have none).
-	@docker info > /dev/null 2>&1 || { echo "make image: no Docker engine reachable (docker info failed); build the image where one runs"; exit 1; }
+image: build ## Build the image without a Docker engine: bin/dnstune-image.tar (docker format; ctr/docker/podman load it).
+	go run ./hack/image -binary $(BIN)/dnstune -o $(BIN)/dnstune-image.tar -tag $(IMAGE)
+
+.PHONY: docker-image
+docker-image: ## Build the image with a Docker engine from the Dockerfile (the same binary path, user and entrypoint).
+	@docker info > /dev/null 2>&1 || { echo "make docker-image: no Docker engine reachable (docker info failed); use make image"; exit 1; }
 	docker build -t $(IMAGE) .
 
 .PHONY: fmt

@@ -1,0 +1,28 @@
+// Command image builds dnstune's container image without a Docker engine
+// (internal/image) and writes it as a docker-format tarball: make image.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/dnstune/dnstune/internal/image"
+)
+
+func main() {
+	bin := flag.String("binary", "bin/dnstune", "the static dnstune binary (make build)")
+	out := flag.String("o", "bin/dnstune-image.tar", "the tarball to write")
+	ref := flag.String("tag", "ghcr.io/dnstune/dnstune:dev", "the image reference the tarball carries")
+	flag.Parse()
+	img, err := image.Build(*bin)
+	if err == nil {
+		err = image.WriteTarball(*out, *ref, img)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "image:", err)
+		os.Exit(1)
+	}
+	d, _ := img.Digest()
+	fmt.Printf("%s %s %s\n", *out, *ref, d)
+}
