@@ -120,6 +120,7 @@ func TestLoadErrors(t *testing.T) {
 		{"unspecified IPv6", head + "clusterDNS: \"::\"\n", []string{`3:13: clusterDNS: must not be the unspecified address`}},
 		{"multicast", head + "nodeLocalDNS: 224.0.0.251\n", []string{`3:15: nodeLocalDNS: must not be a multicast address`}},
 		{"zoned address", head + "nodeLocalDNS: fe80::1%eth0\n", []string{`3:15: nodeLocalDNS: must not have a zone`}},
+		{"IPv6 link-local", head + "nodeLocalDNS: \"fe80::10\"\n", []string{`3:15: nodeLocalDNS: must not be an IPv6 link-local address`}},
 		{"cluster domain too long for namespace searches", head + "clusterDomain: " + strings.Repeat("d", 62) + "." + strings.Repeat("e", 62) + "." + strings.Repeat("f", 62) + "\n",
 			[]string{`3:16: clusterDomain: must be at most 185 characters`}},
 		{"ndots in range as hex is a number", head + "defaultProfile: a\nprofiles:\n  a: {options: {ndots: 0x20}}\n", []string{`5:24: profiles.a.options.ndots: must be between 0 and 15, got 0x20 (32)`}},

@@ -144,7 +144,9 @@ func validateRule(fld *field.Path, r Rule, profiles map[string]Profile, names []
 // It refuses what kube-apiserver refuses in spec.dnsConfig.nameservers
 // (IPv4-mapped IPv6 addresses; zones, which no IP field takes) and what
 // would break the pod's resolver: the unspecified address (glibc reads
-// 0.0.0.0 and :: as "this host", so the pod asks itself) and multicast.
+// 0.0.0.0 and :: as "this host", so the pod asks itself), multicast, and
+// IPv6 link-local (unreachable without a zone). IPv4 link-local, such as
+// the default node-local cache address 169.254.20.10, is fine.
 func CheckNameserver(a netip.Addr) error {
 	switch {
 	case !a.IsValid():
@@ -157,6 +159,8 @@ func CheckNameserver(a netip.Addr) error {
 		return fmt.Errorf("must not be the unspecified address: the pod's resolver would ask itself")
 	case a.IsMulticast():
 		return fmt.Errorf("must not be a multicast address")
+	case a.Is6() && a.IsLinkLocalUnicast():
+		return fmt.Errorf("must not be an IPv6 link-local address: without a zone, which pod nameservers can't carry, the pod's resolver can't reach it")
 	}
 	return nil
 }
