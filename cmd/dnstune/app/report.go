@@ -1,0 +1,215 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/dnstune/dnstune/internal/report"
+	"github.com/dnstune/dnstune/internal/webhook"
+	"github.com/dnstune/dnstune/policy"
+)
+
+// PolicyConfigMap is where the install keeps the policy (key policy.yaml).
+var PolicyConfigMap = client.ObjectKey{Namespace: "dnstune-system", Name: "dnstune-policy"}
+
+// clusterFlags are how report and rollout reach the cluster and its policy.
+type clusterFlags struct {
+	kubeconfig, namespace, policyFile string
+	all                               bool
+}
+
+func (f *clusterFlags) add(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
+	fl.StringVarP(&f.namespace, "namespace", "n", "", "one namespace")
+	fl.BoolVarP(&f.all, "all-namespaces", "A", false, "every opted-in and audit namespace")
+	fl.StringVar(&f.policyFile, "policy", "", "policy file (default: the cluster's, ConfigMap dnstune-system/dnstune-policy)")
+}
+
+func (f *clusterFlags) validate() error {
+	if (f.namespace == "") == !f.all {
+		return errors.New("give exactly one of -n NAMESPACE and -A")
+	}
+	return nil
+}
+
+func (f *clusterFlags) client() (client.Client, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = f.kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("failed to load cluster credentials: %w", err)
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	return client.New(cfg, client.Options{Scheme: scheme})
+}
+
+// scan loads the policy (the file, or the cluster's) and the cluster DNS
+// address, and scans.
+func (f *clusterFlags) scan(ctx context.Context, c client.Client) ([]report.Workload, error) {
+	var pol *policy.Policy
+	var err error
+	if f.policyFile != "" {
+		pol, err = policy.LoadFile(f.policyFile)
+	} else {
+		var cm corev1.ConfigMap
+		if err = c.Get(ctx, PolicyConfigMap, &cm); err != nil {
+			return nil, fmt.Errorf("failed to read the cluster's policy (ConfigMap %s; or give --policy): %w", PolicyConfigMap, err)
+		}
+		pol, err = policy.Load("configmap/"+PolicyConfigMap.String(), []byte(cm.Data["policy.yaml"]))
+	}
+	if err != nil {
+		return nil, err
+	}
+	var dns netip.Addr
+	var svc corev1.Service
+	if err := c.Get(ctx, webhook.DefaultClusterDNSService, &svc); err == nil {
+		dns, _ = netip.ParseAddr(svc.Spec.ClusterIP)
+	}
+	ns := f.namespace
+	if f.all {
+		ns = ""
+	}
+	return report.Scan(ctx, report.Options{Client: c, Policy: pol, ClusterDNS: dns, Namespace: ns})
+}
+
+func newReportCommand() *cobra.Command {
+	var (
+		f      clusterFlags
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "report (-n NAMESPACE | -A)",
+		Short: "Show, per workload, how many running pods are up to date with the policy, out of date, or skipped",
+		Long: `For each opted-in or audit namespace and each workload (Deployment, StatefulSet,
+DaemonSet, CronJob, Job, or bare Pod), counts the running pods whose DNS
+settings are what the policy gives a pod created now (up to date), those a
+restart would change (out of date, with the change), and those the policy
+skips (with the reason). The decision is the webhook's own. Exit code 0:
+nothing out of date; 2: something is (for CI gates); 1: an error.`,
+		Args: cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error {
+			if output != "table" && output != "json" && output != "yaml" {
+				return fmt.Errorf("--output must be table, json or yaml, got %q", output)
+			}
+			return f.validate()
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			ws, err := f.scan(cmd.Context(), c)
+			if err != nil {
+				return err
+			}
+			if err := writeReport(cmd.OutOrStdout(), ws, output); err != nil {
+				return err
+			}
+			if report.OutOfDateAny(ws) {
+				return exitError{2}
+			}
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "table, json or yaml")
+	return cmd
+}
+
+func writeReport(w io.Writer, ws []report.Workload, output string) error {
+	switch output {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(ws)
+	case "yaml":
+		b, err := json.Marshal(ws) // the JSON names, in YAML
+		if err != nil {
+			return err
+		}
+		var v any
+		if err := yaml.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		return yaml.NewEncoder(w).Encode(v)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	_, _ = fmt.Fprintln(tw, "NAMESPACE\tWORKLOAD\tUP-TO-DATE\tOUT-OF-DATE\tSKIPPED\tCHANGE")
+	for _, x := range ws {
+		change := x.Change
+		if x.OutOfDate == 0 {
+			change = ""
+		}
+		if x.Skipped > 0 {
+			reasons := make([]string, len(x.SkipReasons))
+			for i, r := range x.SkipReasons {
+				reasons[i] = string(r)
+			}
+			change = strings.TrimSpace(change + " (skipped: " + strings.Join(reasons, ",") + ")")
+		}
+		if x.Audit {
+			change = strings.TrimSpace("[audit] " + change)
+		}
+		_, _ = fmt.Fprintf(tw, "%s\t%s/%s\t%d\t%d\t%d\t%s\n", x.Namespace, x.Kind, x.Name, x.UpToDate, x.OutOfDate, x.Skipped, change)
+	}
+	return tw.Flush()
+}
+
+func newRolloutCommand() *cobra.Command {
+	var (
+		f       clusterFlags
+		dryRun  bool
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "rollout (-n NAMESPACE | -A) [--dry-run=false]",
+		Short: "Restart the workloads whose pods are out of date, one at a time (dry run by default)",
+		Long: `Restarts each Deployment, StatefulSet and DaemonSet with out-of-date pods the way
+kubectl rollout restart does (a pod-template annotation), one at a time,
+waiting until it is rolled out and available before the next. Its
+controller replaces the pods at the pace of its own rolling update: dnstune
+deletes and evicts nothing. Bare pods and Jobs are listed, not touched;
+workloads whose own template pins dnsPolicy None are skipped. Without
+--dry-run=false it only prints the plan.`,
+		Args:    cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error { return f.validate() },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			ws, err := f.scan(cmd.Context(), c)
+			if err != nil {
+				return err
+			}
+			if !report.OutOfDateAny(ws) {
+				_, _ = fmt.Fprintln(cmd.OutOrStdout(), "every pod is up to date")
+				return nil
+			}
+			return report.Rollout(cmd.Context(), ws, report.RolloutOptions{Client: c, DryRun: dryRun, Timeout: timeout, Out: cmd.OutOrStdout()})
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().BoolVar(&dryRun, "dry-run", true, "print the plan only")
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "how long one workload may take to roll out")
+	return cmd
+}
