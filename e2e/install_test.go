@@ -16,6 +16,7 @@ import (
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/cert-manager/cert-manager/pkg/controller/cainjector"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -193,6 +194,13 @@ func testRBAC(ctx context.Context, t *testing.T) {
 		"webhook gets its webhook configuration": func() error {
 			return webhook.Get(ctx, client.ObjectKey{Name: "dnstune"}, &admissionregistrationv1.MutatingWebhookConfiguration{})
 		},
+		"webhook creates its leader-election Lease": func() error {
+			l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "dnstune-webhook", Namespace: systemNS}}
+			if err := webhook.Create(ctx, l); err != nil && !apierrors.IsAlreadyExists(err) {
+				return err
+			}
+			return webhook.Get(ctx, client.ObjectKeyFromObject(l), l)
+		},
 		"node agent creates an Event on a Node": func() error {
 			return nodeAgent.Create(ctx, &corev1.Event{
 				ObjectMeta:     metav1.ObjectMeta{GenerateName: "node.", Namespace: "default"},
@@ -221,7 +229,11 @@ func testRBAC(ctx context.Context, t *testing.T) {
 		"webhook reads another kube-system Service": func() error {
 			return webhook.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "kube-dns-other"}, &corev1.Service{})
 		},
-		"webhook creates pods": func() error { return webhook.Create(ctx, newPod("default")) },
+		"webhook creates pods":                                func() error { return webhook.Create(ctx, newPod("default")) },
+		"webhook lists pods (reports need dist/reports.yaml)": func() error { return webhook.List(ctx, &corev1.PodList{}) },
+		"webhook reads another Lease": func() error {
+			return webhook.Get(ctx, client.ObjectKey{Namespace: systemNS, Name: "other"}, &coordinationv1.Lease{})
+		},
 		"webhook updates a namespace": func() error {
 			return webhook.Update(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}})
 		},

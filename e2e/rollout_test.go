@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -12,10 +15,13 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/dnstune/dnstune/e2e/framework"
 	"github.com/dnstune/dnstune/internal/report"
 )
 
@@ -79,6 +85,76 @@ func markReady(t *testing.T, ns string, stop <-chan struct{}) *sync.WaitGroup {
 	return &wg
 }
 
+// installReports applies dist/reports.yaml (the PolicyReport CRD and the
+// report writer's RBAC) as a user does, and the namespace of the leader
+// election Lease.
+func installReports(ctx context.Context, t *testing.T) {
+	t.Helper()
+	sys := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "dnstune-system"}}
+	if err := env.Client.Create(ctx, sys); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(framework.RepoRoot(), "dist/reports.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyYAML(ctx, t, data, func(string) bool { return false })
+	eventually(t, 30*time.Second, func() error {
+		var crd apiextensionsv1.CustomResourceDefinition
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: "policyreports.wgpolicyk8s.io"}, &crd); err != nil {
+			return err
+		}
+		for _, c := range crd.Status.Conditions {
+			if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
+				return nil
+			}
+		}
+		return errors.New("PolicyReport CRD not established yet")
+	})
+}
+
+// assertPolicyReportAgrees waits until the namespace's PolicyReport, kept
+// by the webhook's leader, says for every workload what dnstune report
+// says: fail when out of date, pass when up to date, skip otherwise.
+func assertPolicyReportAgrees(t *testing.T, ns string) {
+	t.Helper()
+	eventually(t, 60*time.Second, func() error {
+		ws, _ := reportJSON(t, ns)
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(report.PolicyReportGVK)
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: report.ReportName}, u); err != nil {
+			return err
+		}
+		results, _, _ := unstructured.NestedSlice(u.Object, "results")
+		got := map[string]string{}
+		for _, r := range results {
+			m := r.(map[string]any)
+			res := m["resources"].([]any)[0].(map[string]any)
+			got[res["kind"].(string)+"/"+res["name"].(string)] = m["result"].(string)
+		}
+		want := map[string]string{}
+		fails := int64(0)
+		for _, w := range ws {
+			r := "pass"
+			switch {
+			case w.OutOfDate > 0:
+				r = "fail"
+				fails++
+			case w.UpToDate == 0:
+				r = "skip"
+			}
+			want[w.Kind+"/"+w.Name] = r
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			return fmt.Errorf("PolicyReport results %v, dnstune report says %v", got, want)
+		}
+		if f, _, _ := unstructured.NestedInt64(u.Object, "summary", "fail"); f != fails {
+			return fmt.Errorf("PolicyReport summary.fail = %d, want %d", f, fails)
+		}
+		return nil
+	})
+}
+
 func workload(ws []report.Workload, kind, name string) *report.Workload {
 	for i := range ws {
 		if ws[i].Kind == kind && ws[i].Name == name {
@@ -104,6 +180,7 @@ func reportJSON(t *testing.T, ns string) ([]report.Workload, int) {
 // listed, not deleted.
 func TestReportAndRollout(t *testing.T) {
 	ctx := context.Background()
+	installReports(ctx, t)
 	ns := namespace(t, "existing", nil) // not opted in yet
 	stop := make(chan struct{})
 	wg := markReady(t, ns, stop)
@@ -184,6 +261,10 @@ func TestReportAndRollout(t *testing.T) {
 			t.Errorf("%s/%s: %+v, want %d out of date", want.kind, want.name, w, want.outOfDate)
 		}
 	}
+	assertPolicyReportAgrees(t, ns)
+	if v, _ := metric(t, "dnstune_pods_out_of_date", map[string]string{"profile": "resilient"}); v < 4 {
+		t.Errorf("dnstune_pods_out_of_date{profile=resilient} = %v, want at least the 4 pods of this test", v)
+	}
 	table, _ := dnstuneCLI(t, "report", "-n", ns, "--policy", "../manifests/base/policy.yaml")
 	if !strings.Contains(table, "Deployment/web") || !strings.Contains(table, "OUT-OF-DATE") {
 		t.Errorf("table:\n%s", table)
@@ -229,6 +310,7 @@ func TestReportAndRollout(t *testing.T) {
 	if w := workload(ws, "Pod", "bare"); code != 2 || w == nil || w.OutOfDate != 1 {
 		t.Errorf("the bare pod should still be reported out of date (exit %d): %+v", code, w)
 	}
+	assertPolicyReportAgrees(t, ns)
 
 	// Without --policy, report reads the install's policy ConfigMap.
 	sys := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "dnstune-system"}}

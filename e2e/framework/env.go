@@ -19,6 +19,8 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
@@ -65,11 +67,12 @@ type Options struct {
 	WebhookArgs []string
 }
 
-// Scheme knows the built-in types.
+// Scheme knows the built-in types, cert-manager's and CRDs.
 var Scheme = func() *runtime.Scheme {
 	s := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(s)
 	_ = cmapi.AddToScheme(s)
+	_ = apiextensionsv1.AddToScheme(s)
 	return s
 }()
 
@@ -150,6 +153,10 @@ func Start(ctx context.Context, o Options) (env *Env, err error) {
 	)
 	if err != nil {
 		return nil, err
+	}
+	// The install's namespace, where the webhook's replicas elect a leader.
+	if err := e.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "dnstune-system"}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("create dnstune-system: %w", err)
 	}
 	if err := e.createKubeDNS(ctx); err != nil {
 		return nil, err
@@ -287,6 +294,7 @@ func (w *Webhook) Start() error {
 		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(w.MetricsPort),
 		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(w.HealthPort),
 		"--cluster-dns-refresh=1s",
+		"--report-interval=2s",
 	}, w.ExtraArgs...)
 	p, err := StartProcess(w.Name, filepath.Join(w.dir, w.Name+".log"), nil, w.Binary, args...)
 	if err != nil {

@@ -55,8 +55,9 @@ type Options struct {
 // Scan reads opted-in (and audit) namespaces and returns one Workload per
 // owner of pods, sorted by namespace, kind and name.
 func Scan(ctx context.Context, o Options) ([]Workload, error) {
-	var nsList corev1.NamespaceList
-	if err := o.Client.List(ctx, &nsList); err != nil {
+	nsList := &metav1.PartialObjectMetadataList{}
+	nsList.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NamespaceList"))
+	if err := o.Client.List(ctx, nsList); err != nil {
 		return nil, fmt.Errorf("failed to list namespaces: %w", err)
 	}
 	var out []Workload

@@ -9,16 +9,21 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/dnstune/dnstune/internal/report"
 )
 
 // NewManager builds a controller-runtime manager that serves the webhook,
@@ -28,9 +33,10 @@ import (
 func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *PolicyStore, log logr.Logger) (manager.Manager, error) {
 	o.setDefaults()
 	scheme := runtime.NewScheme()
-	if err := corev1.AddToScheme(scheme); err != nil {
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return nil, fmt.Errorf("failed to build scheme: %w", err)
 	}
+	reports := o.Reports != ReportsOff
 	tlsOpts := []func(*tls.Config){func(c *tls.Config) {
 		c.MinVersion = tls.VersionTLS12
 		if !o.EnableHTTP2 {
@@ -48,6 +54,10 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *PolicyS
 			HeaderTimeout: o.HeaderTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.RequestTimeout,
 			IdleTimeout: o.IdleTimeout, MaxConnections: o.MaxConnections, Log: log.WithName("webhook-server"),
 		}),
+		LeaderElection:                reports,
+		LeaderElectionID:              LeaderElectionID,
+		LeaderElectionNamespace:       o.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
 		Cache: cache.Options{
 			// Only namespace metadata is cached; nothing else is listed or watched.
 			ByObject: map[client.Object]cache.ByObject{namespaceMeta(): {}},
@@ -75,7 +85,19 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *PolicyS
 		Log:        log.WithName("admission"),
 	}
 	server.Register(Path, withDeadline(handler, o.RequestTimeout))
-	for _, r := range []manager.Runnable{store, dns} {
+	runnables := []manager.Runnable{store, dns}
+	if reports {
+		gauge := report.NewOutOfDateGauge()
+		if err := crmetrics.Registry.Register(gauge); err != nil {
+			return nil, fmt.Errorf("failed to register the report gauge: %w", err)
+		}
+		runnables = append(runnables, &report.Reporter{
+			Config: cfg, Scheme: scheme, Namespaces: mgr.GetClient(), Writer: mgr.GetClient(),
+			Policy: store.Policy, Generation: store.Generation, ClusterDNS: dns.Addr,
+			Interval: o.ReportInterval, OutOfDate: gauge, Log: log.WithName("reports"),
+		})
+	}
+	for _, r := range runnables {
 		if err := mgr.Add(r); err != nil {
 			return nil, fmt.Errorf("failed to add runnable: %w", err)
 		}

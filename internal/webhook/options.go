@@ -21,6 +21,11 @@ const (
 	DefaultClusterDNSRefresh        = 30 * time.Second
 	DefaultSelfManagedSecret        = "dnstune-system/dnstune-webhook-tls" // #nosec G101 -- a Secret's name, not a credential.
 	DefaultSelfManagedWebhookConfig = "dnstune"
+	DefaultLeaderElectionNamespace  = "dnstune-system"
+	// LeaderElectionID is the Lease the replicas elect the report writer with.
+	LeaderElectionID = "dnstune-webhook"
+	ReportsAuto      = "auto"
+	ReportsOff       = "off"
 )
 
 // DefaultClusterDNSService is the Service whose ClusterIP is the cluster DNS.
@@ -83,6 +88,14 @@ type Options struct {
 	// PolicyPollInterval is how often the policy file is re-read without a
 	// file-system event, default DefaultPolicyPollInterval.
 	PolicyPollInterval time.Duration
+	// Reports is "auto" (the default: keep a PolicyReport per opted-in
+	// namespace when the PolicyReport CRD is installed, dist/reports.yaml)
+	// or "off". On, the replicas elect a leader (a Lease in
+	// LeaderElectionNamespace, default dnstune-system) that scans every
+	// ReportInterval (default 5m) and on policy or opt-in changes.
+	Reports                 string
+	ReportInterval          time.Duration
+	LeaderElectionNamespace string
 }
 
 func (o *Options) setDefaults() {
@@ -116,6 +129,12 @@ func (o *Options) setDefaults() {
 	if o.ClusterDNSRefresh == 0 {
 		o.ClusterDNSRefresh = DefaultClusterDNSRefresh
 	}
+	if o.Reports == "" {
+		o.Reports = ReportsAuto
+	}
+	if o.LeaderElectionNamespace == "" {
+		o.LeaderElectionNamespace = DefaultLeaderElectionNamespace
+	}
 }
 
 // Validate checks the options before anything starts.
@@ -131,6 +150,9 @@ func (o *Options) Validate() error {
 		if ns, name, ok := strings.Cut(o.SelfManagedSecret, "/"); o.SelfManagedSecret != "" && (!ok || ns == "" || name == "") {
 			errs = append(errs, fmt.Errorf("--self-managed-secret must be namespace/name, got %q", o.SelfManagedSecret))
 		}
+	}
+	if o.Reports != "" && o.Reports != ReportsAuto && o.Reports != ReportsOff {
+		errs = append(errs, fmt.Errorf("--reports must be auto or off, got %q", o.Reports))
 	}
 	if o.Port < 0 || o.Port > 65535 {
 		errs = append(errs, fmt.Errorf("--port must be 1-65535, got %d", o.Port))

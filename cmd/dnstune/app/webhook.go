@@ -5,6 +5,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/dnstune/dnstune/internal/certs"
+	"github.com/dnstune/dnstune/internal/report"
 	"github.com/dnstune/dnstune/internal/webhook"
 )
 
@@ -47,6 +48,9 @@ func newWebhookCommand() *cobra.Command {
 	f.DurationVar(&o.ReadTimeout, "read-timeout", webhook.DefaultReadTimeout, "bound on reading one whole request, body included")
 	f.DurationVar(&o.IdleTimeout, "idle-timeout", webhook.DefaultIdleTimeout, "close a kept-alive connection idle this long")
 	f.IntVar(&o.MaxConnections, "max-connections", webhook.DefaultMaxConnections, "connections served at once; more wait in the listen queue")
+	f.StringVar(&o.Reports, "reports", webhook.ReportsAuto, "auto: keep a PolicyReport per opted-in namespace when the PolicyReport CRD is installed (one leader writes); off: no reports, no leader election")
+	f.DurationVar(&o.ReportInterval, "report-interval", report.DefaultReportInterval, "how often the report writer rescans without a policy or opt-in change")
+	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", webhook.DefaultLeaderElectionNamespace, "namespace of the Lease the replicas elect the report writer with")
 	f.StringVar(&o.PprofBindAddress, "pprof-bind-address", "", "serve net/http/pprof on this address (off by default; for profiling only)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging (one line per skipped pod)")
 	return cmd
