@@ -273,7 +273,9 @@ func (d dispatch) List(ctx context.Context, list client.ObjectList, opts ...clie
 	if err != nil {
 		return err
 	}
-	return c.List(ctx, list, opts...)
+	// The scan only reads (Evaluate copies before deciding): no deep copy
+	// of every cached object per scan.
+	return c.List(ctx, list, append(opts, client.UnsafeDisableDeepCopy)...)
 }
 
 func (d dispatch) cache(ns string) (cache.Cache, error) {
