@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -36,7 +37,7 @@ func fullPod(i int, owner *appsv1.ReplicaSet) *corev1.Pod {
 			Labels:      map[string]string{"app": "web", "pod-template-hash": "abc123"},
 			Annotations: map[string]string{"dnstune.io/profile": "resilient"},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate,
-				FieldsV1: &metav1.FieldsV1{Raw: make([]byte, 1500)}}},
+				FieldsV1: metav1.NewFieldsV1(strings.Repeat("f", 1500))}},
 		},
 		Spec: corev1.PodSpec{
 			Containers: []corev1.Container{ctr("app"), ctr("sidecar")},
