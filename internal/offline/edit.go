@@ -34,7 +34,10 @@ type splicer struct {
 	// this document (0 as kube-prometheus writes it, 2 as kubectl does);
 	// new sequences follow it.
 	seqIndent int
-	edits     []textEdit
+	// shared are the anchors some alias of the document refers to: editing
+	// such a node's text would change the alias too.
+	shared map[string]bool
+	edits  []textEdit
 }
 
 func newSplicer(body []byte, root *yaml.Node) *splicer {
@@ -45,7 +48,96 @@ func newSplicer(body []byte, root *yaml.Node) *splicer {
 		}
 	}
 	s.seqIndent = detectSeqIndent(root)
+	s.shared = map[string]bool{}
+	collectAliases(root, s.shared)
 	return s
+}
+
+func collectAliases(n *yaml.Node, into map[string]bool) {
+	if n == nil {
+		return
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		into[n.Alias.Anchor] = true
+		return
+	}
+	for _, c := range n.Content {
+		collectAliases(c, into)
+	}
+}
+
+// isShared reports whether n carries an anchor that an alias refers to.
+func (s *splicer) isShared(n *yaml.Node) bool { return n.Anchor != "" && s.shared[n.Anchor] }
+
+// isNull reports whether n is a null value (empty, null or ~).
+func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
+
+// setNull gives key, whose value is null, the value (in flow style, on the
+// key's line): "key:" becomes "key: {...}", "key: null" too.
+func (s *splicer) setNull(key, val *yaml.Node, value any) error {
+	text, err := flowText(value)
+	if err != nil {
+		return err
+	}
+	if val.Value != "" { // an explicit null or ~: replace the token
+		start := s.offset(val.Line, val.Column)
+		end, err := s.scalarEnd(start, val)
+		if err != nil {
+			return err
+		}
+		s.add(start, end, text)
+		return nil
+	}
+	kstart := s.offset(key.Line, key.Column)
+	kend := kstart + len(key.Value)
+	if key.Style != 0 || kend > len(s.body) || string(s.body[kstart:kend]) != key.Value {
+		return fmt.Errorf("%w: key %s not plain", errCannotSplice, key.Value)
+	}
+	at := kend
+	for at < len(s.body) && (s.body[at] == ' ' || s.body[at] == '\t') {
+		at++
+	}
+	if at >= len(s.body) || s.body[at] != ':' {
+		return fmt.Errorf("%w: no colon after %s", errCannotSplice, key.Value)
+	}
+	s.add(at+1, at+1, " "+text)
+	return nil
+}
+
+// addThroughMerge adds key: value to a mapping that an alias shares, or to
+// an alias, without changing what the other aliases see: "*m" becomes
+// "{<<: *m, key: value}"; "&m {...}" becomes "{<<: &m {...}, key: value}".
+// A shared block mapping can't be wrapped on its line: errCannotSplice.
+func (s *splicer) addThroughMerge(n *yaml.Node, key string, value any) error {
+	text, err := flowText(value)
+	if err != nil {
+		return err
+	}
+	entry := ", " + scalarText(key) + ": " + text + "}"
+	start := s.offset(n.Line, n.Column)
+	switch {
+	case n.Kind == yaml.AliasNode:
+		end := start + 1 + len(n.Value)
+		if end > len(s.body) || string(s.body[start:end]) != "*"+n.Value {
+			return fmt.Errorf("%w: alias *%s not found at %d:%d", errCannotSplice, n.Value, n.Line, n.Column)
+		}
+		s.add(start, start, "{<<: ")
+		s.add(end, end, entry)
+		return nil
+	case n.Kind == yaml.MappingNode && isFlow(n):
+		open, err := s.openBracket(n)
+		if err != nil {
+			return err
+		}
+		closeAt, err := s.closeBracket(open)
+		if err != nil {
+			return err
+		}
+		s.add(start, start, "{<<: ")
+		s.add(closeAt+1, closeAt+1, entry)
+		return nil
+	}
+	return fmt.Errorf("%w: a shared block mapping", errCannotSplice)
 }
 
 // detectSeqIndent finds the first block sequence that is a mapping value
@@ -197,7 +289,7 @@ func (s *splicer) setKey(m *yaml.Node, key string, value any) error {
 
 // replaceScalar replaces a one-line scalar's text with a new string value.
 func (s *splicer) replaceScalar(v *yaml.Node, value string) error {
-	if v.Anchor != "" || v.Kind != yaml.ScalarNode || v.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+	if s.isShared(v) || v.Kind != yaml.ScalarNode || v.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
 		return fmt.Errorf("%w: scalar at %d:%d", errCannotSplice, v.Line, v.Column)
 	}
 	start := s.offset(v.Line, v.Column)
@@ -300,7 +392,7 @@ func (s *splicer) addKey(m *yaml.Node, key string, value any) error {
 // alias elsewhere would change with it) and says whether it is a flow
 // sequence, with the offset just after its '['.
 func (s *splicer) sequence(seq *yaml.Node) (flow bool, open int, err error) {
-	if seq.Kind != yaml.SequenceNode || len(seq.Content) == 0 || seq.Anchor != "" {
+	if seq.Kind != yaml.SequenceNode || len(seq.Content) == 0 || s.isShared(seq) {
 		return false, 0, fmt.Errorf("%w: not a non-empty sequence", errCannotSplice)
 	}
 	if !isFlow(seq) {

@@ -415,3 +415,49 @@ func BenchmarkMutateDiff(b *testing.B) {
 		}
 	}
 }
+
+// Null values, an anchor no alias uses, and a mapping shared through an
+// alias are all edited in place (no re-encoding note); the alias's other
+// users are unchanged except through the merge key where they are the pod.
+func TestMutateNullsAndSharedMappingsInPlace(t *testing.T) {
+	for name, tc := range map[string]struct {
+		in, want string
+	}{
+		"null dnsConfig and annotations": {
+			in:   "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\nspec:\n  dnsConfig: null  # none yet\n  containers: [{name: c, image: nginx}]\n",
+			want: "  annotations: {dnstune.io/profile: resilient}\n",
+		},
+		"null metadata in a template": {
+			in:   "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n    metadata: ~\n    spec:\n      containers: [{name: c, image: nginx}]\n",
+			want: "    metadata: {annotations: {dnstune.io/profile: resilient}}\n",
+		},
+		"anchor nobody aliases": {
+			in:   "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: &a\n    team: x\nspec:\n  containers: [{name: c, image: nginx}]\n",
+			want: "  annotations: &a\n    dnstune.io/profile: resilient\n    team: x\n",
+		},
+		"annotations shared with labels": {
+			in:   "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: &m {app: x}\n  labels: *m\nspec:\n  containers: [{name: c, image: nginx}]\n",
+			want: "  annotations: {<<: &m {app: x}, dnstune.io/profile: resilient}\n  labels: *m\n",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			out := mutate(t, tc.in)
+			if len(out.Notes) != 0 {
+				t.Errorf("re-encoded: %v", out.Notes)
+			}
+			if !strings.Contains(string(out.Data), tc.want) {
+				t.Errorf("output lacks %q:\n%s", tc.want, out.Data)
+			}
+			pt := podOf(t, out.Data, 0)
+			if strings.HasPrefix(tc.in, "apiVersion: apps/v1") {
+				pt = podOf(t, out.Data, 0, "spec", "template")
+			}
+			if pt.Annotations[policy.ProfileLabel] != "resilient" || pt.Spec.DNSConfig == nil || len(pt.Spec.DNSConfig.Options) != 4 {
+				t.Errorf("pod not mutated: %+v", pt)
+			}
+			if _, leaked := pt.Labels[policy.ProfileLabel]; leaked {
+				t.Errorf("the annotation leaked into labels: %v", pt.Labels)
+			}
+		})
+	}
+}

@@ -316,7 +316,7 @@ func (m *docMutation) splice(plans []planned) ([]byte, error) {
 func spliceDecision(s *splicer, p planned) error {
 	d := p.d
 	spec := child(p.tmpl, "spec")
-	if spec.Kind != yaml.MappingNode || spec.Anchor != "" {
+	if spec.Kind != yaml.MappingNode || s.isShared(spec) {
 		return fmt.Errorf("%w: spec is not a plain mapping", errCannotSplice)
 	}
 	var specEdits []ordered // keys to add to spec (one insertion point)
@@ -330,11 +330,18 @@ func spliceDecision(s *splicer, p planned) error {
 		}
 	}
 	if d.Nameservers != nil || d.Searches != nil || d.Options != nil {
-		cfg := child(spec, "dnsConfig")
-		if cfg == nil {
+		k, cfg := childKV(spec, "dnsConfig")
+		switch {
+		case cfg == nil:
 			specEdits = append(specEdits, ordered{"dnsConfig", dnsConfigValue(d)})
-		} else if err := spliceDNSConfig(s, cfg, p.pod.Spec.DNSConfig, d); err != nil {
-			return err
+		case isNull(cfg):
+			if err := s.setNull(k, cfg, dnsConfigValue(d)); err != nil {
+				return err
+			}
+		default:
+			if err := spliceDNSConfig(s, cfg, p.pod.Spec.DNSConfig, d); err != nil {
+				return err
+			}
 		}
 	}
 	if len(specEdits) > 0 {
@@ -342,26 +349,32 @@ func spliceDecision(s *splicer, p planned) error {
 			return err
 		}
 	}
-	if d.SetProfileAnnotation {
-		meta := child(p.tmpl, "metadata")
-		switch {
-		case meta == nil:
-			return addKeys(s, p.tmpl, []ordered{{"metadata", []ordered{{"annotations", []ordered{{policy.ProfileLabel, d.Profile}}}}}})
-		case meta.Kind != yaml.MappingNode || meta.Anchor != "":
-			return fmt.Errorf("%w: metadata is not a plain mapping", errCannotSplice)
-		}
-		ann := child(meta, "annotations")
-		switch {
-		case ann == nil:
-			return addKeys(s, meta, []ordered{{"annotations", []ordered{{policy.ProfileLabel, d.Profile}}}})
-		case ann.Kind != yaml.MappingNode || ann.Anchor != "":
-			// An alias, or an anchor others may point at: editing its text
-			// would change them too.
-			return fmt.Errorf("%w: annotations is an alias or anchor", errCannotSplice)
-		}
-		return s.setKey(ann, policy.ProfileLabel, d.Profile)
+	if !d.SetProfileAnnotation {
+		return nil
 	}
-	return nil
+	annotation := []ordered{{policy.ProfileLabel, d.Profile}}
+	mk, meta := childKV(p.tmpl, "metadata")
+	switch {
+	case meta == nil:
+		return addKeys(s, p.tmpl, []ordered{{"metadata", []ordered{{"annotations", annotation}}}})
+	case isNull(meta):
+		return s.setNull(mk, meta, []ordered{{"annotations", annotation}})
+	case meta.Kind != yaml.MappingNode || s.isShared(meta):
+		return fmt.Errorf("%w: metadata is not a plain mapping", errCannotSplice)
+	}
+	ak, ann := childKV(meta, "annotations")
+	switch {
+	case ann == nil:
+		return addKeys(s, meta, []ordered{{"annotations", annotation}})
+	case isNull(ann):
+		return s.setNull(ak, ann, annotation)
+	case ann.Kind == yaml.AliasNode || s.isShared(ann):
+		// Others see this mapping through an alias: add through a merge key.
+		return s.addThroughMerge(ann, policy.ProfileLabel, d.Profile)
+	case ann.Kind != yaml.MappingNode:
+		return fmt.Errorf("%w: annotations is not a mapping", errCannotSplice)
+	}
+	return s.setKey(ann, policy.ProfileLabel, d.Profile)
 }
 
 // addKeys adds several keys to a mapping at one insertion point.
@@ -379,7 +392,7 @@ func addKeys(s *splicer, m *yaml.Node, kvs []ordered) error {
 // it adds are appended after the pod's own. The pod's entries, and their
 // comments, stay as written.
 func spliceDNSConfig(s *splicer, cfg *yaml.Node, have *corev1.PodDNSConfig, d policy.Decision) error {
-	if cfg.Kind != yaml.MappingNode || cfg.Anchor != "" || len(cfg.Content) == 0 && !isFlow(cfg) {
+	if cfg.Kind != yaml.MappingNode || s.isShared(cfg) || len(cfg.Content) == 0 && !isFlow(cfg) {
 		return fmt.Errorf("%w: dnsConfig is not a plain mapping", errCannotSplice)
 	}
 	if have == nil {
@@ -735,6 +748,19 @@ func clearFlow(n *yaml.Node) {
 	for _, c := range n.Content {
 		clearFlow(c)
 	}
+}
+
+// childKV returns the key and value nodes of key in mapping m (nil, nil if absent).
+func childKV(m *yaml.Node, key string) (*yaml.Node, *yaml.Node) {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil, nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i], m.Content[i+1]
+		}
+	}
+	return nil, nil
 }
 
 func child(m *yaml.Node, key string) *yaml.Node {
