@@ -11,7 +11,7 @@ import (
 	"testing"
 )
 
-var updateCheck = flag.Bool("update-check", false, "rewrite testdata/check/*.out from the current output")
+var updateCheck = flag.Bool("update-check", false, "rewrite testdata/check/*.golden from the current output")
 
 func run(t *testing.T, stdin string, args ...string) (int, string, string) {
 	t.Helper()
@@ -115,7 +115,7 @@ func TestNodeTuneCommand(t *testing.T) {
 }
 
 // dnstune policy check prints, for each fixture, exactly what it printed
-// before the policy became typed API (testdata/check/*.out were written by
+// before the policy became typed API (testdata/check/*.golden were written by
 // the release before it; -update-check rewrites them from this one).
 func TestPolicyCheckFixtures(t *testing.T) {
 	files, _ := filepath.Glob("testdata/check/*.yaml")
@@ -125,7 +125,7 @@ func TestPolicyCheckFixtures(t *testing.T) {
 	for _, f := range files {
 		code, out, errOut := run(t, "", "policy", "check", f)
 		got := out + errOut + "exit " + strconv.Itoa(code) + "\n"
-		golden := strings.TrimSuffix(f, ".yaml") + ".out"
+		golden := strings.TrimSuffix(f, ".yaml") + ".golden"
 		if *updateCheck {
 			if err := os.WriteFile(golden, []byte(got), 0o600); err != nil {
 				t.Fatal(err)
