@@ -87,6 +87,8 @@ type Cell struct {
 	// UpstreamPerLookup is, for nodelocal, what the cache sent to the cluster DNS.
 	UpstreamPerLookup float64
 	P50, P90, P99     float64 // milliseconds
+	// MS are every lookup's latency in milliseconds, sorted.
+	MS []float64
 }
 
 // Report is a lab run.
@@ -429,6 +431,7 @@ func (l *lab) cell(ctx context.Context, profile, kind, name string, loss int, rc
 		}
 	}
 	slices.Sort(ms)
+	c.MS = ms
 	c.P50, c.P90, c.P99 = percentile(ms, 50), percentile(ms, 90), percentile(ms, 99)
 	c.QueriesPerLookup = (clusterAfter - clusterBefore) / float64(l.o.N)
 	if profile == "nodelocal" {
