@@ -1,11 +1,16 @@
 package app
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/spf13/cobra"
+	sigsyaml "sigs.k8s.io/yaml"
 
+	"github.com/dnstune/dnstune/api/v1alpha1"
+	"github.com/dnstune/dnstune/internal/admissionpolicy"
 	"github.com/dnstune/dnstune/policy"
 )
 
@@ -32,5 +37,74 @@ func newPolicyCommand() *cobra.Command {
 			}
 		},
 	})
+	cmd.AddCommand(newPolicyCompileCommand())
+	return cmd
+}
+
+func newPolicyCompileCommand() *cobra.Command {
+	var clusterDNS, output string
+	cmd := &cobra.Command{
+		Use:   "compile FILE",
+		Short: "Compile a policy to in-tree MutatingAdmissionPolicies and bindings (admissionregistration.k8s.io/v1)",
+		Long: `Writes the policy as MutatingAdmissionPolicy objects and their bindings (CEL and
+JSONPatch) that kube-apiserver >= 1.36 evaluates itself: the same stored pods
+as the webhook (proven on a real apiserver, case by case), and mutation goes
+on while dnstune's pods are down. One policy for the options profiles, one
+for nodelocal profiles, which reads the kube-dns Service as its parameter
+unless the policy or --cluster-dns gives the address. Audit (warnings,
+audit annotations) is not compiled: audit namespaces are left alone.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pol, err := policy.LoadFile(args[0])
+			if err != nil {
+				return err
+			}
+			if clusterDNS != "" {
+				a, err := netip.ParseAddr(clusterDNS)
+				if err == nil {
+					err = v1alpha1.CheckNameserver(a)
+				}
+				if err != nil {
+					return fmt.Errorf("--cluster-dns %s: %w", clusterDNS, err)
+				}
+				p := *pol
+				p.ClusterDNS = a
+				pol = &p
+			}
+			objs, err := admissionpolicy.Compile(pol, admissionpolicy.Options{})
+			if err != nil {
+				return err
+			}
+			var docs []any
+			for _, p := range objs.Policies {
+				docs = append(docs, p)
+			}
+			for _, b := range objs.Bindings {
+				docs = append(docs, b)
+			}
+			w := cmd.OutOrStdout()
+			for i, d := range docs {
+				var b []byte
+				if output == "json" {
+					b, err = json.MarshalIndent(d, "", "  ")
+					b = append(b, '\n')
+				} else {
+					b, err = sigsyaml.Marshal(d)
+					if i > 0 {
+						b = append([]byte("---\n"), b...)
+					}
+				}
+				if err != nil {
+					return err
+				}
+				if _, err := w.Write(b); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&clusterDNS, "cluster-dns", "", "cluster DNS address for nodelocal (overrides the policy's clusterDNS; default: read kube-system/kube-dns)")
+	cmd.Flags().StringVarP(&output, "output", "o", "yaml", "yaml or json")
 	return cmd
 }

@@ -1,0 +1,255 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/dnstune/dnstune/internal/admissionpolicy"
+	"github.com/dnstune/dnstune/policy"
+)
+
+// dnsCase is one pod of the differential table, created in a namespace
+// with the given profile label ("" = the default profile).
+type dnsCase struct {
+	name    string
+	profile string
+	mod     func(*corev1.Pod)
+}
+
+func dnsCases() []dnsCase {
+	cfg := func(c corev1.PodDNSConfig) func(*corev1.Pod) {
+		return func(p *corev1.Pod) { p.Spec.DNSConfig = &c }
+	}
+	return []dnsCase{
+		{"plain", "", nil},
+		{"own ndots wins", "", cfg(corev1.PodDNSConfig{Options: opts("ndots:5")})},
+		{"own options with and without values, duplicates", "", cfg(corev1.PodDNSConfig{Options: opts("edns0", "timeout:3", "edns0")})},
+		{"own single-request-reopen", "", cfg(corev1.PodDNSConfig{Options: opts("single-request-reopen")})},
+		{"every option already", "", cfg(corev1.PodDNSConfig{Options: opts("ndots:1", "timeout:2", "attempts:1", "single-request-reopen")})},
+		{"empty dnsConfig", "", cfg(corev1.PodDNSConfig{})},
+		{"own searches kept", "", cfg(corev1.PodDNSConfig{Searches: []string{"corp.example"}})},
+		{"own annotations kept", "", func(p *corev1.Pod) { p.Annotations = map[string]string{"team": "a/b"} }},
+		{"hostNetwork ClusterFirst", "", func(p *corev1.Pod) { p.Spec.HostNetwork = true }},
+		{"hostNetwork ClusterFirstWithHostNet", "", func(p *corev1.Pod) { p.Spec.HostNetwork, p.Spec.DNSPolicy = true, corev1.DNSClusterFirstWithHostNet }},
+		{"dnsPolicy Default", "", func(p *corev1.Pod) { p.Spec.DNSPolicy = corev1.DNSDefault }},
+		{"dnsPolicy None", "", func(p *corev1.Pod) {
+			p.Spec.DNSPolicy, p.Spec.DNSConfig = corev1.DNSNone, &corev1.PodDNSConfig{Nameservers: []string{"1.1.1.1"}}
+		}},
+		{"pod opt-out", "", func(p *corev1.Pod) { p.Labels["dnstune.io/inject"] = "disabled" }},
+		{"kube-dns pod", "", func(p *corev1.Pod) { p.Labels["k8s-app"] = "kube-dns" }},
+		{"windows by spec.os", "", func(p *corev1.Pod) { p.Spec.OS = &corev1.PodOS{Name: corev1.Windows} }},
+		{"windows by nodeSelector", "", func(p *corev1.Pod) { p.Spec.NodeSelector = map[string]string{"kubernetes.io/os": "windows"} }},
+		{"unknown profile label", "fast", nil},
+		{"nodelocal", "nodelocal", nil},
+		{"nodelocal with own nameserver", "nodelocal", cfg(corev1.PodDNSConfig{Nameservers: []string{"1.1.1.1"}})},
+		{"nodelocal over the nameserver limit", "nodelocal", cfg(corev1.PodDNSConfig{Nameservers: []string{"1.1.1.1", "8.8.8.8"}})},
+		{"nodelocal with own searches and options", "nodelocal", cfg(corev1.PodDNSConfig{Searches: []string{"corp.example"}, Options: opts("ndots:3", "edns0")})},
+		{"nodelocal, own cluster search already there", "nodelocal", cfg(corev1.PodDNSConfig{Searches: []string{"svc.cluster.local"}})},
+		{"nodelocal hostNetwork WithHostNet", "nodelocal", func(p *corev1.Pod) { p.Spec.HostNetwork, p.Spec.DNSPolicy = true, corev1.DNSClusterFirstWithHostNet }},
+	}
+}
+
+// storedDNS is what a backend left on a stored pod, with the namespace's
+// name replaced by NS (the searches name it).
+func storedDNS(p *corev1.Pod) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "dnsPolicy=%s annotation=%q", p.Spec.DNSPolicy, p.Annotations[policy.ProfileLabel])
+	if c := p.Spec.DNSConfig; c != nil {
+		searches := slices.Clone(c.Searches)
+		for i, s := range searches {
+			if ns, rest, ok := strings.Cut(s, ".svc."); ok && ns == p.Namespace {
+				searches[i] = "NS.svc." + rest
+			}
+		}
+		fmt.Fprintf(&b, " nameservers=%v searches=%v options=%s", c.Nameservers, searches, options(p))
+	}
+	return b.String()
+}
+
+// The compiled MutatingAdmissionPolicy stores the same pods as the webhook
+// for every case of the table, and keeps mutating while dnstune is down:
+// the webhook's namespaces are created and judged with it running; the
+// compiled policy's namespaces (selected by an extra label the webhook's
+// namespaces lack) with the webhook stopped. The offline decision
+// (Decide + Apply, as dnstune mutate does) agrees with both. Run for the
+// shipped policy and for examples/policy.yaml (rules: a glob, a label
+// selector with audit).
+func TestCompiledAdmissionPolicyMatchesWebhook(t *testing.T) {
+	t.Run("shipped policy", func(t *testing.T) { differential(t, testPolicy, dnsCases(), "") })
+	examples := mustRead("../examples/policy.yaml")
+	ruleCases := []dnsCase{
+		{"glob rule picks nodelocal", "", nil},
+		{"glob rule, own options", "", func(p *corev1.Pod) { p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: opts("ndots:4")} }},
+	}
+	t.Run("rules: glob", func(t *testing.T) { differential(t, examples, ruleCases, "payments-") })
+	t.Run("rules: audit selector", func(t *testing.T) {
+		differential(t, examples, []dnsCase{{"audit rule leaves pods alone", "", nil}}, "legacy-", "team", "legacy")
+	})
+}
+
+// differential runs the cases under policyYAML through the webhook and the
+// compiled policy. Namespaces are named prefix + wh-/ma-; extra labels are
+// key, value pairs.
+func differential(t *testing.T, policyYAML string, cases []dnsCase, prefix string, extra ...string) {
+	ctx := context.Background()
+	pol, err := policy.Load("policy", []byte(policyYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if policyYAML != testPolicy {
+		useWebhookPolicy(t, policyYAML)
+	}
+	objs, err := admissionpolicy.Compile(pol, admissionpolicy.Options{NamespaceSelector: map[string]string{"dnstune-e2e/backend": "map"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range objs.Policies {
+		if err := env.Client.Create(ctx, p); err != nil {
+			t.Fatalf("create %s: %v", p.Name, err)
+		}
+		t.Cleanup(func() { _ = env.Client.Delete(ctx, p) })
+	}
+	for _, b := range objs.Bindings {
+		if err := env.Client.Create(ctx, b); err != nil {
+			t.Fatalf("create binding %s: %v", b.Name, err)
+		}
+		t.Cleanup(func() { _ = env.Client.Delete(ctx, b) })
+	}
+	labels := func(profile string, mapBackend bool) map[string]string {
+		l := enabled()
+		if profile != "" {
+			l[policy.ProfileLabel] = profile
+		}
+		if mapBackend {
+			l["dnstune-e2e/backend"] = "map"
+		}
+		for i := 0; i+1 < len(extra); i += 2 {
+			l[extra[i]] = extra[i+1]
+		}
+		return l
+	}
+	nsFor := map[string]map[bool]string{}
+	for _, c := range cases {
+		if nsFor[c.profile] == nil {
+			nsFor[c.profile] = map[bool]string{
+				false: namespace(t, prefix+"wh", labels(c.profile, false)),
+				true:  namespace(t, prefix+"ma", labels(c.profile, true)),
+			}
+		}
+	}
+	createIn := func(c dnsCase, ns string) (*corev1.Pod, error) {
+		p := newPod(ns, func(p *corev1.Pod) {
+			if c.mod != nil {
+				c.mod(p)
+			}
+		})
+		err := env.Client.Create(ctx, p, client.DryRunAll)
+		return p, err
+	}
+	webhookResult := map[string]string{}
+	for _, c := range cases {
+		p, err := createIn(c, nsFor[c.profile][false])
+		if err != nil {
+			t.Fatalf("%s (webhook): %v", c.name, err)
+		}
+		webhookResult[c.name] = storedDNS(p)
+	}
+
+	env.Webhook.Stop()
+	defer func() {
+		if err := env.Webhook.Start(); err != nil {
+			t.Errorf("restart the webhook: %v", err)
+		}
+		if err := env.WaitMutating(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	// The compiled policy takes effect within moments of being created:
+	// wait until the first case comes out as the webhook made it.
+	eventually(t, 30*time.Second, func() error {
+		p, err := createIn(cases[0], nsFor[cases[0].profile][true])
+		if err != nil {
+			return err
+		}
+		if got := storedDNS(p); got != webhookResult[cases[0].name] {
+			return fmt.Errorf("compiled policy not in effect yet: %s", got)
+		}
+		return nil
+	})
+	kubeDNS := netip.MustParseAddr(kubeDNSIP(t))
+	for _, c := range cases {
+		p, err := createIn(c, nsFor[c.profile][true])
+		if err != nil {
+			t.Errorf("%s (compiled policy, dnstune down): %v", c.name, err)
+			continue
+		}
+		got, want := storedDNS(p), webhookResult[c.name]
+		if got != want {
+			t.Errorf("%s:\n compiled policy: %s\n webhook:         %s", c.name, got, want)
+		}
+		o := newPod(nsFor[c.profile][false], func(p *corev1.Pod) {
+			if c.mod != nil {
+				c.mod(p)
+			}
+		})
+		var ns corev1.Namespace
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: o.Namespace}, &ns); err != nil {
+			t.Fatal(err)
+		}
+		d := policy.Decide(o, policy.Namespace{Name: ns.Name, Labels: ns.Labels}, pol, kubeDNS)
+		d.Apply(&o.Annotations, &o.Spec)
+		if o.Spec.DNSPolicy == "" {
+			o.Spec.DNSPolicy = corev1.DNSClusterFirst
+		}
+		if off := storedDNS(o); off != want {
+			t.Errorf("%s:\n offline: %s\n webhook: %s", c.name, off, want)
+		}
+	}
+}
+
+// useWebhookPolicy restarts the shared webhook with another policy for the
+// rest of the test, and restores the shipped one after.
+func useWebhookPolicy(t *testing.T, content string) {
+	t.Helper()
+	ctx := context.Background()
+	original, err := os.ReadFile(env.Webhook.PolicyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	swap := func(s string) {
+		env.Webhook.Stop()
+		if err := os.WriteFile(env.Webhook.PolicyFile, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := env.Webhook.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := env.WaitMutating(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	swap(content)
+	t.Cleanup(func() { swap(string(original)) })
+}
+
+func kubeDNSIP(t *testing.T) string {
+	t.Helper()
+	var svc corev1.Service
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: "kube-system", Name: "kube-dns"}, &svc); err != nil {
+		if apierrors.IsNotFound(err) {
+			t.Fatal("no kube-system/kube-dns Service in the e2e cluster")
+		}
+		t.Fatal(err)
+	}
+	return svc.Spec.ClusterIP
+}

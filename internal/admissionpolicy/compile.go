@@ -1,0 +1,354 @@
+// Package admissionpolicy compiles a dnstune policy to the in-tree
+// MutatingAdmissionPolicy (admissionregistration.k8s.io/v1, GA since
+// Kubernetes 1.36): the same decision as the webhook, written in CEL and
+// JSONPatch, evaluated inside kube-apiserver, so pods keep being mutated
+// while dnstune's own pods are down.
+//
+// Two policies: one for the options profiles, one for nodelocal profiles
+// (which needs the kube-dns Service as its parameter when the policy gives
+// no clusterDNS; a missing Service then only stops nodelocal, as the
+// webhook's no-cluster-dns skip does). The skip rules are the binding's
+// selectors (opt-in label, excluded namespaces, pod opt-out, DNS servers)
+// and the policies' matchConditions (dnsPolicy/hostNetwork, Windows).
+package admissionpolicy
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/selection"
+
+	"github.com/dnstune/dnstune/policy"
+)
+
+// Names of the compiled objects.
+const (
+	OptionsName   = "dnstune-options"
+	NodeLocalName = "dnstune-nodelocal"
+)
+
+// Options for Compile.
+type Options struct {
+	// NamespaceSelector, when set, is added to the bindings' namespace
+	// selector (tests run the compiled policy beside the webhook).
+	NamespaceSelector map[string]string
+	// KubeDNS is the Service the nodelocal policy reads the cluster DNS
+	// address from when the policy sets none, default kube-system/kube-dns.
+	KubeDNSNamespace, KubeDNSName string
+}
+
+// Objects are the compiled policies and bindings, in apply order.
+type Objects struct {
+	Policies []*admissionregistrationv1.MutatingAdmissionPolicy
+	Bindings []*admissionregistrationv1.MutatingAdmissionPolicyBinding
+}
+
+// Compile returns the admission policies implementing pol. Audit (the
+// policy's, a rule's or a namespace's) is not mutation: such namespaces are
+// left alone here (warnings need a ValidatingAdmissionPolicy).
+func Compile(pol *policy.Policy, o Options) (*Objects, error) {
+	if o.KubeDNSName == "" {
+		o.KubeDNSNamespace, o.KubeDNSName = "kube-system", "kube-dns"
+	}
+	out := &Objects{}
+	if pol.Enforcement == policy.Audit {
+		return out, nil // a cluster-wide dry run mutates nothing
+	}
+	profileExpr, err := profileExpression(pol)
+	if err != nil {
+		return nil, err
+	}
+	names := slices.Sorted(func(yield func(string) bool) {
+		for n := range pol.Profiles {
+			if !yield(n) {
+				return
+			}
+		}
+	})
+	var optNames, localNames []string
+	for _, n := range names {
+		if pol.Profiles[n].Mode == policy.ModeNodeLocal {
+			localNames = append(localNames, n)
+		} else {
+			optNames = append(optNames, n)
+		}
+	}
+	common := []admissionregistrationv1.Variable{
+		{Name: "labels", Expression: `namespaceObject.metadata.?labels.orValue({})`},
+		{Name: "profile", Expression: profileExpr},
+		{Name: "audited", Expression: auditExpression(pol)},
+		{Name: "want", Expression: wantExpression(pol, names)},
+		{Name: "have", Expression: `object.spec.?dnsConfig.?options.orValue([])`},
+		{Name: "missing", Expression: `variables.want.filter(w, !variables.have.exists(h, h.name == w.name))`},
+		{Name: "annotate", Expression: `object.metadata.?annotations[?'` + policy.ProfileLabel + `'].orValue('') != variables.profile`},
+	}
+	if len(optNames) > 0 {
+		vars := append(slices.Clone(common), admissionregistrationv1.Variable{
+			Name: "active", Expression: fmt.Sprintf(`!variables.audited && variables.profile in %s && size(variables.missing) > 0`, celStrings(optNames)),
+		})
+		out.Policies = append(out.Policies, mutatingPolicy(OptionsName, vars, optionsPatch, nil))
+		out.Bindings = append(out.Bindings, binding(OptionsName, pol, o, nil))
+	}
+	if len(localNames) > 0 {
+		dns := `string(params.spec.clusterIP)`
+		var param *admissionregistrationv1.ParamKind
+		var ref *admissionregistrationv1.ParamRef
+		if pol.ClusterDNS.IsValid() {
+			dns = strconv.Quote(pol.ClusterDNS.String())
+		} else {
+			param = &admissionregistrationv1.ParamKind{APIVersion: "v1", Kind: "Service"}
+			deny := admissionregistrationv1.AllowAction
+			ref = &admissionregistrationv1.ParamRef{Namespace: o.KubeDNSNamespace, Name: o.KubeDNSName, ParameterNotFoundAction: &deny}
+		}
+		front := fmt.Sprintf(`[%s, %s]`, strconv.Quote(pol.NodeLocalDNS.String()), dns)
+		searchFront := fmt.Sprintf(`[namespaceObject.metadata.name + '.svc.%[1]s', 'svc.%[1]s', '%[1]s']`, pol.ClusterDomain)
+		vars := append(slices.Clone(common),
+			admissionregistrationv1.Variable{Name: "front", Expression: front},
+			admissionregistrationv1.Variable{Name: "servers", Expression: `variables.front + object.spec.?dnsConfig.?nameservers.orValue([]).filter(s, !(s in variables.front))`},
+			admissionregistrationv1.Variable{Name: "searchFront", Expression: searchFront},
+			admissionregistrationv1.Variable{Name: "searches", Expression: `variables.searchFront + object.spec.?dnsConfig.?searches.orValue([]).filter(s, !(s in variables.searchFront))`},
+			admissionregistrationv1.Variable{Name: "withinLimits", Expression: fmt.Sprintf(`size(variables.servers) <= %d && size(variables.searches) <= %d && variables.searches.join(' ').size() <= %d`, policy.MaxNameservers, policy.MaxSearches, policy.MaxSearchListChars)},
+			admissionregistrationv1.Variable{Name: "active", Expression: fmt.Sprintf(`!variables.audited && variables.profile in %s && variables.withinLimits`, celStrings(localNames))},
+		)
+		out.Policies = append(out.Policies, mutatingPolicy(NodeLocalName, vars, nodeLocalPatch, param))
+		out.Bindings = append(out.Bindings, binding(NodeLocalName, pol, o, ref))
+	}
+	return out, nil
+}
+
+// optionsPatch appends the missing options (the pod's own win) and sets the
+// profile annotation.
+const optionsPatch = `!variables.active ? [] :
+  (!has(object.spec.dnsConfig) ?
+    [JSONPatch{op: "add", path: "/spec/dnsConfig", value: Object.spec.dnsConfig{options: variables.missing.map(o, o.value == '' ? Object.spec.dnsConfig.options{name: o.name} : Object.spec.dnsConfig.options{name: o.name, value: o.value})}}] :
+   !has(object.spec.dnsConfig.options) ?
+    [JSONPatch{op: "add", path: "/spec/dnsConfig/options", value: variables.missing.map(o, o.value == '' ? Object.spec.dnsConfig.options{name: o.name} : Object.spec.dnsConfig.options{name: o.name, value: o.value})}] :
+    variables.missing.map(o, JSONPatch{op: "add", path: "/spec/dnsConfig/options/-", value: o.value == '' ? Object.spec.dnsConfig.options{name: o.name} : Object.spec.dnsConfig.options{name: o.name, value: o.value}})
+  ) + ` + annotationPatch
+
+// nodeLocalPatch sets dnsPolicy None, the node-local cache and cluster DNS
+// first, the namespace's searches, and the options.
+const nodeLocalPatch = `!variables.active ? [] :
+  [
+    JSONPatch{op: "add", path: "/spec/dnsPolicy", value: "None"},
+    JSONPatch{op: "add", path: "/spec/dnsConfig", value: Object.spec.dnsConfig{
+      nameservers: variables.servers,
+      searches: variables.searches,
+      options: object.spec.?dnsConfig.?options.orValue([]).map(h, has(h.value) ? Object.spec.dnsConfig.options{name: h.name, value: h.value} : Object.spec.dnsConfig.options{name: h.name}) +
+        variables.missing.map(o, o.value == '' ? Object.spec.dnsConfig.options{name: o.name} : Object.spec.dnsConfig.options{name: o.name, value: o.value})
+    }}
+  ] + ` + annotationPatch
+
+const annotationPatch = `(!variables.annotate ? [] :
+    !has(object.metadata.annotations) ?
+      [JSONPatch{op: "add", path: "/metadata/annotations", value: {"` + policy.ProfileLabel + `": variables.profile}}] :
+      [JSONPatch{op: "add", path: "/metadata/annotations/` + "dnstune.io~1profile" + `", value: variables.profile}])`
+
+func mutatingPolicy(name string, vars []admissionregistrationv1.Variable, patch string, param *admissionregistrationv1.ParamKind) *admissionregistrationv1.MutatingAdmissionPolicy {
+	ignore := admissionregistrationv1.Ignore
+	p := &admissionregistrationv1.MutatingAdmissionPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingAdmissionPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "dnstune"}},
+		Spec: admissionregistrationv1.MutatingAdmissionPolicySpec{
+			ParamKind: param,
+			MatchConstraints: &admissionregistrationv1.MatchResources{
+				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+				}}},
+			},
+			MatchConditions: matchConditions(),
+			Variables:       vars,
+			Mutations: []admissionregistrationv1.Mutation{{
+				PatchType: admissionregistrationv1.PatchTypeJSONPatch,
+				JSONPatch: &admissionregistrationv1.JSONPatch{Expression: patch},
+			}},
+			FailurePolicy:      &ignore,
+			ReinvocationPolicy: admissionregistrationv1.IfNeededReinvocationPolicy,
+		},
+	}
+	return p
+}
+
+// matchConditions are the webhook configuration's (pods that use the
+// cluster DNS: policy.UsesClusterDNS) and the Windows skip
+// (policy.RunsOnWindows).
+func matchConditions() []admissionregistrationv1.MatchCondition {
+	return []admissionregistrationv1.MatchCondition{
+		{Name: "cluster-dns-in-use", Expression: `!object.spec.?hostNetwork.orValue(false) || object.spec.?dnsPolicy.orValue('') == 'ClusterFirstWithHostNet'`},
+		{Name: "dns-policy-not-owned", Expression: `!(object.spec.?dnsPolicy.orValue('ClusterFirst') in ['Default', 'None'])`},
+		{Name: "not-windows", Expression: `!(
+  object.spec.?os.?name.orValue('') == 'windows' ||
+  object.spec.?nodeSelector[?'` + policy.OSLabel + `'].orValue('') == 'windows' ||
+  (object.spec.?affinity.?nodeAffinity.?requiredDuringSchedulingIgnoredDuringExecution.?nodeSelectorTerms.orValue([]).size() > 0 &&
+   object.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms.all(t,
+     t.?matchExpressions.orValue([]).exists(r, r.key == '` + policy.OSLabel + `' && r.operator == 'In' && size(r.?values.orValue([])) > 0 && r.values.all(v, v == 'windows')))))`},
+	}
+}
+
+func binding(name string, pol *policy.Policy, o Options, ref *admissionregistrationv1.ParamRef) *admissionregistrationv1.MutatingAdmissionPolicyBinding {
+	nsSel := &metav1.LabelSelector{
+		MatchLabels: map[string]string{policy.InjectLabel: policy.InjectEnabled},
+	}
+	for k, v := range o.NamespaceSelector {
+		nsSel.MatchLabels[k] = v
+	}
+	if len(pol.ExcludeNamespaces) > 0 {
+		nsSel.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: slices.Clone(pol.ExcludeNamespaces)}}
+	}
+	return &admissionregistrationv1.MutatingAdmissionPolicyBinding{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingAdmissionPolicyBinding"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "dnstune"}},
+		Spec: admissionregistrationv1.MutatingAdmissionPolicyBindingSpec{
+			PolicyName: name,
+			ParamRef:   ref,
+			MatchResources: &admissionregistrationv1.MatchResources{
+				NamespaceSelector: nsSel,
+				ObjectSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+					{Key: policy.InjectLabel, Operator: metav1.LabelSelectorOpNotIn, Values: []string{policy.InjectDisabled}},
+					{Key: "k8s-app", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-dns", "node-local-dns"}},
+				}},
+			},
+		},
+	}
+}
+
+// profileExpression is the profile a namespace gets: its dnstune.io/profile
+// label, else the first matching rule, else the default.
+func profileExpression(pol *policy.Policy) (string, error) {
+	expr := strconv.Quote(pol.DefaultProfile)
+	for i := len(pol.Rules) - 1; i >= 0; i-- {
+		cond, err := ruleCondition(pol.Rules[i])
+		if err != nil {
+			return "", fmt.Errorf("rules[%d]: %w", i, err)
+		}
+		expr = fmt.Sprintf("(%s) ? %s : (%s)", cond, strconv.Quote(pol.Rules[i].Profile), expr)
+	}
+	return fmt.Sprintf("'%s' in variables.labels ? variables.labels['%s'] : (%s)", policy.ProfileLabel, policy.ProfileLabel, expr), nil
+}
+
+// auditExpression: a namespace in audit (label, or a matching audit rule
+// before any other match) is not mutated.
+func auditExpression(pol *policy.Policy) string {
+	expr := "false"
+	for i := len(pol.Rules) - 1; i >= 0; i-- {
+		cond, err := ruleCondition(pol.Rules[i])
+		if err != nil {
+			continue
+		}
+		expr = fmt.Sprintf("(%s) ? %t : (%s)", cond, pol.Rules[i].Enforcement == policy.Audit, expr)
+	}
+	return fmt.Sprintf("variables.labels[?'%s'].orValue('') == 'audit' || (%s)", policy.InjectLabel, expr)
+}
+
+func ruleCondition(r policy.Rule) (string, error) {
+	if r.Selector != nil {
+		reqs, _ := r.Selector.Requirements()
+		var parts []string
+		for _, req := range reqs {
+			k := strconv.Quote(req.Key())
+			vals := celStrings(req.Values().List())
+			switch req.Operator() {
+			case selection.In, selection.Equals, selection.DoubleEquals:
+				parts = append(parts, fmt.Sprintf("(%s in variables.labels && variables.labels[%s] in %s)", k, k, vals))
+			case selection.NotIn, selection.NotEquals:
+				parts = append(parts, fmt.Sprintf("!(%s in variables.labels && variables.labels[%s] in %s)", k, k, vals))
+			case selection.Exists:
+				parts = append(parts, fmt.Sprintf("(%s in variables.labels)", k))
+			case selection.DoesNotExist:
+				parts = append(parts, fmt.Sprintf("!(%s in variables.labels)", k))
+			default:
+				return "", fmt.Errorf("selector operator %s has no CEL form here", req.Operator())
+			}
+		}
+		if len(parts) == 0 {
+			return "true", nil
+		}
+		return strings.Join(parts, " && "), nil
+	}
+	var parts []string
+	for _, g := range r.Namespaces {
+		re, err := globRegexp(g)
+		if err != nil {
+			return "", err
+		}
+		parts = append(parts, fmt.Sprintf("namespaceObject.metadata.name.matches(%s)", strconv.Quote(re)))
+	}
+	if len(parts) == 0 {
+		return "false", nil
+	}
+	return strings.Join(parts, " || "), nil
+}
+
+// globRegexp turns a path.Match glob (as the policy's rules use on
+// namespace names, which hold no '/') into an anchored RE2 expression.
+func globRegexp(g string) (string, error) {
+	if _, err := path.Match(g, ""); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	b.WriteString("^")
+	for i := 0; i < len(g); i++ {
+		switch c := g[i]; c {
+		case '*':
+			b.WriteString("[^/]*")
+		case '?':
+			b.WriteString("[^/]")
+		case '\\':
+			if i+1 < len(g) {
+				i++
+				b.WriteString(regexp.QuoteMeta(string(g[i])))
+			}
+		case '[':
+			j := strings.IndexByte(g[i:], ']')
+			class := g[i+1 : i+j]
+			if strings.HasPrefix(class, "^") {
+				class = "^" + class[1:]
+			}
+			b.WriteString("[" + class + "]")
+			i += j
+		default:
+			b.WriteString(regexp.QuoteMeta(string(c)))
+		}
+	}
+	b.WriteString("$")
+	return b.String(), nil
+}
+
+// wantExpression is the chosen profile's options, in the webhook's order
+// (ndots, timeout, attempts, single-request-reopen); value ” = none.
+func wantExpression(pol *policy.Policy, names []string) string {
+	var entries []string
+	for _, n := range names {
+		o := pol.Profiles[n].Options
+		var opts []string
+		add := func(name string, v *int) {
+			if v != nil {
+				opts = append(opts, fmt.Sprintf("{'name': '%s', 'value': '%d'}", name, *v))
+			}
+		}
+		add("ndots", o.Ndots)
+		add("timeout", o.Timeout)
+		add("attempts", o.Attempts)
+		if o.SingleRequestReopen {
+			opts = append(opts, "{'name': 'single-request-reopen', 'value': ''}")
+		}
+		entries = append(entries, fmt.Sprintf("%s: [%s]", strconv.Quote(n), strings.Join(opts, ", ")))
+	}
+	return fmt.Sprintf("variables.profile in %s ? {%s}[variables.profile].map(o, {'name': o['name'], 'value': o['value']}) : []",
+		celStrings(names), strings.Join(entries, ", "))
+}
+
+func celStrings(s []string) string {
+	q := make([]string, len(s))
+	for i, x := range s {
+		q[i] = strconv.Quote(x)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
