@@ -103,8 +103,8 @@ func Compile(pol *policy.Policy, o Options) (*Objects, error) {
 			dns = strconv.Quote(pol.ClusterDNS.String())
 		} else {
 			param = &admissionregistrationv1.ParamKind{APIVersion: "v1", Kind: "Service"}
-			deny := admissionregistrationv1.AllowAction
-			ref = &admissionregistrationv1.ParamRef{Namespace: o.KubeDNSNamespace, Name: o.KubeDNSName, ParameterNotFoundAction: &deny}
+			allow := admissionregistrationv1.AllowAction // kube-dns missing: nodelocal skips, as the webhook does
+			ref = &admissionregistrationv1.ParamRef{Namespace: o.KubeDNSNamespace, Name: o.KubeDNSName, ParameterNotFoundAction: &allow}
 		}
 		front := fmt.Sprintf(`[%s, %s]`, strconv.Quote(pol.NodeLocalDNS.String()), dns)
 		searchFront := fmt.Sprintf(`[namespaceObject.metadata.name + '.svc.%[1]s', 'svc.%[1]s', '%[1]s']`, pol.ClusterDomain)
