@@ -3,17 +3,22 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/dnstune/dnstune/e2e/framework"
 	"github.com/dnstune/dnstune/internal/admissionpolicy"
 	"github.com/dnstune/dnstune/policy"
 )
@@ -252,4 +257,118 @@ func kubeDNSIP(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return svc.Spec.ClusterIP
+}
+
+// The admission-policy backend, as users run it with no webhook
+// configuration: dnstune admission-policy applies the compiled policies,
+// pods are mutated by kube-apiserver alone, a policy edit re-renders them,
+// objects the policy no longer yields are deleted, and with the backend's
+// process stopped pods are still mutated.
+func TestAdmissionPolicyBackend(t *testing.T) {
+	ctx := context.Background()
+	// No webhook in this mode: stop it and remove its configuration.
+	env.Webhook.Stop()
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "dnstune"}}
+	if err := env.Client.Delete(ctx, mwc); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.ApplyWebhookConfig(ctx, env.Webhook, admissionregistrationv1.Ignore); err != nil {
+			t.Errorf("restore the webhook configuration: %v", err)
+		}
+		if err := env.Webhook.Start(); err != nil {
+			t.Errorf("restart the webhook: %v", err)
+		}
+		if err := env.WaitMutating(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	dir := t.TempDir()
+	file := filepath.Join(dir, "policy.yaml")
+	writeFile := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(file+".tmp", []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(file+".tmp", file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(testPolicy)
+	health, err := framework.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc, err := framework.StartProcess("admission-policy", filepath.Join(dir, "backend.log"), nil, env.Dnstune, "admission-policy",
+		"--policy="+file, "--kubeconfig="+env.Kubeconfig, "--metrics-bind-address=0",
+		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", health), "--resync=5s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			proc.Stop()
+		}
+		for _, name := range []string{admissionpolicy.OptionsName, admissionpolicy.NodeLocalName} {
+			_ = env.Client.Delete(ctx, &admissionregistrationv1.MutatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: name}})
+			_ = env.Client.Delete(ctx, &admissionregistrationv1.MutatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}})
+		}
+		if t.Failed() {
+			t.Logf("backend log:\n%s", proc.Tail(40))
+		}
+	})
+	eventually(t, 60*time.Second, func() error {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", health))
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz %d", resp.StatusCode)
+		}
+		return nil
+	})
+	for _, name := range []string{admissionpolicy.OptionsName, admissionpolicy.NodeLocalName} {
+		var p admissionregistrationv1.MutatingAdmissionPolicy
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: name}, &p); err != nil {
+			t.Fatalf("compiled policy %s not applied: %v", name, err)
+		}
+	}
+	ns := namespace(t, "map-backend", enabled())
+	mutatedWith := func(opts string) func() error {
+		return func() error {
+			p := newPod(ns)
+			if err := env.Client.Create(ctx, p, client.DryRunAll); err != nil {
+				return err
+			}
+			if got := options(p); got != opts || p.Annotations[policy.ProfileLabel] != "resilient" {
+				return fmt.Errorf("pod options %q annotation %q, want %q", got, p.Annotations[policy.ProfileLabel], opts)
+			}
+			return nil
+		}
+	}
+	eventually(t, 30*time.Second, mutatedWith(resilientOptions))
+
+	// A policy edit re-renders; a profile the policy drops takes its
+	// compiled policy with it.
+	writeFile("apiVersion: dnstune.io/v1alpha1\nkind: Policy\nprofiles:\n  resilient:\n    options: {ndots: 3, timeout: 1, attempts: 3, singleRequestReopen: true}\n")
+	eventually(t, 30*time.Second, mutatedWith("ndots:3 timeout:1 attempts:3 single-request-reopen"))
+	eventually(t, 30*time.Second, func() error {
+		var p admissionregistrationv1.MutatingAdmissionPolicy
+		err := env.Client.Get(ctx, client.ObjectKey{Name: admissionpolicy.NodeLocalName}, &p)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("stale %s still there (%w)", admissionpolicy.NodeLocalName, err)
+	})
+
+	// Outage: every dnstune process gone, pods are still mutated.
+	proc.Stop()
+	stopped = true
+	for range 5 {
+		if err := mutatedWith("ndots:3 timeout:1 attempts:3 single-request-reopen")(); err != nil {
+			t.Fatalf("with dnstune stopped: %v", err)
+		}
+	}
 }

@@ -48,7 +48,7 @@ func NewRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newWebhookCommand(), newMutateCommand(), newPolicyCommand(), newNodeCommand(), newReportCommand(), newRolloutCommand())
+	root.AddCommand(newWebhookCommand(), newAdmissionPolicyCommand(), newMutateCommand(), newPolicyCommand(), newNodeCommand(), newReportCommand(), newRolloutCommand())
 	return root
 }
 

@@ -1,0 +1,48 @@
+package app
+
+import (
+	"errors"
+	"time"
+
+	"github.com/spf13/cobra"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/dnstune/dnstune/internal/admissionpolicy"
+	"github.com/dnstune/dnstune/internal/webhook"
+)
+
+func newAdmissionPolicyCommand() *cobra.Command {
+	var (
+		o       admissionpolicy.RunOptions
+		verbose bool
+	)
+	cmd := &cobra.Command{
+		Use:   "admission-policy",
+		Short: "Keep the policy compiled as in-tree MutatingAdmissionPolicies in the cluster (the webhook-free backend)",
+		Long: `Watches the policy file and keeps its compiled MutatingAdmissionPolicies and
+bindings (see dnstune policy compile) applied with server-side apply, deleting
+compiled objects the policy no longer yields. Replicas elect one writer.
+kube-apiserver then mutates pods itself, also while dnstune is down.`,
+		Args: cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error {
+			if o.PolicyFile == "" {
+				return errors.New("--policy is required")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := newLogger(cmd.ErrOrStderr(), verbose)
+			ctrllog.SetLogger(log)
+			return admissionpolicy.Run(cmd.Context(), o, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.PolicyFile, "policy", "", "policy file (required); edits re-render")
+	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig for out-of-cluster use (default: in-cluster, or $KUBECONFIG)")
+	f.StringVar(&o.MetricsBindAddress, "metrics-bind-address", webhook.DefaultMetricsBindAddress, `Prometheus metrics address ("0" disables)`)
+	f.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", webhook.DefaultHealthProbeBindAddress, "address of /healthz and /readyz (ready: the policy in use is applied)")
+	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", webhook.DefaultLeaderElectionNamespace, "namespace of the Lease the replicas elect the writer with")
+	f.DurationVar(&o.Resync, "resync", time.Minute, "re-apply this often without a policy change (repairs hand edits)")
+	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
+	return cmd
+}

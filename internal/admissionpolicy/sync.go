@@ -1,0 +1,205 @@
+package admissionpolicy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/dnstune/dnstune/internal/webhook"
+	"github.com/dnstune/dnstune/policy"
+)
+
+// FieldManager is the server-side apply field manager of the compiled objects.
+const FieldManager = "dnstune"
+
+// RunOptions configure Run. Zero values take the defaults stated.
+type RunOptions struct {
+	// PolicyFile is watched; every successful reload re-renders.
+	PolicyFile string
+	// Kubeconfig out of cluster; empty: in-cluster (or $KUBECONFIG).
+	Kubeconfig string
+	// MetricsBindAddress default ":8080" ("0" off); HealthProbeBindAddress
+	// default ":8081".
+	MetricsBindAddress, HealthProbeBindAddress string
+	// LeaderElectionNamespace, default dnstune-system: one replica applies.
+	LeaderElectionNamespace string
+	// Resync re-applies without a policy change (repairs hand edits), default 1m.
+	Resync time.Duration
+}
+
+// Run keeps the compiled admission policies in the cluster in step with
+// the policy file until ctx ends: the elected leader applies them with
+// server-side apply and deletes compiled objects the policy no longer
+// yields. Readiness is "the objects of the policy in use are applied".
+func Run(ctx context.Context, o RunOptions, log logr.Logger) error {
+	if o.MetricsBindAddress == "" {
+		o.MetricsBindAddress = webhook.DefaultMetricsBindAddress
+	}
+	if o.HealthProbeBindAddress == "" {
+		o.HealthProbeBindAddress = webhook.DefaultHealthProbeBindAddress
+	}
+	if o.LeaderElectionNamespace == "" {
+		o.LeaderElectionNamespace = webhook.DefaultLeaderElectionNamespace
+	}
+	if o.Resync <= 0 {
+		o.Resync = time.Minute
+	}
+	store := webhook.NewPolicyStore(o.PolicyFile, log.WithName("policy"), webhook.NewMetrics(crmetrics.Registry))
+	if err := store.Open(); err != nil {
+		return fmt.Errorf("failed to load policy: %w", err)
+	}
+	wo := webhook.Options{Kubeconfig: o.Kubeconfig}
+	cfg, err := wo.RESTConfig()
+	if err != nil {
+		return err
+	}
+	mgr, err := newManager(cfg, o, log)
+	if err != nil {
+		return err
+	}
+	s := &Syncer{Client: mgr.GetClient(), Policy: store.Policy, Generation: store.Generation, Resync: o.Resync, Log: log.WithName("sync")}
+	for _, r := range []manager.Runnable{store, s} {
+		if err := mgr.Add(r); err != nil {
+			return err
+		}
+	}
+	if err := mgr.AddReadyzCheck("in-sync", s.Ready); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	log.Info("starting dnstune admission-policy backend", "policy", o.PolicyFile)
+	return mgr.Start(ctx)
+}
+
+func newManager(cfg *rest.Config, o RunOptions, log logr.Logger) (manager.Manager, error) {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	return ctrl.NewManager(cfg, manager.Options{
+		Scheme: scheme, Logger: log,
+		Metrics:                       metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		HealthProbeBindAddress:        o.HealthProbeBindAddress,
+		LeaderElection:                true,
+		LeaderElectionID:              "dnstune-admission-policy",
+		LeaderElectionNamespace:       o.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+	})
+}
+
+// Syncer applies the compiled objects of the policy in use.
+type Syncer struct {
+	Client     client.Client
+	Policy     func() *policy.Policy
+	Generation func() int64
+	Resync     time.Duration
+	Log        logr.Logger
+
+	synced atomic.Int64 // generation last applied; 0 = none
+}
+
+// NeedLeaderElection is true: one replica applies.
+func (s *Syncer) NeedLeaderElection() bool { return true }
+
+// Ready passes once the policy in use is applied (on the leader; other
+// replicas are ready once they could take over: they serve nothing).
+func (s *Syncer) Ready(*http.Request) error {
+	if s.synced.Load() == 0 {
+		return errors.New("compiled admission policies not applied yet")
+	}
+	return nil
+}
+
+// Start applies on every policy change and every Resync until ctx ends.
+func (s *Syncer) Start(ctx context.Context) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var last time.Time
+	for {
+		if gen := s.Generation(); gen != s.synced.Load() || time.Since(last) >= s.Resync {
+			if err := s.sync(ctx); err != nil {
+				s.Log.Error(err, "failed to apply the compiled admission policies; will retry")
+			} else {
+				s.synced.Store(gen)
+				last = time.Now()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Syncer) sync(ctx context.Context) error {
+	objs, err := Compile(s.Policy(), Options{})
+	if err != nil {
+		return err
+	}
+	keep := map[string]bool{}
+	var all []client.Object
+	for _, p := range objs.Policies {
+		all = append(all, p)
+	}
+	for _, b := range objs.Bindings {
+		all = append(all, b)
+	}
+	for _, o := range all {
+		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+		if err != nil {
+			return err
+		}
+		obj := &unstructured.Unstructured{Object: u}
+		delete(obj.Object["metadata"].(map[string]any), "creationTimestamp")
+		if err := s.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+			return fmt.Errorf("failed to apply %s %s: %w", obj.GetKind(), obj.GetName(), err)
+		}
+		keep[obj.GetKind()+"/"+obj.GetName()] = true
+	}
+	managed := client.MatchingLabels{"app.kubernetes.io/managed-by": "dnstune"}
+	var bindings admissionregistrationv1.MutatingAdmissionPolicyBindingList
+	if err := s.Client.List(ctx, &bindings, managed); err != nil {
+		return err
+	}
+	for i := range bindings.Items {
+		if b := &bindings.Items[i]; !keep["MutatingAdmissionPolicyBinding/"+b.Name] {
+			if err := client.IgnoreNotFound(s.Client.Delete(ctx, b)); err != nil {
+				return err
+			}
+			s.Log.Info("deleted a binding the policy no longer yields", "name", b.Name)
+		}
+	}
+	var policies admissionregistrationv1.MutatingAdmissionPolicyList
+	if err := s.Client.List(ctx, &policies, managed); err != nil {
+		return err
+	}
+	for i := range policies.Items {
+		if p := &policies.Items[i]; !keep["MutatingAdmissionPolicy/"+p.Name] {
+			if err := client.IgnoreNotFound(s.Client.Delete(ctx, p)); err != nil {
+				return err
+			}
+			s.Log.Info("deleted a policy the policy file no longer yields", "name", p.Name)
+		}
+	}
+	s.Log.Info("compiled admission policies applied", "generation", s.Generation(), "objects", len(all))
+	return nil
+}
