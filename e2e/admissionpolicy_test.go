@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"math/rand"
 	"net/http"
 	"net/netip"
 	"os"
@@ -371,4 +372,65 @@ func TestAdmissionPolicyBackend(t *testing.T) {
 			t.Fatalf("with dnstune stopped: %v", err)
 		}
 	}
+}
+
+// randomCases are n pods drawn from the fields the decision reads: dnsPolicy
+// and hostNetwork, the pod's own options (with and without values,
+// duplicates), nameservers and searches, opt-out and DNS-server labels,
+// Windows, and the namespace's profile label.
+func randomCases(seed int64, n int) []dnsCase {
+	r := rand.New(rand.NewSource(seed)) // #nosec G404 -- test data, reproducible by seed.
+	pick := func(xs ...string) string { return xs[r.Intn(len(xs))] }
+	var out []dnsCase
+	for i := range n {
+		profile := pick("", "", "nodelocal", "resilient", "fast")
+		policyName := pick("", "ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
+		hostNet := r.Intn(4) == 0
+		var optWords []string
+		for range r.Intn(4) {
+			optWords = append(optWords, pick("ndots:1", "ndots:5", "timeout:3", "attempts:1", "edns0", "single-request-reopen", "rotate", "edns0"))
+		}
+		var servers, searches []string
+		for range r.Intn(3) {
+			servers = append(servers, pick("1.1.1.1", "8.8.8.8", "10.0.0.10", "169.254.20.10"))
+		}
+		for range r.Intn(3) {
+			searches = append(searches, pick("corp.example", "svc.cluster.local", "a.b.c"))
+		}
+		optOut, dnsServer, windows := r.Intn(12) == 0, r.Intn(12) == 0, r.Intn(12) == 0
+		name := fmt.Sprintf("random %d: profile=%q dnsPolicy=%q hostNetwork=%v options=%v nameservers=%v searches=%v optOut=%v dnsServer=%v windows=%v",
+			i, profile, policyName, hostNet, optWords, servers, searches, optOut, dnsServer, windows)
+		out = append(out, dnsCase{name: name, profile: profile, mod: func(p *corev1.Pod) {
+			p.Spec.DNSPolicy, p.Spec.HostNetwork = corev1.DNSPolicy(policyName), hostNet
+			if len(optWords) > 0 || len(servers) > 0 || len(searches) > 0 {
+				p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: opts(optWords...), Nameservers: slices.Compact(slices.Clone(servers)), Searches: searches}
+			}
+			if policyName == "None" && (p.Spec.DNSConfig == nil || len(p.Spec.DNSConfig.Nameservers) == 0) {
+				if p.Spec.DNSConfig == nil {
+					p.Spec.DNSConfig = &corev1.PodDNSConfig{}
+				}
+				p.Spec.DNSConfig.Nameservers = []string{"1.1.1.1"}
+			}
+			if optOut {
+				p.Labels["dnstune.io/inject"] = "disabled"
+			}
+			if dnsServer {
+				p.Labels["k8s-app"] = "kube-dns"
+			}
+			if windows {
+				p.Spec.OS = &corev1.PodOS{Name: corev1.Windows}
+			}
+		}})
+	}
+	return out
+}
+
+// A few hundred generated pods: the webhook and the compiled policy store
+// the same. The seed is fixed (change it to explore; a failure names the case).
+func TestCompiledAdmissionPolicyRandomCases(t *testing.T) {
+	cases := randomCases(20261201, 300)
+	// The first case must be one the compiled policy visibly acts on, for
+	// the readiness wait: put a plain pod first.
+	cases = append([]dnsCase{{"plain first", "", nil}}, cases...)
+	differential(t, testPolicy, cases, "")
 }

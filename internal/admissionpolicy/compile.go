@@ -110,9 +110,9 @@ func Compile(pol *policy.Policy, o Options) (*Objects, error) {
 		searchFront := fmt.Sprintf(`[namespaceObject.metadata.name + '.svc.%[1]s', 'svc.%[1]s', '%[1]s']`, pol.ClusterDomain)
 		vars := append(slices.Clone(common),
 			admissionregistrationv1.Variable{Name: "front", Expression: front},
-			admissionregistrationv1.Variable{Name: "servers", Expression: `variables.front + object.spec.?dnsConfig.?nameservers.orValue([]).filter(s, !(s in variables.front))`},
+			admissionregistrationv1.Variable{Name: "servers", Expression: `variables.front + object.spec.?dnsConfig.?nameservers.orValue([]).filter(s, !(s in variables.front)).distinct()`},
 			admissionregistrationv1.Variable{Name: "searchFront", Expression: searchFront},
-			admissionregistrationv1.Variable{Name: "searches", Expression: `variables.searchFront + object.spec.?dnsConfig.?searches.orValue([]).filter(s, !(s in variables.searchFront))`},
+			admissionregistrationv1.Variable{Name: "searches", Expression: `variables.searchFront + object.spec.?dnsConfig.?searches.orValue([]).filter(s, !(s in variables.searchFront)).distinct()`},
 			admissionregistrationv1.Variable{Name: "withinLimits", Expression: fmt.Sprintf(`size(variables.servers) <= %d && size(variables.searches) <= %d && variables.searches.join(' ').size() <= %d`, policy.MaxNameservers, policy.MaxSearches, policy.MaxSearchListChars)},
 			admissionregistrationv1.Variable{Name: "active", Expression: fmt.Sprintf(`!variables.audited && variables.profile in %s && variables.withinLimits`, celStrings(localNames))},
 		)
