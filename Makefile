@@ -33,10 +33,11 @@ manifests: ## Render dist/install.yaml (self-managed certs) and dist/install-cer
 	kubectl kustomize manifests/overlays/self-managed > dist/install.yaml
 	kubectl kustomize manifests/overlays/cert-manager > dist/install-cert-manager.yaml
 	kubectl kustomize manifests/reports > dist/reports.yaml
+	kubectl kustomize manifests/overlays/admission-policy > dist/install-admission-policy.yaml
 
 .PHONY: verify-manifests
 verify-manifests: ## Fail when dist/ is stale (run make manifests).
-	@for o in overlays/self-managed:install overlays/cert-manager:install-cert-manager reports:reports; do \
+	@for o in overlays/self-managed:install overlays/cert-manager:install-cert-manager reports:reports overlays/admission-policy:install-admission-policy; do \
 	  kubectl kustomize manifests/$${o%%:*} | diff -u dist/$${o##*:}.yaml - > /dev/null || \
 	    { echo "dist/$${o##*:}.yaml is stale: run make manifests and commit"; exit 1; }; \
 	done; echo "dist/ is up to date"

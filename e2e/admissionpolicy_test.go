@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"net/http"
@@ -188,7 +189,7 @@ func differential(t *testing.T, policyYAML string, cases []dnsCase, prefix strin
 			return err
 		}
 		if got := storedDNS(p); got != webhookResult[cases[0].name] {
-			return fmt.Errorf("compiled policy not in effect yet: %s", got)
+			return fmt.Errorf("compiled policy not in effect yet: %s; the webhook stored %s", got, webhookResult[cases[0].name])
 		}
 		return nil
 	})
@@ -261,7 +262,8 @@ func kubeDNSIP(t *testing.T) string {
 }
 
 // The admission-policy backend, as users run it with no webhook
-// configuration: dnstune admission-policy applies the compiled policies,
+// configuration and the RBAC of dist/install-admission-policy.yaml (its
+// ServiceAccount's token): dnstune admission-policy applies the compiled policies,
 // pods are mutated by kube-apiserver alone, a policy edit re-renders them,
 // objects the policy no longer yields are deleted, and with the backend's
 // process stopped pods are still mutated.
@@ -296,12 +298,22 @@ func TestAdmissionPolicyBackend(t *testing.T) {
 		}
 	}
 	writeFile(testPolicy)
+	// As installed: the install file's ServiceAccount and RBAC, and its token.
+	install, err := os.ReadFile(filepath.Join(framework.RepoRoot(), "dist/install-admission-policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyInstall(ctx, t, install)
+	kubeconfig, err := env.ServiceAccountKubeconfig(ctx, "dnstune-system", "dnstune-webhook")
+	if err != nil {
+		t.Fatal(err)
+	}
 	health, err := framework.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
 	proc, err := framework.StartProcess("admission-policy", filepath.Join(dir, "backend.log"), nil, env.Dnstune, "admission-policy",
-		"--policy="+file, "--kubeconfig="+env.Kubeconfig, "--metrics-bind-address=0",
+		"--policy="+file, "--kubeconfig="+kubeconfig, "--metrics-bind-address=0",
 		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", health), "--resync=5s")
 	if err != nil {
 		t.Fatal(err)
@@ -314,6 +326,24 @@ func TestAdmissionPolicyBackend(t *testing.T) {
 		for _, name := range []string{admissionpolicy.OptionsName, admissionpolicy.NodeLocalName} {
 			_ = env.Client.Delete(ctx, &admissionregistrationv1.MutatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: name}})
 			_ = env.Client.Delete(ctx, &admissionregistrationv1.MutatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}})
+		}
+		// kube-apiserver keeps using a deleted policy for a moment: wait
+		// until it stops, so later tests see only what they set up.
+		probeNS := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "map-gone-", Labels: enabled()}}
+		if err := env.Client.Create(ctx, probeNS); err == nil {
+			defer func() { _ = env.Client.Delete(ctx, probeNS) }()
+			if err := framework.Eventually(30*time.Second, 200*time.Millisecond, func() error {
+				p := newPod(probeNS.Name)
+				if err := env.Client.Create(ctx, p, client.DryRunAll); err != nil {
+					return err
+				}
+				if options(p) != "" {
+					return errors.New("the deleted compiled policy still mutates")
+				}
+				return nil
+			}); err != nil {
+				t.Error(err)
+			}
 		}
 		if t.Failed() {
 			t.Logf("backend log:\n%s", proc.Tail(40))

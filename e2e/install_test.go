@@ -97,7 +97,7 @@ func applyInstall(ctx context.Context, t *testing.T, data []byte) {
 }
 
 func testManifestsAccepted(ctx context.Context, t *testing.T) {
-	for _, f := range []string{"dist/install.yaml"} {
+	for _, f := range []string{"dist/install.yaml", "dist/install-admission-policy.yaml"} {
 		data, err := os.ReadFile(filepath.Join(framework.RepoRoot(), f))
 		if err != nil {
 			t.Fatal(err)

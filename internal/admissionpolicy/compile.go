@@ -41,6 +41,12 @@ type Options struct {
 	// KubeDNS is the Service the nodelocal policy reads the cluster DNS
 	// address from when the policy sets none, default kube-system/kube-dns.
 	KubeDNSNamespace, KubeDNSName string
+	// NoParams leaves the nodelocal policy out, rather than reading kube-dns
+	// as a parameter, when the policy gives no clusterDNS: creating a policy
+	// with a paramKind needs "get" on every object of that kind (every
+	// Service), which the in-cluster backend avoids by compiling in the
+	// address it discovers.
+	NoParams bool
 }
 
 // Objects are the compiled policies and bindings, in apply order.
@@ -95,7 +101,7 @@ func Compile(pol *policy.Policy, o Options) (*Objects, error) {
 		out.Policies = append(out.Policies, mutatingPolicy(OptionsName, vars, optionsPatch, nil))
 		out.Bindings = append(out.Bindings, binding(OptionsName, pol, o, nil))
 	}
-	if len(localNames) > 0 {
+	if len(localNames) > 0 && (pol.ClusterDNS.IsValid() || !o.NoParams) {
 		dns := `string(params.spec.clusterIP)`
 		var param *admissionregistrationv1.ParamKind
 		var ref *admissionregistrationv1.ParamRef

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -21,6 +23,7 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/dnstune/dnstune/api/v1alpha1"
 	"github.com/dnstune/dnstune/internal/webhook"
 	"github.com/dnstune/dnstune/policy"
 )
@@ -73,7 +76,7 @@ func Run(ctx context.Context, o RunOptions, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
-	s := &Syncer{Client: mgr.GetClient(), Policy: store.Policy, Generation: store.Generation, Resync: o.Resync, Log: log.WithName("sync")}
+	s := &Syncer{Client: mgr.GetClient(), DNS: mgr.GetAPIReader(), Policy: store.Policy, Generation: store.Generation, Resync: o.Resync, Log: log.WithName("sync")}
 	for _, r := range []manager.Runnable{store, s} {
 		if err := mgr.Add(r); err != nil {
 			return err
@@ -99,21 +102,28 @@ func newManager(cfg *rest.Config, o RunOptions, log logr.Logger) (manager.Manage
 		Metrics:                       metricsserver.Options{BindAddress: o.MetricsBindAddress},
 		HealthProbeBindAddress:        o.HealthProbeBindAddress,
 		LeaderElection:                true,
-		LeaderElectionID:              "dnstune-admission-policy",
+		LeaderElectionID:              webhook.LeaderElectionID, // the install's Lease, either backend
 		LeaderElectionNamespace:       o.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 	})
 }
 
-// Syncer applies the compiled objects of the policy in use.
+// Syncer applies the compiled objects of the policy in use, with the
+// cluster DNS address compiled in: the policy's clusterDNS, else the
+// kube-system/kube-dns ClusterIP it reads (one GET every few seconds; a
+// change re-renders). While neither is known, nodelocal is left out, as
+// the webhook skips such pods (no-cluster-dns).
 type Syncer struct {
-	Client     client.Client
+	Client client.Client
+	// DNS reads the kube-dns Service (RBAC: get on that one Service).
+	DNS        client.Reader
 	Policy     func() *policy.Policy
 	Generation func() int64
 	Resync     time.Duration
 	Log        logr.Logger
 
-	synced atomic.Int64 // generation last applied; 0 = none
+	synced  atomic.Int64 // generation last applied; 0 = none
+	applied netip.Addr   // the cluster DNS compiled into the applied objects
 }
 
 // NeedLeaderElection is true: one replica applies.
@@ -132,10 +142,14 @@ func (s *Syncer) Ready(*http.Request) error {
 func (s *Syncer) Start(ctx context.Context) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	var last time.Time
+	var last, lastDNS time.Time
+	dns := netip.Addr{}
 	for {
-		if gen := s.Generation(); gen != s.synced.Load() || time.Since(last) >= s.Resync {
-			if err := s.sync(ctx); err != nil {
+		if time.Since(lastDNS) >= 5*time.Second {
+			dns, lastDNS = s.clusterDNS(ctx), time.Now()
+		}
+		if gen := s.Generation(); gen != s.synced.Load() || dns != s.applied || time.Since(last) >= s.Resync {
+			if err := s.sync(ctx, dns); err != nil {
 				s.Log.Error(err, "failed to apply the compiled admission policies; will retry")
 			} else {
 				s.synced.Store(gen)
@@ -150,8 +164,30 @@ func (s *Syncer) Start(ctx context.Context) error {
 	}
 }
 
-func (s *Syncer) sync(ctx context.Context) error {
-	objs, err := Compile(s.Policy(), Options{})
+// clusterDNS reads the kube-dns ClusterIP, invalid when unknown.
+func (s *Syncer) clusterDNS(ctx context.Context) netip.Addr {
+	if s.DNS == nil {
+		return netip.Addr{}
+	}
+	var svc corev1.Service
+	if err := s.DNS.Get(ctx, webhook.DefaultClusterDNSService, &svc); err != nil {
+		return netip.Addr{}
+	}
+	a, err := netip.ParseAddr(svc.Spec.ClusterIP)
+	if err != nil || v1alpha1.CheckNameserver(a) != nil {
+		return netip.Addr{}
+	}
+	return a
+}
+
+func (s *Syncer) sync(ctx context.Context, dns netip.Addr) error {
+	pol := s.Policy()
+	if !pol.ClusterDNS.IsValid() && dns.IsValid() {
+		p := *pol
+		p.ClusterDNS = dns
+		pol = &p
+	}
+	objs, err := Compile(pol, Options{NoParams: true})
 	if err != nil {
 		return err
 	}
@@ -200,6 +236,7 @@ func (s *Syncer) sync(ctx context.Context) error {
 			s.Log.Info("deleted a policy the policy file no longer yields", "name", p.Name)
 		}
 	}
-	s.Log.Info("compiled admission policies applied", "generation", s.Generation(), "objects", len(all))
+	s.applied = dns
+	s.Log.Info("compiled admission policies applied", "generation", s.Generation(), "objects", len(all), "clusterDNS", pol.ClusterDNS.String())
 	return nil
 }
