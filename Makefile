@@ -71,9 +71,10 @@ lab: lab-deps ## Effect lab (root): real CoreDNS + glibc in network namespaces, 
 	go run ./e2e/lab/cmd -coredns "$$(bash hack/build-tools.sh coredns | tail -1)"
 
 .PHONY: bench
-bench: e2e-tools ## Go benchmarks + load harness (floor / reference / dnstune) + apiserver pod-create latency; writes BENCHMARKS.md.
+bench: e2e-tools ## Go benchmarks + load harness (floor / reference / dnstune) + apiserver pod-create latency + backends side by side; writes BENCHMARKS.md.
 	go test -run '^$$' -bench . -benchmem -count 6 ./policy ./internal/webhook | tee $(BIN)/gobench.txt
 	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/bench -gobench $(BIN)/gobench.txt
+	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/bench/backends
 
 .PHONY: update-golden
 update-golden: ## Rewrite golden files from the current output.

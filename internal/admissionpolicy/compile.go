@@ -175,8 +175,14 @@ func mutatingPolicy(name string, vars []admissionregistrationv1.Variable, patch 
 				PatchType: admissionregistrationv1.PatchTypeJSONPatch,
 				JSONPatch: &admissionregistrationv1.JSONPatch{Expression: patch},
 			}},
-			FailurePolicy:      &ignore,
-			ReinvocationPolicy: admissionregistrationv1.IfNeededReinvocationPolicy,
+			FailurePolicy: &ignore,
+			// Never: kube-apiserver evaluates it once per pod. IfNeeded
+			// evaluates a mutating policy twice even with no other mutator:
+			// in one run each here, +2.24 ms added to the p50 of a create
+			// with IfNeeded (webhook +1.42 ms) and +1.42 ms with Never
+			// (webhook +1.24 ms). A later mutator rarely touches dnsConfig,
+			// and the patch is idempotent either way.
+			ReinvocationPolicy: admissionregistrationv1.NeverReinvocationPolicy,
 		},
 	}
 	return p

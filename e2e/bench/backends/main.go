@@ -1,0 +1,302 @@
+// Command backends measures, on one real apiserver, what each dnstune
+// backend adds to a pod create: no mutation, the compiled
+// MutatingAdmissionPolicy, and the webhook, in interleaved rounds of
+// sequential creates (so drift hits every arm alike) and in a concurrent
+// burst. make bench runs it and puts its section into BENCHMARKS.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/dnstune/dnstune/e2e/framework"
+	"github.com/dnstune/dnstune/internal/admissionpolicy"
+	"github.com/dnstune/dnstune/policy"
+)
+
+var (
+	rounds  = flag.Int("rounds", 6, "interleaved rounds")
+	perRnd  = flag.Int("pods", 200, "sequential creates per arm per round")
+	clients = flag.Int("clients", 16, "concurrent clients in the burst")
+	burstN  = flag.Int("burst", 300, "creates per client in the burst")
+	out     = flag.String("out", "BENCHMARKS.md", "report to put the section into (empty: stdout only)")
+)
+
+const (
+	beginMarker = "<!-- backends: written by go run ./e2e/bench/backends -->"
+	endMarker   = "<!-- /backends -->"
+)
+
+func main() {
+	flag.Parse()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "backends:", err)
+		os.Exit(1)
+	}
+}
+
+type arm struct {
+	name   string
+	enter  func(ctx context.Context) error
+	mutate bool
+	lat    []float64
+	burst  []float64
+	burstS float64
+}
+
+func run() error {
+	ctx := context.Background()
+	policyText, err := os.ReadFile(filepath.Join(framework.RepoRoot(), "manifests", "base", "policy.yaml"))
+	if err != nil {
+		return err
+	}
+	pol, err := policy.Load("policy.yaml", policyText)
+	if err != nil {
+		return err
+	}
+	fmt.Println("· starting the control plane and dnstune")
+	env, err := framework.Start(ctx, framework.Options{Policy: string(policyText)})
+	if err != nil {
+		return err
+	}
+	defer func() { env.Stop(); _ = os.RemoveAll(env.Dir) }()
+	ns := "bench-backends"
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{policy.InjectLabel: policy.InjectEnabled}}}); err != nil {
+		return err
+	}
+	var svc corev1.Service
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "kube-dns"}, &svc); err == nil {
+		if a, err := netip.ParseAddr(svc.Spec.ClusterIP); err == nil {
+			pol.ClusterDNS = a
+		}
+	}
+	objs, err := admissionpolicy.Compile(pol, admissionpolicy.Options{NoParams: true})
+	if err != nil {
+		return err
+	}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: "dnstune"}, &mwc); err != nil {
+		return err
+	}
+	removeMWC := func(ctx context.Context) error {
+		m := mwc.DeepCopy()
+		m.ResourceVersion = ""
+		return client.IgnoreNotFound(env.Client.Delete(ctx, m))
+	}
+	addMAP := func(ctx context.Context) error {
+		for _, p := range objs.Policies {
+			if err := env.Client.Create(ctx, p.DeepCopy()); err != nil {
+				return err
+			}
+		}
+		for _, b := range objs.Bindings {
+			if err := env.Client.Create(ctx, b.DeepCopy()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	removeMAP := func(ctx context.Context) error {
+		for _, b := range objs.Bindings {
+			if err := client.IgnoreNotFound(env.Client.Delete(ctx, b.DeepCopy())); err != nil {
+				return err
+			}
+		}
+		for _, p := range objs.Policies {
+			if err := client.IgnoreNotFound(env.Client.Delete(ctx, p.DeepCopy())); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	settle := func(mutated bool) error {
+		return framework.Eventually(30*time.Second, 100*time.Millisecond, func() error {
+			p := pod(ns)
+			if err := env.Client.Create(ctx, p, client.DryRunAll); err != nil {
+				return err
+			}
+			if got := p.Annotations[policy.ProfileLabel] != ""; got != mutated {
+				return fmt.Errorf("mutated=%v, want %v", got, mutated)
+			}
+			return nil
+		})
+	}
+	arms := []*arm{
+		{name: "no mutation", enter: func(ctx context.Context) error {
+			if err := removeMWC(ctx); err != nil {
+				return err
+			}
+			if err := removeMAP(ctx); err != nil {
+				return err
+			}
+			return settle(false)
+		}},
+		{name: "compiled admission policy", mutate: true, enter: func(ctx context.Context) error {
+			if err := removeMWC(ctx); err != nil {
+				return err
+			}
+			if err := addMAP(ctx); err != nil {
+				return err
+			}
+			return settle(true)
+		}},
+		{name: "dnstune webhook", mutate: true, enter: func(ctx context.Context) error {
+			if err := removeMAP(ctx); err != nil {
+				return err
+			}
+			// Wait for the deleted policy to stop acting before the webhook is back.
+			if err := settle(false); err != nil {
+				return err
+			}
+			if err := env.ApplyWebhookConfig(ctx, env.Webhook, admissionregistrationv1.Ignore); err != nil {
+				return err
+			}
+			return env.WaitMutating(ctx)
+		}},
+	}
+	// Interleaved rounds, the arms' order rotating (a Latin square over 3).
+	for r := range *rounds {
+		for i := range arms {
+			a := arms[(r+i)%len(arms)]
+			if err := a.enter(ctx); err != nil {
+				return fmt.Errorf("%s: %w", a.name, err)
+			}
+			lat, err := sequential(ctx, env, ns, *perRnd, a.mutate)
+			if err != nil {
+				return fmt.Errorf("%s: %w", a.name, err)
+			}
+			a.lat = append(a.lat, lat...)
+			fmt.Printf("· round %d, %s: p50 %.2f ms\n", r+1, a.name, pct(sorted(lat), 50))
+		}
+	}
+	for _, a := range arms {
+		if err := a.enter(ctx); err != nil {
+			return err
+		}
+		start := time.Now()
+		b, err := burst(ctx, env, ns, *clients, *burstN, a.mutate)
+		if err != nil {
+			return fmt.Errorf("%s burst: %w", a.name, err)
+		}
+		a.burst, a.burstS = b, time.Since(start).Seconds()
+		fmt.Printf("· burst, %s: %.0f creates/s\n", a.name, float64(len(b))/a.burstS)
+	}
+	section := render(arms)
+	fmt.Println()
+	fmt.Print(section)
+	if *out == "" {
+		return nil
+	}
+	return putSection(filepath.Join(framework.RepoRoot(), *out), section)
+}
+
+func pod(ns string) *corev1.Pod {
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "p-", Namespace: ns},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10"}}}}
+}
+
+// sequential creates n pods one after another (server-side dry run: full
+// admission and validation, no etcd write) and returns each latency in ms.
+func sequential(ctx context.Context, env *framework.Env, ns string, n int, mutate bool) ([]float64, error) {
+	lat := make([]float64, 0, n)
+	for range n {
+		p := pod(ns)
+		start := time.Now()
+		if err := env.Client.Create(ctx, p, client.DryRunAll); err != nil {
+			return nil, err
+		}
+		lat = append(lat, float64(time.Since(start).Microseconds())/1000)
+		if got := p.Annotations[policy.ProfileLabel] != ""; got != mutate {
+			return nil, fmt.Errorf("pod mutated=%v, want %v", got, mutate)
+		}
+	}
+	return lat, nil
+}
+
+func burst(ctx context.Context, env *framework.Env, ns string, clients, each int, mutate bool) ([]float64, error) {
+	var (
+		mu   sync.Mutex
+		all  []float64
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat, err := sequential(ctx, env, ns, each, mutate)
+			mu.Lock()
+			defer mu.Unlock()
+			all = append(all, lat...)
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return nil, errs[0]
+	}
+	return all, nil
+}
+
+func sorted(v []float64) []float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s
+}
+
+func pct(s []float64, p float64) float64 {
+	if len(s) == 0 {
+		return 0
+	}
+	i := int(float64(len(s))*p/100+0.5) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func render(arms []*arm) string {
+	base := sorted(arms[0].lat)
+	var b strings.Builder
+	b.WriteString(beginMarker + "\n## Backends side by side: no mutation, compiled admission policy, webhook\n\n")
+	fmt.Fprintf(&b, "%s; one apiserver, the shipped policy; %d interleaved rounds of %d sequential pod creates per arm (server-side dry run: full admission and validation, no etcd write), arm order rotating each round; then a burst of %d clients × %d creates per arm. `go run ./e2e/bench/backends` (part of `make bench`).\n\n",
+		framework.Machine(), *rounds, *perRnd, *clients, *burstN)
+	b.WriteString("| arm | p50 ms | p90 ms | p99 ms | added to p50 | burst creates/s | burst p99 ms |\n|---|---|---|---|---|---|---|\n")
+	added := map[string]float64{}
+	for _, a := range arms {
+		s := sorted(a.lat)
+		added[a.name] = pct(s, 50) - pct(base, 50)
+		fmt.Fprintf(&b, "| %s | %.2f | %.2f | %.2f | %+.2f ms | %.0f | %.2f |\n", a.name, pct(s, 50), pct(s, 90), pct(s, 99), added[a.name], float64(len(a.burst))/a.burstS, pct(sorted(a.burst), 99))
+	}
+	m, w := added["compiled admission policy"], added["dnstune webhook"]
+	fmt.Fprintf(&b, "\nAdded to the p50: compiled policy %+.2f ms, webhook %+.2f ms; the webhook adds %.2f× what the compiled policy adds (target ≤ 2×).\n", m, w, w/m)
+	b.WriteString(endMarker + "\n")
+	return b.String()
+}
+
+// putSection replaces the section between the markers in path, or appends it.
+func putSection(path, section string) error {
+	old, err := os.ReadFile(path) // #nosec G304 -- the report in the repository.
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	s := string(old)
+	if i, j := strings.Index(s, beginMarker), strings.Index(s, endMarker); i >= 0 && j > i {
+		s = s[:i] + section + s[j+len(endMarker)+1:]
+	} else {
+		s = strings.TrimRight(s, "\n") + "\n\n" + section
+	}
+	return os.WriteFile(path, []byte(s), 0o644) // #nosec G306 -- a document.
+}
