@@ -327,6 +327,8 @@ func TestAdmissionPolicyBackend(t *testing.T) {
 			_ = env.Client.Delete(ctx, &admissionregistrationv1.MutatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: name}})
 			_ = env.Client.Delete(ctx, &admissionregistrationv1.MutatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}})
 		}
+		_ = env.Client.Delete(ctx, &admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: admissionpolicy.AuditName}})
+		_ = env.Client.Delete(ctx, &admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: admissionpolicy.AuditName}})
 		// kube-apiserver keeps using a deleted policy for a moment: wait
 		// until it stops, so later tests see only what they set up.
 		probeNS := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "map-gone-", Labels: enabled()}}
@@ -365,6 +367,10 @@ func TestAdmissionPolicyBackend(t *testing.T) {
 		if err := env.Client.Get(ctx, client.ObjectKey{Name: name}, &p); err != nil {
 			t.Fatalf("compiled policy %s not applied: %v", name, err)
 		}
+	}
+	var vap admissionregistrationv1.ValidatingAdmissionPolicy
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: admissionpolicy.AuditName}, &vap); err != nil {
+		t.Fatalf("audit policy not applied: %v", err)
 	}
 	ns := namespace(t, "map-backend", enabled())
 	mutatedWith := func(opts string) func() error {
@@ -463,4 +469,109 @@ func TestCompiledAdmissionPolicyRandomCases(t *testing.T) {
 	// the readiness wait: put a plain pod first.
 	cases = append([]dnsCase{{"plain first", "", nil}}, cases...)
 	differential(t, testPolicy, cases, "")
+}
+
+// In audit namespaces the compiled ValidatingAdmissionPolicy warns what
+// would change in the webhook's words (Warn), for the same pods; the
+// apiserver's own prefix before a policy's message aside.
+func TestCompiledAuditWarningsMatchWebhook(t *testing.T) {
+	ctx := context.Background()
+	pol, err := policy.Load("shipped", []byte(testPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol.ClusterDNS = netip.MustParseAddr(kubeDNSIP(t))
+	objs, err := admissionpolicy.Compile(pol, admissionpolicy.Options{NamespaceSelector: map[string]string{"dnstune-e2e/backend": "map"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, objs.Audit); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, objs.Audit) })
+	if err := env.Client.Create(ctx, objs.AuditBinding); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, objs.AuditBinding) })
+	cases := []dnsCase{
+		{"plain", "", nil},
+		{"own ndots", "", func(p *corev1.Pod) { p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: opts("ndots:5", "edns0")} }},
+		{"every option already", "", func(p *corev1.Pod) {
+			p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: opts("ndots:1", "timeout:2", "attempts:1", "single-request-reopen")}
+		}},
+		{"hostNetwork", "", func(p *corev1.Pod) { p.Spec.HostNetwork = true }},
+		{"nodelocal", "nodelocal", nil},
+		{"nodelocal with own servers and searches", "nodelocal", func(p *corev1.Pod) {
+			p.Spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"1.1.1.1"}, Searches: []string{"corp.example"}}
+		}},
+	}
+	audit := func(profile string, mapBackend bool) map[string]string {
+		l := map[string]string{"dnstune.io/inject": "audit"}
+		if profile != "" {
+			l[policy.ProfileLabel] = profile
+		}
+		if mapBackend {
+			l["dnstune-e2e/backend"] = "map"
+		}
+		return l
+	}
+	nsFor := map[string]map[bool]string{}
+	for _, c := range cases {
+		if nsFor[c.profile] == nil {
+			nsFor[c.profile] = map[bool]string{false: namespace(t, "aw", audit(c.profile, false)), true: namespace(t, "am", audit(c.profile, true))}
+		}
+	}
+	warnings := func(c dnsCase, ns string) []string {
+		p := newPod(ns, func(p *corev1.Pod) {
+			if c.mod != nil {
+				c.mod(p)
+			}
+		})
+		stored, w := create(t, p, client.DryRunAll)
+		if options(stored) != options(newPod(ns, func(p *corev1.Pod) {
+			if c.mod != nil {
+				c.mod(p)
+			}
+		})) {
+			t.Errorf("%s: an audit namespace's pod was changed: %s", c.name, options(stored))
+		}
+		// Searches name the namespace: compare with it replaced. kube-apiserver
+		// puts "Validation failed for ValidatingAdmissionPolicy 'P' with
+		// binding 'B': " before a policy's message.
+		for i := range w {
+			w[i] = strings.ReplaceAll(w[i], ns, "NS")
+			if _, msg, ok := strings.Cut(w[i], "with binding '"+admissionpolicy.AuditName+"': "); ok {
+				w[i] = msg
+			}
+		}
+		return w
+	}
+	fromWebhook := map[string][]string{}
+	for _, c := range cases {
+		fromWebhook[c.name] = warnings(c, nsFor[c.profile][false])
+	}
+	env.Webhook.Stop()
+	defer func() {
+		if err := env.Webhook.Start(); err != nil {
+			t.Errorf("restart the webhook: %v", err)
+		}
+		if err := env.WaitMutating(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	eventually(t, 30*time.Second, func() error {
+		if got := warnings(cases[0], nsFor[""][true]); fmt.Sprint(got) != fmt.Sprint(fromWebhook[cases[0].name]) {
+			return fmt.Errorf("compiled audit not in effect yet: %q", got)
+		}
+		return nil
+	})
+	for _, c := range cases {
+		got, want := warnings(c, nsFor[c.profile][true]), fromWebhook[c.name]
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s:\n compiled: %q\n webhook:  %q", c.name, got, want)
+		}
+	}
+	if w := fromWebhook["plain"]; len(w) != 1 || !strings.HasPrefix(w[0], "dnstune audit: would apply profile resilient") {
+		t.Errorf("the webhook's audit warning changed: %q", w)
+	}
 }

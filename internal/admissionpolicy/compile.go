@@ -53,19 +53,25 @@ type Options struct {
 type Objects struct {
 	Policies []*admissionregistrationv1.MutatingAdmissionPolicy
 	Bindings []*admissionregistrationv1.MutatingAdmissionPolicyBinding
+	// Audit warns, as the webhook does in audit mode, what it would change
+	// (validationActions Warn and Audit; the audit annotation is
+	// pods.dnstune.io/would-mutate, as the webhook's).
+	Audit        *admissionregistrationv1.ValidatingAdmissionPolicy
+	AuditBinding *admissionregistrationv1.ValidatingAdmissionPolicyBinding
 }
+
+// AuditName is the ValidatingAdmissionPolicy's name; it prefixes its audit
+// annotation, so it is the webhook's name.
+const AuditName = "pods.dnstune.io"
 
 // Compile returns the admission policies implementing pol. Audit (the
 // policy's, a rule's or a namespace's) is not mutation: such namespaces are
 // left alone here (warnings need a ValidatingAdmissionPolicy).
-func Compile(pol *policy.Policy, o Options) (*Objects, error) {
+func Compile(pol *policy.Policy, o Options) (out *Objects, err error) {
 	if o.KubeDNSName == "" {
 		o.KubeDNSNamespace, o.KubeDNSName = "kube-system", "kube-dns"
 	}
-	out := &Objects{}
-	if pol.Enforcement == policy.Audit {
-		return out, nil // a cluster-wide dry run mutates nothing
-	}
+	out = &Objects{}
 	profileExpr, err := profileExpression(pol)
 	if err != nil {
 		return nil, err
@@ -93,6 +99,14 @@ func Compile(pol *policy.Policy, o Options) (*Objects, error) {
 		{Name: "have", Expression: `object.spec.?dnsConfig.?options.orValue([])`},
 		{Name: "missing", Expression: `variables.want.filter(w, !variables.have.exists(h, h.name == w.name))`},
 		{Name: "annotate", Expression: `object.metadata.?annotations[?'` + policy.ProfileLabel + `'].orValue('') != variables.profile`},
+	}
+	defer func() {
+		if err == nil {
+			out.Audit, out.AuditBinding = auditPolicy(pol, o, common, optNames, localNames)
+		}
+	}()
+	if pol.Enforcement == policy.Audit {
+		return out, nil // a cluster-wide dry run mutates nothing
 	}
 	if len(optNames) > 0 {
 		vars := append(slices.Clone(common), admissionregistrationv1.Variable{
@@ -155,6 +169,69 @@ const annotationPatch = `(!variables.annotate ? [] :
     !has(object.metadata.annotations) ?
       [JSONPatch{op: "add", path: "/metadata/annotations", value: {"` + policy.ProfileLabel + `": variables.profile}}] :
       [JSONPatch{op: "add", path: "/metadata/annotations/` + "dnstune.io~1profile" + `", value: variables.profile}])`
+
+// auditPolicy is the ValidatingAdmissionPolicy that says, in audit
+// namespaces (and under audit rules or a cluster-wide audit), what the
+// webhook would change, in the webhook's words.
+func auditPolicy(pol *policy.Policy, o Options, common []admissionregistrationv1.Variable, optNames, localNames []string) (*admissionregistrationv1.ValidatingAdmissionPolicy, *admissionregistrationv1.ValidatingAdmissionPolicyBinding) {
+	vars := slices.Clone(common)
+	audited := "variables.audited"
+	if pol.Enforcement == policy.Audit {
+		audited = "true"
+	}
+	known := optNames
+	words := `variables.missing.map(o, o.value == '' ? o.name : o.name + ':' + o.value).join(' ')`
+	msg := `'dnstune audit: would apply profile ' + variables.profile + ' (options): add options ' + ` + words
+	if pol.ClusterDNS.IsValid() && len(localNames) > 0 {
+		known = append(slices.Clone(optNames), localNames...)
+		front := fmt.Sprintf(`[%s, %s]`, strconv.Quote(pol.NodeLocalDNS.String()), strconv.Quote(pol.ClusterDNS.String()))
+		searchFront := fmt.Sprintf(`[namespaceObject.metadata.name + '.svc.%[1]s', 'svc.%[1]s', '%[1]s']`, pol.ClusterDomain)
+		vars = append(vars,
+			admissionregistrationv1.Variable{Name: "front", Expression: front},
+			admissionregistrationv1.Variable{Name: "servers", Expression: `variables.front + object.spec.?dnsConfig.?nameservers.orValue([]).filter(s, !(s in variables.front)).distinct()`},
+			admissionregistrationv1.Variable{Name: "searchFront", Expression: searchFront},
+			admissionregistrationv1.Variable{Name: "searches", Expression: `variables.searchFront + object.spec.?dnsConfig.?searches.orValue([]).filter(s, !(s in variables.searchFront)).distinct()`},
+		)
+		msg = fmt.Sprintf(`variables.profile in %s ?
+  'dnstune audit: would apply profile ' + variables.profile + ' (nodelocal): dnsPolicy ' + object.spec.?dnsPolicy.orValue('ClusterFirst') + ' -> None; nameservers ' + variables.servers.join(',') + '; searches ' + variables.searches.join(',') + (size(variables.missing) > 0 ? '; add options ' + %s : '') :
+  %s`, celStrings(localNames), words, msg)
+	}
+	local := "false"
+	if len(known) > len(optNames) {
+		local = fmt.Sprintf(`(variables.profile in %s && size(variables.servers) <= %d && size(variables.searches) <= %d && variables.searches.join(' ').size() <= %d)`,
+			celStrings(localNames), policy.MaxNameservers, policy.MaxSearches, policy.MaxSearchListChars)
+	}
+	vars = append(vars, admissionregistrationv1.Variable{Name: "wouldChange", Expression: fmt.Sprintf(
+		`%s && ((variables.profile in %s && size(variables.missing) > 0) || %s)`, audited, celStrings(optNames), local)})
+	ignore := admissionregistrationv1.Ignore
+	vap := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Name: AuditName, Labels: map[string]string{"app.kubernetes.io/managed-by": "dnstune"}},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			MatchConstraints: mutatingPolicy("x", nil, "", nil).Spec.MatchConstraints,
+			MatchConditions:  matchConditions(),
+			Variables:        vars,
+			Validations:      []admissionregistrationv1.Validation{{Expression: "!variables.wouldChange", MessageExpression: msg}},
+			AuditAnnotations: []admissionregistrationv1.AuditAnnotation{{Key: "would-mutate",
+				ValueExpression: `variables.wouldChange ? (` + strings.ReplaceAll(msg, "'dnstune audit: would apply ", "'") + `) : ''`}},
+			FailurePolicy: &ignore,
+		},
+	}
+	b := binding(AuditName, pol, o, nil)
+	inject := b.Spec.MatchResources.NamespaceSelector
+	delete(inject.MatchLabels, policy.InjectLabel)
+	inject.MatchExpressions = append(inject.MatchExpressions, metav1.LabelSelectorRequirement{Key: policy.InjectLabel, Operator: metav1.LabelSelectorOpIn, Values: []string{policy.InjectEnabled, policy.InjectAudit}})
+	vb := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicyBinding"},
+		ObjectMeta: metav1.ObjectMeta{Name: AuditName, Labels: map[string]string{"app.kubernetes.io/managed-by": "dnstune"}},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        AuditName,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Warn, admissionregistrationv1.Audit},
+			MatchResources:    b.Spec.MatchResources,
+		},
+	}
+	return vap, vb
+}
 
 func mutatingPolicy(name string, vars []admissionregistrationv1.Variable, patch string, param *admissionregistrationv1.ParamKind) *admissionregistrationv1.MutatingAdmissionPolicy {
 	ignore := admissionregistrationv1.Ignore

@@ -12,6 +12,7 @@ import (
 	"github.com/go-logr/logr"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -199,6 +200,9 @@ func (s *Syncer) sync(ctx context.Context, dns netip.Addr) error {
 	for _, b := range objs.Bindings {
 		all = append(all, b)
 	}
+	if objs.Audit != nil {
+		all = append(all, objs.Audit, objs.AuditBinding)
+	}
 	for _, o := range all {
 		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
 		if err != nil {
@@ -234,6 +238,16 @@ func (s *Syncer) sync(ctx context.Context, dns netip.Addr) error {
 				return err
 			}
 			s.Log.Info("deleted a policy the policy file no longer yields", "name", p.Name)
+		}
+	}
+	if !keep["ValidatingAdmissionPolicy/"+AuditName] {
+		for _, o := range []client.Object{
+			&admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: AuditName}},
+			&admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: AuditName}},
+		} {
+			if err := client.IgnoreNotFound(s.Client.Delete(ctx, o)); err != nil {
+				return err
+			}
 		}
 	}
 	s.applied = dns

@@ -51,8 +51,10 @@ JSONPatch) that kube-apiserver >= 1.36 evaluates itself: the same stored pods
 as the webhook (proven on a real apiserver, case by case), and mutation goes
 on while dnstune's pods are down. One policy for the options profiles, one
 for nodelocal profiles, which reads the kube-dns Service as its parameter
-unless the policy or --cluster-dns gives the address. Audit (warnings,
-audit annotations) is not compiled: audit namespaces are left alone.`,
+unless the policy or --cluster-dns gives the address; and a
+ValidatingAdmissionPolicy (Warn + Audit) that says, in audit namespaces,
+what would change, in the webhook's words (nodelocal ones only when the
+cluster DNS address is given).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pol, err := policy.LoadFile(args[0])
@@ -81,6 +83,9 @@ audit annotations) is not compiled: audit namespaces are left alone.`,
 			}
 			for _, b := range objs.Bindings {
 				docs = append(docs, b)
+			}
+			if objs.Audit != nil {
+				docs = append(docs, objs.Audit, objs.AuditBinding)
 			}
 			w := cmd.OutOrStdout()
 			for i, d := range docs {
