@@ -464,11 +464,32 @@ func randomCases(seed int64, n int) []dnsCase {
 // A few hundred generated pods: the webhook and the compiled policy store
 // the same. The seed is fixed (change it to explore; a failure names the case).
 func TestCompiledAdmissionPolicyRandomCases(t *testing.T) {
-	cases := randomCases(20261201, 300)
 	// The first case must be one the compiled policy visibly acts on, for
 	// the readiness wait: put a plain pod first.
-	cases = append([]dnsCase{{"plain first", "", nil}}, cases...)
-	differential(t, testPolicy, cases, "")
+	plain := []dnsCase{{"plain first", "", nil}}
+	t.Run("shipped policy", func(t *testing.T) {
+		differential(t, testPolicy, append(plain, randomCases(20261201, 300)...), "")
+	})
+	// Another policy: its own profile values, rules by glob (these
+	// namespaces match payments-*) and selector, a shorter exclude list.
+	other := `apiVersion: dnstune.io/v1alpha1
+kind: Policy
+clusterDomain: corp.local
+defaultProfile: fast
+profiles:
+  fast: {options: {ndots: 1, attempts: 2}}
+  nodelocal: {mode: nodelocal, options: {ndots: 3, timeout: 2}}
+  resilient: {options: {timeout: 1, singleRequestReopen: true}}
+rules:
+  - namespaces: ["payments-*"]
+    profile: resilient
+  - namespaceSelector: {matchLabels: {team: legacy}}
+    profile: nodelocal
+excludeNamespaces: [kube-system]
+`
+	t.Run("another policy", func(t *testing.T) {
+		differential(t, other, append(plain, randomCases(42, 150)...), "payments-")
+	})
 }
 
 // In audit namespaces the compiled ValidatingAdmissionPolicy warns what
@@ -500,6 +521,13 @@ func TestCompiledAuditWarningsMatchWebhook(t *testing.T) {
 			p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: opts("ndots:1", "timeout:2", "attempts:1", "single-request-reopen")}
 		}},
 		{"hostNetwork", "", func(p *corev1.Pod) { p.Spec.HostNetwork = true }},
+		{"musl image", "", func(p *corev1.Pod) { p.Spec.Containers[0].Image = "python:3.12-alpine" }},
+		{"musl image by name, with a digest", "", func(p *corev1.Pod) { p.Spec.Containers[0].Image = "docker.io/library/alpine@sha256:0123" }},
+		{"musl image that sets single-request-reopen", "", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Image = "alpine:3.20"
+			p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: opts("single-request-reopen")}
+		}},
+		{"alpine-looking registry is not musl", "", func(p *corev1.Pod) { p.Spec.Containers[0].Image = "alpine.example.com:5000/app:1" }},
 		{"nodelocal", "nodelocal", nil},
 		{"nodelocal with own servers and searches", "nodelocal", func(p *corev1.Pod) {
 			p.Spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"1.1.1.1"}, Searches: []string{"corp.example"}}

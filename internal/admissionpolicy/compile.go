@@ -203,6 +203,24 @@ func auditPolicy(pol *policy.Policy, o Options, common []admissionregistrationv1
 	}
 	vars = append(vars, admissionregistrationv1.Variable{Name: "wouldChange", Expression: fmt.Sprintf(
 		`%s && ((variables.profile in %s && size(variables.missing) > 0) || %s)`, audited, celStrings(optNames), local)})
+	// The musl warning (policy.LooksMusl), for options profiles that add
+	// single-request-reopen: exact in audit namespaces (nothing mutated);
+	// in enforced ones the pod is seen after mutation, so "dnstune changed
+	// this pod" (its profile annotation) stands for "the pod did not set
+	// single-request-reopen itself".
+	var srr []string
+	for _, n := range optNames {
+		if pol.Profiles[n].Options.SingleRequestReopen {
+			srr = append(srr, n)
+		}
+	}
+	vars = append(vars,
+		admissionregistrationv1.Variable{Name: "containers", Expression: `object.spec.?initContainers.orValue([]).map(c, {'name': c.name, 'image': c.image}) + object.spec.containers.map(c, {'name': c.name, 'image': c.image})`},
+		admissionregistrationv1.Variable{Name: "musl", Expression: `variables.containers.filter(c, ` + muslExpr(`c['image']`) + `)`},
+		admissionregistrationv1.Variable{Name: "warnMusl", Expression: fmt.Sprintf(
+			`variables.profile in %s && size(variables.musl) > 0 && ((%s && variables.missing.exists(o, o.name == 'single-request-reopen')) || (!(%s) && object.metadata.?annotations[?'%s'].orValue('') == variables.profile))`,
+			celStrings(srr), audited, audited, policy.ProfileLabel)},
+	)
 	ignore := admissionregistrationv1.Ignore
 	vap := &admissionregistrationv1.ValidatingAdmissionPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicy"},
@@ -211,7 +229,10 @@ func auditPolicy(pol *policy.Policy, o Options, common []admissionregistrationv1
 			MatchConstraints: mutatingPolicy("x", nil, "", nil).Spec.MatchConstraints,
 			MatchConditions:  matchConditions(),
 			Variables:        vars,
-			Validations:      []admissionregistrationv1.Validation{{Expression: "!variables.wouldChange", MessageExpression: msg}},
+			Validations: []admissionregistrationv1.Validation{
+				{Expression: "!variables.warnMusl", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): musl ignores single-request-reopen; use the ` + policy.DefaultNodeLocalName + ` profile (node-local DNS cache) to avoid 5-second DNS stalls'`},
+				{Expression: "!variables.wouldChange", MessageExpression: msg},
+			},
 			AuditAnnotations: []admissionregistrationv1.AuditAnnotation{{Key: "would-mutate",
 				ValueExpression: `variables.wouldChange ? (` + strings.ReplaceAll(msg, "'dnstune audit: would apply ", "'") + `) : ''`}},
 			FailurePolicy: &ignore,
@@ -432,6 +453,16 @@ func wantExpression(pol *policy.Policy, names []string) string {
 	}
 	return fmt.Sprintf("variables.profile in %s ? {%s}[variables.profile].map(o, {'name': o['name'], 'value': o['value']}) : []",
 		celStrings(names), strings.Join(entries, ", "))
+}
+
+// muslExpr is policy.LooksMusl in CEL for the image reference img: the
+// image is named alpine, or its tag contains "alpine".
+func muslExpr(img string) string {
+	ref := img + `.split('@')[0]`
+	hasTag := ref + `.lastIndexOf(':') > ` + ref + `.lastIndexOf('/')`
+	name := `(` + hasTag + ` ? ` + ref + `.substring(0, ` + ref + `.lastIndexOf(':')) : ` + ref + `)`
+	tag := `(` + hasTag + ` ? ` + ref + `.substring(` + ref + `.lastIndexOf(':') + 1) : '')`
+	return `(` + name + `.substring(` + name + `.lastIndexOf('/') + 1) == 'alpine' || ` + tag + `.contains('alpine'))`
 }
 
 func celStrings(s []string) string {
