@@ -28,7 +28,7 @@ verify-generate: ## Fail when generated files are stale (run make generate).
 	  { echo "api/v1alpha1/policy.schema.json is stale: run make generate and commit"; exit 1; }; echo "generated files are up to date"
 
 .PHONY: manifests
-manifests: ## Render dist/install.yaml (self-managed certs) and dist/install-cert-manager.yaml.
+manifests: ## Render dist/: install.yaml (self-managed certs), install-cert-manager.yaml, install-admission-policy.yaml, reports.yaml.
 	@mkdir -p dist
 	kubectl kustomize manifests/overlays/self-managed > dist/install.yaml
 	kubectl kustomize manifests/overlays/cert-manager > dist/install-cert-manager.yaml
