@@ -172,15 +172,7 @@ func differential(t *testing.T, policyYAML string, cases []dnsCase, prefix strin
 		webhookResult[c.name] = storedDNS(p)
 	}
 
-	env.Webhook.Stop()
-	defer func() {
-		if err := env.Webhook.Start(); err != nil {
-			t.Errorf("restart the webhook: %v", err)
-		}
-		if err := env.WaitMutating(ctx); err != nil {
-			t.Error(err)
-		}
-	}()
+	stopWebhookForTest(t)
 	// The compiled policy takes effect within moments of being created:
 	// wait until the first case comes out as the webhook made it.
 	eventually(t, 30*time.Second, func() error {
@@ -222,6 +214,21 @@ func differential(t *testing.T, policyYAML string, cases []dnsCase, prefix strin
 			t.Errorf("%s:\n offline: %s\n webhook: %s", c.name, off, want)
 		}
 	}
+}
+
+// stopWebhookForTest stops the shared webhook and starts it again (and
+// waits until the apiserver calls it) when the test ends.
+func stopWebhookForTest(t *testing.T) {
+	t.Helper()
+	env.Webhook.Stop()
+	t.Cleanup(func() {
+		if err := env.Webhook.Start(); err != nil {
+			t.Errorf("restart the webhook: %v", err)
+		}
+		if err := env.WaitMutating(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
 }
 
 // useWebhookPolicy restarts the shared webhook with another policy for the
@@ -578,15 +585,7 @@ func TestCompiledAuditWarningsMatchWebhook(t *testing.T) {
 	for _, c := range cases {
 		fromWebhook[c.name] = warnings(c, nsFor[c.profile][false])
 	}
-	env.Webhook.Stop()
-	defer func() {
-		if err := env.Webhook.Start(); err != nil {
-			t.Errorf("restart the webhook: %v", err)
-		}
-		if err := env.WaitMutating(ctx); err != nil {
-			t.Error(err)
-		}
-	}()
+	stopWebhookForTest(t)
 	eventually(t, 30*time.Second, func() error {
 		if got := warnings(cases[0], nsFor[""][true]); fmt.Sprint(got) != fmt.Sprint(fromWebhook[cases[0].name]) {
 			return fmt.Errorf("compiled audit not in effect yet: %q", got)

@@ -126,13 +126,8 @@ func Compile(pol *policy.Policy, o Options) (out *Objects, err error) {
 			allow := admissionregistrationv1.AllowAction // kube-dns missing: nodelocal skips, as the webhook does
 			ref = &admissionregistrationv1.ParamRef{Namespace: o.KubeDNSNamespace, Name: o.KubeDNSName, ParameterNotFoundAction: &allow}
 		}
-		front := fmt.Sprintf(`[%s, %s]`, strconv.Quote(pol.NodeLocalDNS.String()), dns)
-		searchFront := fmt.Sprintf(`[namespaceObject.metadata.name + '.svc.%[1]s', 'svc.%[1]s', '%[1]s']`, pol.ClusterDomain)
-		vars := append(slices.Clone(common),
-			admissionregistrationv1.Variable{Name: "front", Expression: front},
-			admissionregistrationv1.Variable{Name: "servers", Expression: `variables.front + object.spec.?dnsConfig.?nameservers.orValue([]).filter(s, !(s in variables.front)).distinct()`},
-			admissionregistrationv1.Variable{Name: "searchFront", Expression: searchFront},
-			admissionregistrationv1.Variable{Name: "searches", Expression: `variables.searchFront + object.spec.?dnsConfig.?searches.orValue([]).filter(s, !(s in variables.searchFront)).distinct()`},
+		vars := append(slices.Clone(common), nodeLocalVariables(pol, dns)...)
+		vars = append(vars,
 			admissionregistrationv1.Variable{Name: "withinLimits", Expression: fmt.Sprintf(`size(variables.servers) <= %d && size(variables.searches) <= %d && variables.searches.join(' ').size() <= %d`, policy.MaxNameservers, policy.MaxSearches, policy.MaxSearchListChars)},
 			admissionregistrationv1.Variable{Name: "active", Expression: fmt.Sprintf(`!variables.audited && variables.profile in %s && variables.withinLimits`, celStrings(localNames))},
 		)
@@ -140,6 +135,19 @@ func Compile(pol *policy.Policy, o Options) (out *Objects, err error) {
 		out.Bindings = append(out.Bindings, binding(NodeLocalName, pol, o, ref))
 	}
 	return out, nil
+}
+
+// nodeLocalVariables are the nameservers and searches a nodelocal pod gets:
+// the node-local cache and dns (a CEL string expression) first, then the
+// pod's own; the namespace's cluster searches first, then the pod's own;
+// each without repeats, as policy.Decide merges them.
+func nodeLocalVariables(pol *policy.Policy, dns string) []admissionregistrationv1.Variable {
+	return []admissionregistrationv1.Variable{
+		{Name: "front", Expression: fmt.Sprintf(`[%s, %s]`, strconv.Quote(pol.NodeLocalDNS.String()), dns)},
+		{Name: "servers", Expression: `variables.front + object.spec.?dnsConfig.?nameservers.orValue([]).filter(s, !(s in variables.front)).distinct()`},
+		{Name: "searchFront", Expression: fmt.Sprintf(`[namespaceObject.metadata.name + '.svc.%[1]s', 'svc.%[1]s', '%[1]s']`, pol.ClusterDomain)},
+		{Name: "searches", Expression: `variables.searchFront + object.spec.?dnsConfig.?searches.orValue([]).filter(s, !(s in variables.searchFront)).distinct()`},
+	}
 }
 
 // optionsPatch appends the missing options (the pod's own win) and sets the
@@ -184,14 +192,7 @@ func auditPolicy(pol *policy.Policy, o Options, common []admissionregistrationv1
 	msg := `'dnstune audit: would apply profile ' + variables.profile + ' (options): add options ' + ` + words
 	if pol.ClusterDNS.IsValid() && len(localNames) > 0 {
 		known = append(slices.Clone(optNames), localNames...)
-		front := fmt.Sprintf(`[%s, %s]`, strconv.Quote(pol.NodeLocalDNS.String()), strconv.Quote(pol.ClusterDNS.String()))
-		searchFront := fmt.Sprintf(`[namespaceObject.metadata.name + '.svc.%[1]s', 'svc.%[1]s', '%[1]s']`, pol.ClusterDomain)
-		vars = append(vars,
-			admissionregistrationv1.Variable{Name: "front", Expression: front},
-			admissionregistrationv1.Variable{Name: "servers", Expression: `variables.front + object.spec.?dnsConfig.?nameservers.orValue([]).filter(s, !(s in variables.front)).distinct()`},
-			admissionregistrationv1.Variable{Name: "searchFront", Expression: searchFront},
-			admissionregistrationv1.Variable{Name: "searches", Expression: `variables.searchFront + object.spec.?dnsConfig.?searches.orValue([]).filter(s, !(s in variables.searchFront)).distinct()`},
-		)
+		vars = append(vars, nodeLocalVariables(pol, strconv.Quote(pol.ClusterDNS.String()))...)
 		msg = fmt.Sprintf(`variables.profile in %s ?
   'dnstune audit: would apply profile ' + variables.profile + ' (nodelocal): dnsPolicy ' + object.spec.?dnsPolicy.orValue('ClusterFirst') + ' -> None; nameservers ' + variables.servers.join(',') + '; searches ' + variables.searches.join(',') + (size(variables.missing) > 0 ? '; add options ' + %s : '') :
   %s`, celStrings(localNames), words, msg)

@@ -505,7 +505,6 @@ func applyGeneric(doc any, p planned) error {
 		return err
 	}
 	pod := p.pod.DeepCopy()
-	pod.Spec.DNSConfig = p.pod.Spec.DNSConfig.DeepCopy()
 	p.d.Apply(&pod.Annotations, &pod.Spec)
 	spec, _ := tmpl["spec"].(map[string]any)
 	if spec == nil {

@@ -62,6 +62,16 @@ func (f *clusterFlags) client() (client.Client, error) {
 	return client.New(cfg, client.Options{Scheme: scheme})
 }
 
+// connectAndScan reaches the cluster and scans it.
+func (f *clusterFlags) connectAndScan(ctx context.Context) (client.Client, []report.Workload, error) {
+	c, err := f.client()
+	if err != nil {
+		return nil, nil, err
+	}
+	ws, err := f.scan(ctx, c)
+	return c, ws, err
+}
+
 // scan loads the policy (the file, or the cluster's) and the cluster DNS
 // address, and scans.
 func (f *clusterFlags) scan(ctx context.Context, c client.Client) ([]report.Workload, error) {
@@ -113,11 +123,7 @@ nothing out of date; 2: something is (for CI gates); 1: an error.`,
 			return f.validate()
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			ws, err := f.scan(cmd.Context(), c)
+			_, ws, err := f.connectAndScan(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -193,11 +199,7 @@ workloads whose own template pins dnsPolicy None are skipped. Without
 		Args:    cobra.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error { return f.validate() },
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			ws, err := f.scan(cmd.Context(), c)
+			c, ws, err := f.connectAndScan(cmd.Context())
 			if err != nil {
 				return err
 			}
