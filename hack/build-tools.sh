@@ -3,7 +3,7 @@
 # module proxy, into bin/tools/<version>/. A binary that is already there is
 # not rebuilt. kubectl comes from the machine (PATH).
 #
-# Usage: hack/build-tools.sh            control plane (etcd, kube-apiserver, kube-controller-manager) and kubelet
+# Usage: hack/build-tools.sh            control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) and kubelet
 #        hack/build-tools.sh coredns    CoreDNS for the effect lab (bin/tools/coredns-<version>/coredns)
 set -euo pipefail
 
@@ -44,6 +44,7 @@ build etcd "$root/hack/tools/etcd" . "-s -w"
 build kube-apiserver "$root/hack/tools/kube" ./kube-apiserver "$ldflags"
 build kube-controller-manager "$root/hack/tools/kube" ./kube-controller-manager "$ldflags"
 build kubelet "$root/hack/tools/kube" ./kubelet "$ldflags"
+build kube-scheduler "$root/hack/tools/kube" ./kube-scheduler "$ldflags"
 
 kubectl_path=$(command -v kubectl || true)
 if [ -n "$kubectl_path" ] && [ ! -e "$out/kubectl" ]; then
