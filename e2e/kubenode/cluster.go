@@ -90,29 +90,34 @@ type Cluster struct {
 	Dnstune    string // static dnstune binary, the one in the image
 	Logf       func(format string, args ...any)
 
-	before   *HostState
-	pki      *pkiDir
-	apiPort  int
-	anchor   *framework.Process
-	procs    []*framework.Process // control plane, in start order
-	ctrd     *framework.Process
-	kubelet  *framework.Process
-	undo     []func() error // network, LIFO
-	assets   string
-	corefile string
+	before  *HostState
+	pki     *pkiDir
+	apiPort int
+	anchor  *framework.Process
+	procs   []*framework.Process // control plane, in start order
+	ctrd    *framework.Process
+	kubelet *framework.Process
+	undo    []func() error // network, LIFO
+	assets  string
+
+	serviceNamespaces []string
 }
 
 // Options for Start.
 type Options struct {
 	Dir  string
 	Logf func(format string, args ...any)
+	// ServiceNamespaces are namespaces, besides ServiceNamespace, where
+	// CoreDNS answers for a Service named ServiceName (so pods there can
+	// look it up by its short name).
+	ServiceNamespaces []string
 }
 
 // Start brings the cluster up and returns once the node is Ready and CoreDNS
 // answers. Call SkipReason first. On error, everything started is stopped
 // and the host restored.
 func Start(ctx context.Context, o Options) (c *Cluster, err error) {
-	c = &Cluster{Dir: o.Dir, Logf: o.Logf}
+	c = &Cluster{Dir: o.Dir, Logf: o.Logf, serviceNamespaces: append([]string{ServiceNamespace}, o.ServiceNamespaces...)}
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
 	}
@@ -356,11 +361,11 @@ func (c *Cluster) ensureNamespace(ctx context.Context, name string) error {
 // kubeletTunables are the kernel settings kubelet sets at start, with the
 // values it wants (k8s.io/component-helpers/node/util/sysctl).
 var kubeletTunables = map[string]string{
-	"vm/overcommit_memory":     "1",
-	"vm/panic_on_oom":          "0",
-	"kernel/panic":             "10",
-	"kernel/panic_on_oops":     "1",
-	"kernel/keys/root_maxkeys": "1000000",
+	"vm/overcommit_memory":      "1",
+	"vm/panic_on_oom":           "0",
+	"kernel/panic":              "10",
+	"kernel/panic_on_oops":      "1",
+	"kernel/keys/root_maxkeys":  "1000000",
 	"kernel/keys/root_maxbytes": "25000000",
 }
 
@@ -569,14 +574,17 @@ example.com:53 {
 }
 `
 
-// The cluster zone holds what kube-dns would answer for the one Service the
-// resolver tests look up (the project's CoreDNS build has no kubernetes
-// plugin; the names and answers are the same).
-const clusterZone = `$ORIGIN cluster.local.
-@ 3600 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5
-` + ServiceName + `.` + ServiceNamespace + `.svc 5 IN A ` + ServiceIP + `
-kube-dns.kube-system.svc 5 IN A ` + KubeDNSIP + `
-`
+// clusterZone holds what kube-dns would answer for the Service the resolver
+// tests look up (the project's CoreDNS build has no kubernetes plugin; the
+// names and answers are the same).
+func (c *Cluster) clusterZone() string {
+	z := "$ORIGIN cluster.local.\n@ 3600 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5\n" +
+		"kube-dns.kube-system.svc 5 IN A " + KubeDNSIP + "\n"
+	for _, ns := range c.serviceNamespaces {
+		z += ServiceName + "." + ns + ".svc 5 IN A " + ServiceIP + "\n"
+	}
+	return z
+}
 
 const externalZone = `$ORIGIN example.com.
 @ 3600 IN SOA ns.example.com. hostmaster.example.com. 1 7200 1800 86400 30
@@ -589,7 +597,7 @@ func (c *Cluster) coreDNS(ctx context.Context) error {
 	c.Logf("starting CoreDNS as a pod")
 	cm := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: "coredns", Namespace: "kube-system"},
-		Data:       map[string]string{"Corefile": corefile, "cluster.local.zone": clusterZone, "example.com.zone": externalZone},
+		Data:       map[string]string{"Corefile": corefile, "cluster.local.zone": c.clusterZone(), "example.com.zone": externalZone},
 	}
 	if err := c.Client.Create(ctx, cm); err != nil {
 		return err
