@@ -441,9 +441,15 @@ func randomCases(seed int64, n int) []dnsCase {
 			searches = append(searches, pick("corp.example", "svc.cluster.local", "a.b.c"))
 		}
 		optOut, dnsServer, windows := r.Intn(12) == 0, r.Intn(12) == 0, r.Intn(12) == 0
-		name := fmt.Sprintf("random %d: profile=%q dnsPolicy=%q hostNetwork=%v options=%v nameservers=%v searches=%v optOut=%v dnsServer=%v windows=%v",
-			i, profile, policyName, hostNet, optWords, servers, searches, optOut, dnsServer, windows)
+		image := pick("nginx:1.27", "nginx:1.27", "alpine:3.20", "python:3.12-alpine")
+		muslInit := r.Intn(8) == 0
+		name := fmt.Sprintf("random %d: profile=%q dnsPolicy=%q hostNetwork=%v options=%v nameservers=%v searches=%v optOut=%v dnsServer=%v windows=%v image=%s muslInit=%v",
+			i, profile, policyName, hostNet, optWords, servers, searches, optOut, dnsServer, windows, image, muslInit)
 		out = append(out, dnsCase{name: name, profile: profile, mod: func(p *corev1.Pod) {
+			p.Spec.Containers[0].Image = image
+			if muslInit {
+				p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "alpine"}}
+			}
 			p.Spec.DNSPolicy, p.Spec.HostNetwork = corev1.DNSPolicy(policyName), hostNet
 			if len(optWords) > 0 || len(servers) > 0 || len(searches) > 0 {
 				p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: opts(optWords...), Nameservers: slices.Compact(slices.Clone(servers)), Searches: searches}
@@ -477,15 +483,16 @@ func TestCompiledAdmissionPolicyRandomCases(t *testing.T) {
 	t.Run("shipped policy", func(t *testing.T) {
 		differential(t, testPolicy, append(plain, randomCases(20261201, 300)...), "")
 	})
-	// Another policy: its own profile values, rules by glob (these
-	// namespaces match payments-*) and selector, a shorter exclude list.
+	// Another policy: its own profile values and musl settings, rules by
+	// glob (these namespaces match payments-*) and selector, a shorter
+	// exclude list.
 	other := `apiVersion: dnstune.io/v1alpha1
 kind: Policy
 clusterDomain: corp.local
 defaultProfile: fast
 profiles:
-  fast: {options: {ndots: 1, attempts: 2}}
-  nodelocal: {mode: nodelocal, options: {ndots: 3, timeout: 2}}
+  fast: {options: {ndots: 1, attempts: 2}, musl: apply}
+  nodelocal: {mode: nodelocal, options: {ndots: 3, timeout: 2}, musl: skip}
   resilient: {options: {timeout: 1, singleRequestReopen: true}}
 rules:
   - namespaces: ["payments-*"]

@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/dnstune/dnstune/api/v1alpha1"
 )
 
 // Action is what the decision does with a pod.
@@ -47,6 +49,9 @@ const (
 	// ReasonInvalidResult: the change would give DNS fields kube-apiserver
 	// rejects; the pod is admitted unchanged rather than blocked.
 	ReasonInvalidResult Reason = "invalid-result"
+	// ReasonMusl: the pod runs a musl-based image and its profile says
+	// musl: skip.
+	ReasonMusl Reason = "musl"
 )
 
 // Namespace is what the decision needs to know of a pod's namespace.
@@ -114,6 +119,10 @@ func Decide(pod *corev1.Pod, ns Namespace, pol *Policy, clusterDNS netip.Addr) D
 	if prof == nil {
 		return skip
 	}
+	musl := muslContainer(pod)
+	if musl != nil && prof.Musl == MuslSkip {
+		return Decision{Action: Skip, Reason: ReasonMusl, Profile: prof.Name, Mode: prof.Mode}
+	}
 	d := Decision{Profile: prof.Name, Mode: prof.Mode}
 	var cfg corev1.PodDNSConfig
 	if pod.Spec.DNSConfig != nil {
@@ -124,7 +133,7 @@ func Decide(pod *corev1.Pod, ns Namespace, pol *Policy, clusterDNS netip.Addr) D
 			return d
 		}
 	}
-	d.addOptions(cfg.Options, prof.Options)
+	d.addOptions(cfg.Options, prof.OptionsFor(musl != nil))
 	if !d.ChangesDNS() {
 		d.Action, d.Reason = Skip, ReasonAlreadyConfigured
 		return d
@@ -136,6 +145,11 @@ func Decide(pod *corev1.Pod, ns Namespace, pol *Policy, clusterDNS netip.Addr) D
 	}
 	d.SetProfileAnnotation = pod.Annotations[ProfileLabel] != prof.Name
 	d.Warnings = append(d.Warnings, muslWarnings(pod, prof, cfg.Options)...)
+	if musl != nil && prof.KeepsNdotsFor() {
+		d.Warnings = append(d.Warnings, fmt.Sprintf(
+			"dnstune: container %q uses %q, which looks musl-based (Alpine): ndots kept at %d (musl does not fall back to the search list, so a lower ndots breaks name.namespace.svc lookups); profile %s's musl: apply lowers it anyway",
+			musl.Name, musl.Image, v1alpha1.KubeletNdots, prof.Name))
+	}
 	if enforcement == Audit {
 		d.Action = AuditOnly
 		d.Warnings = append(d.Warnings, "dnstune audit: would apply "+d.Summary())
@@ -224,6 +238,19 @@ func (d *Decision) addOptions(have []corev1.PodDNSConfigOption, want Options) {
 		d.Options = opts
 		d.Changes = append(d.Changes, "add options "+strings.Join(added, " "))
 	}
+}
+
+// muslContainer returns the first container (init containers first) whose
+// image looks musl-based, or nil.
+func muslContainer(pod *corev1.Pod) *corev1.Container {
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range cs {
+			if LooksMusl(cs[i].Image) {
+				return &cs[i]
+			}
+		}
+	}
+	return nil
 }
 
 // muslWarnings warns, for an options profile relying on

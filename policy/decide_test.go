@@ -180,6 +180,7 @@ func TestDecideMutations(t *testing.T) {
 		dns      netip.Addr
 		want     func(*corev1.Pod)
 		action   Action
+		reason   Reason
 		profile  string
 		warnings []string
 	}{
@@ -283,10 +284,46 @@ func TestDecideMutations(t *testing.T) {
 			warnings: []string{"dnstune audit: would apply"},
 		},
 		{
-			name: "musl image warns", action: Mutate, profile: "resilient", ns: enabledNS, pol: Default(),
-			pod:      pod(func(p *corev1.Pod) { p.Spec.Containers[0].Image = "docker.io/library/alpine:3.20" }),
+			name: "musl image: ndots kept (musl: keepNdots, the default), and warned", action: Mutate, profile: "resilient", ns: enabledNS, pol: Default(),
+			pod:  pod(func(p *corev1.Pod) { p.Spec.Containers[0].Image = "docker.io/library/alpine:3.20" }),
+			want: func(p *corev1.Pod) { p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: resilientOpts()[1:]} },
+			warnings: []string{
+				`dnstune: container "app" uses "docker.io/library/alpine:3.20", which looks musl-based (Alpine): musl ignores single-request-reopen`,
+				`dnstune: container "app" uses "docker.io/library/alpine:3.20", which looks musl-based (Alpine): ndots kept at 5`,
+			},
+		},
+		{
+			name: "musl init container counts too", action: Mutate, profile: "resilient", ns: enabledNS, pol: Default(),
+			pod: pod(func(p *corev1.Pod) {
+				p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "alpine"}}
+			}),
+			want:     func(p *corev1.Pod) { p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: resilientOpts()[1:]} },
+			warnings: []string{`dnstune: container "init" uses "alpine"`, `dnstune: container "init" uses "alpine", which looks musl-based (Alpine): ndots kept at 5`},
+		},
+		{
+			name: "musl image, musl: apply", action: Mutate, profile: "resilient", ns: enabledNS,
+			pol:      func() *Policy { p := Default(); p.Profiles["resilient"].Musl = MuslApply; return p }(),
+			pod:      pod(func(p *corev1.Pod) { p.Spec.Containers[0].Image = "python:3.12-alpine" }),
 			want:     func(p *corev1.Pod) { p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: resilientOpts()} },
-			warnings: []string{`dnstune: container "app" uses "docker.io/library/alpine:3.20", which looks musl-based (Alpine): musl ignores single-request-reopen`},
+			warnings: []string{`dnstune: container "app" uses "python:3.12-alpine", which looks musl-based (Alpine): musl ignores single-request-reopen`},
+		},
+		{
+			name: "musl image, musl: skip", action: Skip, reason: ReasonMusl, profile: "resilient", ns: enabledNS,
+			pol: func() *Policy { p := Default(); p.Profiles["resilient"].Musl = MuslSkip; return p }(),
+			pod: pod(func(p *corev1.Pod) { p.Spec.Containers[0].Image = "alpine:3.20" }),
+		},
+		{
+			name: "musl image, nodelocal: ndots:5 set (dnsPolicy None has no kubelet ndots)", action: Mutate, profile: "nodelocal", ns: nodelocalNS, pol: Default(), dns: kubeDNSAddr,
+			pod: pod(func(p *corev1.Pod) { p.Spec.Containers[0].Image = "alpine:3.20" }),
+			want: func(p *corev1.Pod) {
+				p.Spec.DNSPolicy = corev1.DNSNone
+				p.Spec.DNSConfig = &corev1.PodDNSConfig{
+					Nameservers: []string{"169.254.20.10", "10.96.0.10"},
+					Searches:    []string{"shop.svc.cluster.local", "svc.cluster.local", "cluster.local"},
+					Options:     []corev1.PodDNSConfigOption{opt("ndots", "5"), opt("timeout", "1"), opt("attempts", "2")},
+				}
+			},
+			warnings: []string{`dnstune: container "app" uses "alpine:3.20", which looks musl-based (Alpine): ndots kept at 5`},
 		},
 		{
 			name: "annotation kept when already right", action: Mutate, profile: "resilient", ns: enabledNS, pol: Default(),
@@ -298,8 +335,8 @@ func TestDecideMutations(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			in := tt.pod.DeepCopy()
 			d := Decide(tt.pod, tt.ns, tt.pol, tt.dns)
-			if d.Action != tt.action || d.Profile != tt.profile {
-				t.Fatalf("got %s/%s profile %q, want %s profile %q (warnings %q)", d.Action, d.Reason, d.Profile, tt.action, tt.profile, d.Warnings)
+			if d.Action != tt.action || d.Profile != tt.profile || d.Reason != tt.reason {
+				t.Fatalf("got %s/%s profile %q, want %s/%s profile %q (warnings %q)", d.Action, d.Reason, d.Profile, tt.action, tt.reason, tt.profile, d.Warnings)
 			}
 			if !reflect.DeepEqual(in, tt.pod) {
 				t.Fatalf("Decide modified its input")

@@ -64,6 +64,45 @@ type Profile struct {
 	Name    string
 	Mode    Mode
 	Options Options
+	Musl    Musl
+}
+
+// Musl is what a profile does to pods running musl-based images
+// (v1alpha1.Musl).
+type Musl = v1alpha1.Musl
+
+// What a profile does to musl pods.
+const (
+	MuslKeepNdots = v1alpha1.MuslKeepNdots
+	MuslSkip      = v1alpha1.MuslSkip
+	MuslApply     = v1alpha1.MuslApply
+)
+
+// OptionsFor returns the options the profile adds to a pod, musl telling
+// whether the pod runs a musl-based image: under keepNdots, ndots is never
+// lowered below kubelet's 5 (left out in options mode, so kubelet's or the
+// pod's own stays; set to 5 in nodelocal mode, where kubelet adds none).
+// Every path (webhook, offline CLI, report, the compiled admission policy)
+// takes a profile's options from here.
+func (p *Profile) OptionsFor(musl bool) Options {
+	o := p.Options
+	if !musl || p.Musl != MuslKeepNdots || (o.Ndots != nil && *o.Ndots >= v1alpha1.KubeletNdots) {
+		return o
+	}
+	if p.Mode == ModeNodeLocal {
+		five := v1alpha1.KubeletNdots
+		o.Ndots = &five
+	} else {
+		o.Ndots = nil
+	}
+	return o
+}
+
+// KeepsNdotsFor reports whether OptionsFor(true) differs from the
+// profile's options in ndots.
+func (p *Profile) KeepsNdotsFor() bool {
+	a, b := p.Options.Ndots, p.OptionsFor(true).Ndots
+	return (a == nil) != (b == nil) || (a != nil && *a != *b)
 }
 
 // Rule chooses a profile for namespaces; exactly one of Namespaces and
@@ -133,7 +172,11 @@ func compileProfile(name string, p v1alpha1.Profile) *Profile {
 	if mode == "" {
 		mode = ModeOptions
 	}
-	return &Profile{Name: name, Mode: mode, Options: Options{
+	musl := p.Musl
+	if musl == "" {
+		musl = MuslKeepNdots
+	}
+	return &Profile{Name: name, Mode: mode, Musl: musl, Options: Options{
 		Ndots: toInt(p.Options.Ndots), Timeout: toInt(p.Options.Timeout), Attempts: toInt(p.Options.Attempts),
 		SingleRequestReopen: p.Options.SingleRequestReopen != nil && *p.Options.SingleRequestReopen,
 	}}

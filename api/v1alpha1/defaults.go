@@ -54,8 +54,11 @@ func SetDefaults(p *Policy) {
 	for name, prof := range p.Profiles {
 		if prof.Mode == "" {
 			prof.Mode = ModeOptions
-			p.Profiles[name] = prof
 		}
+		if prof.Musl == "" {
+			prof.Musl = MuslKeepNdots
+		}
+		p.Profiles[name] = prof
 	}
 	if p.ExcludeNamespaces == nil {
 		p.ExcludeNamespaces = DefaultExcludeNamespaces()

@@ -67,12 +67,37 @@ const (
 	ModeNodeLocal Mode = "nodelocal"
 )
 
+// Musl is what a profile does to a pod that runs a musl-based image.
+type Musl string
+
+const (
+	// MuslKeepNdots applies the profile but never lowers ndots below
+	// kubelet's 5 (KubeletNdots): options profiles leave ndots out,
+	// nodelocal profiles set ndots:5.
+	MuslKeepNdots Musl = "keepNdots"
+	// MuslSkip leaves the pod unchanged (skip reason "musl").
+	MuslSkip Musl = "skip"
+	// MuslApply applies the profile as to any other pod.
+	MuslApply Musl = "apply"
+)
+
+// KubeletNdots is the ndots kubelet writes for pods on the cluster DNS.
+const KubeletNdots = 5
+
 // Profile is a named set of DNS changes.
 type Profile struct {
 	// Mode is options (the default) or nodelocal.
 	Mode Mode `json:"mode,omitempty" jsonschema:"enum=options,enum=nodelocal,default=options"`
 	// Options are added to the pod's dnsConfig.options; the pod's own win.
 	Options Options `json:"options,omitempty"`
+	// Musl is what the profile does to a pod with a container whose image
+	// looks musl-based (Alpine: an image named alpine, or a tag containing
+	// "alpine"): keepNdots (the default), skip or apply. musl does not fall
+	// back to the search list for a name with at least ndots dots, so with
+	// ndots:2 a lookup of name.namespace.svc fails in such pods (measured on
+	// a real node: EFFECT.md); keepNdots gives them every other option and
+	// kubelet's ndots:5.
+	Musl Musl `json:"musl,omitempty" jsonschema:"enum=keepNdots,enum=skip,enum=apply,default=keepNdots"`
 }
 
 // Options are resolver options; an unset one is not added.

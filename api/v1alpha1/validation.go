@@ -103,6 +103,11 @@ func validateProfile(fld *field.Path, p Profile) field.ErrorList {
 	default:
 		errs = append(errs, field.Invalid(fld.Child("mode"), string(p.Mode), fmt.Sprintf("must be %q or %q, got %q", ModeOptions, ModeNodeLocal, p.Mode)))
 	}
+	switch p.Musl {
+	case "", MuslKeepNdots, MuslSkip, MuslApply:
+	default:
+		errs = append(errs, field.Invalid(fld.Child("musl"), string(p.Musl), fmt.Sprintf("must be %q, %q or %q, got %q", MuslKeepNdots, MuslSkip, MuslApply, p.Musl)))
+	}
 	opts := fld.Child("options")
 	for _, o := range []struct {
 		name string

@@ -132,11 +132,11 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if c.before, err = Snapshot(); err != nil {
 		return nil, fmt.Errorf("snapshot the host: %w", err)
 	}
-	defer func() {
+	defer func() { //nolint:contextcheck // teardown runs on its own clock, also after ctx is done
 		if err != nil {
 			err = fmt.Errorf("%w\n%s", err, c.Tails(40))
 			if serr := c.Stop(); serr != nil {
-				err = fmt.Errorf("%w\nteardown: %v", err, serr)
+				err = fmt.Errorf("%w\nteardown: %w", err, serr)
 			}
 			c = nil
 		}

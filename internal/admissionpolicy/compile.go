@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/selection"
 
+	"github.com/dnstune/dnstune/api/v1alpha1"
 	"github.com/dnstune/dnstune/policy"
 )
 
@@ -95,6 +96,9 @@ func Compile(pol *policy.Policy, o Options) (out *Objects, err error) {
 		{Name: "labels", Expression: `namespaceObject.metadata.?labels.orValue({})`},
 		{Name: "profile", Expression: profileExpr},
 		{Name: "audited", Expression: auditExpression(pol)},
+		{Name: "containers", Expression: `object.spec.?initContainers.orValue([]).map(c, {'name': c.name, 'image': c.image}) + object.spec.containers.map(c, {'name': c.name, 'image': c.image})`},
+		{Name: "musl", Expression: `variables.containers.filter(c, ` + muslExpr(`c['image']`) + `)`},
+		{Name: "muslSkip", Expression: fmt.Sprintf(`size(variables.musl) > 0 && variables.profile in %s`, celStrings(muslProfiles(pol, names, func(p *policy.Profile) bool { return p.Musl == policy.MuslSkip })))},
 		{Name: "want", Expression: wantExpression(pol, names)},
 		{Name: "have", Expression: `object.spec.?dnsConfig.?options.orValue([])`},
 		{Name: "missing", Expression: `variables.want.filter(w, !variables.have.exists(h, h.name == w.name))`},
@@ -110,7 +114,7 @@ func Compile(pol *policy.Policy, o Options) (out *Objects, err error) {
 	}
 	if len(optNames) > 0 {
 		vars := append(slices.Clone(common), admissionregistrationv1.Variable{
-			Name: "active", Expression: fmt.Sprintf(`!variables.audited && variables.profile in %s && size(variables.missing) > 0`, celStrings(optNames)),
+			Name: "active", Expression: fmt.Sprintf(`!variables.audited && !variables.muslSkip && variables.profile in %s && size(variables.missing) > 0`, celStrings(optNames)),
 		})
 		out.Policies = append(out.Policies, mutatingPolicy(OptionsName, vars, optionsPatch, nil))
 		out.Bindings = append(out.Bindings, binding(OptionsName, pol, o, nil))
@@ -129,7 +133,7 @@ func Compile(pol *policy.Policy, o Options) (out *Objects, err error) {
 		vars := append(slices.Clone(common), nodeLocalVariables(pol, dns)...)
 		vars = append(vars,
 			admissionregistrationv1.Variable{Name: "withinLimits", Expression: fmt.Sprintf(`size(variables.servers) <= %d && size(variables.searches) <= %d && variables.searches.join(' ').size() <= %d`, policy.MaxNameservers, policy.MaxSearches, policy.MaxSearchListChars)},
-			admissionregistrationv1.Variable{Name: "active", Expression: fmt.Sprintf(`!variables.audited && variables.profile in %s && variables.withinLimits`, celStrings(localNames))},
+			admissionregistrationv1.Variable{Name: "active", Expression: fmt.Sprintf(`!variables.audited && !variables.muslSkip && variables.profile in %s && variables.withinLimits`, celStrings(localNames))},
 		)
 		out.Policies = append(out.Policies, mutatingPolicy(NodeLocalName, vars, nodeLocalPatch, param))
 		out.Bindings = append(out.Bindings, binding(NodeLocalName, pol, o, ref))
@@ -203,7 +207,7 @@ func auditPolicy(pol *policy.Policy, o Options, common []admissionregistrationv1
 			celStrings(localNames), policy.MaxNameservers, policy.MaxSearches, policy.MaxSearchListChars)
 	}
 	vars = append(vars, admissionregistrationv1.Variable{Name: "wouldChange", Expression: fmt.Sprintf(
-		`%s && ((variables.profile in %s && size(variables.missing) > 0) || %s)`, audited, celStrings(optNames), local)})
+		`%s && !variables.muslSkip && ((variables.profile in %s && size(variables.missing) > 0) || %s)`, audited, celStrings(optNames), local)})
 	// The musl warning (policy.LooksMusl), for options profiles that add
 	// single-request-reopen: exact in audit namespaces (nothing mutated);
 	// in enforced ones the pod is seen after mutation, so "dnstune changed
@@ -215,12 +219,16 @@ func auditPolicy(pol *policy.Policy, o Options, common []admissionregistrationv1
 			srr = append(srr, n)
 		}
 	}
+	// The ndots-kept warning: the same "changed" test, for profiles whose
+	// musl: keepNdots changes ndots for musl pods.
+	keep := muslProfiles(pol, known, func(p *policy.Profile) bool { return p.KeepsNdotsFor() })
+	changed := fmt.Sprintf(`((%s && variables.wouldChange) || (!(%s) && object.metadata.?annotations[?'%s'].orValue('') == variables.profile))`, audited, audited, policy.ProfileLabel)
 	vars = append(vars,
-		admissionregistrationv1.Variable{Name: "containers", Expression: `object.spec.?initContainers.orValue([]).map(c, {'name': c.name, 'image': c.image}) + object.spec.containers.map(c, {'name': c.name, 'image': c.image})`},
-		admissionregistrationv1.Variable{Name: "musl", Expression: `variables.containers.filter(c, ` + muslExpr(`c['image']`) + `)`},
 		admissionregistrationv1.Variable{Name: "warnMusl", Expression: fmt.Sprintf(
-			`variables.profile in %s && size(variables.musl) > 0 && ((%s && variables.missing.exists(o, o.name == 'single-request-reopen')) || (!(%s) && object.metadata.?annotations[?'%s'].orValue('') == variables.profile))`,
+			`variables.profile in %s && size(variables.musl) > 0 && !variables.muslSkip && ((%s && variables.missing.exists(o, o.name == 'single-request-reopen')) || (!(%s) && object.metadata.?annotations[?'%s'].orValue('') == variables.profile))`,
 			celStrings(srr), audited, audited, policy.ProfileLabel)},
+		admissionregistrationv1.Variable{Name: "warnNdotsKept", Expression: fmt.Sprintf(
+			`variables.profile in %s && size(variables.musl) > 0 && %s`, celStrings(keep), changed)},
 	)
 	ignore := admissionregistrationv1.Ignore
 	vap := &admissionregistrationv1.ValidatingAdmissionPolicy{
@@ -232,6 +240,7 @@ func auditPolicy(pol *policy.Policy, o Options, common []admissionregistrationv1
 			Variables:        vars,
 			Validations: []admissionregistrationv1.Validation{
 				{Expression: "!variables.warnMusl", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): musl ignores single-request-reopen; use the ` + policy.DefaultNodeLocalName + ` profile (node-local DNS cache) to avoid 5-second DNS stalls'`},
+				{Expression: "!variables.warnNdotsKept", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): ndots kept at ` + strconv.Itoa(v1alpha1.KubeletNdots) + ` (musl does not fall back to the search list, so a lower ndots breaks name.namespace.svc lookups); profile ' + variables.profile + '\'s musl: apply lowers it anyway'`},
 				{Expression: "!variables.wouldChange", MessageExpression: msg},
 			},
 			AuditAnnotations: []admissionregistrationv1.AuditAnnotation{{Key: "would-mutate",
@@ -432,12 +441,29 @@ func globRegexp(g string) (string, error) {
 	return b.String(), nil
 }
 
-// wantExpression is the chosen profile's options, in the webhook's order
+// muslProfiles are the names among names whose profile satisfies f.
+func muslProfiles(pol *policy.Policy, names []string, f func(*policy.Profile) bool) []string {
+	var out []string
+	for _, n := range names {
+		if f(pol.Profiles[n]) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// wantExpression is the chosen profile's options (policy.Profile.OptionsFor:
+// a pod with a musl-based image may get others), in the webhook's order
 // (ndots, timeout, attempts, single-request-reopen); value ” = none.
 func wantExpression(pol *policy.Policy, names []string) string {
+	return fmt.Sprintf("variables.profile in %s ? (size(variables.musl) > 0 ? {%s} : {%s})[variables.profile].map(o, {'name': o['name'], 'value': o['value']}) : []",
+		celStrings(names), optionEntries(pol, names, true), optionEntries(pol, names, false))
+}
+
+func optionEntries(pol *policy.Policy, names []string, musl bool) string {
 	var entries []string
 	for _, n := range names {
-		o := pol.Profiles[n].Options
+		o := pol.Profiles[n].OptionsFor(musl)
 		var opts []string
 		add := func(name string, v *int) {
 			if v != nil {
@@ -452,8 +478,7 @@ func wantExpression(pol *policy.Policy, names []string) string {
 		}
 		entries = append(entries, fmt.Sprintf("%s: [%s]", strconv.Quote(n), strings.Join(opts, ", ")))
 	}
-	return fmt.Sprintf("variables.profile in %s ? {%s}[variables.profile].map(o, {'name': o['name'], 'value': o['value']}) : []",
-		celStrings(names), strings.Join(entries, ", "))
+	return strings.Join(entries, ", ")
 }
 
 // muslExpr is policy.LooksMusl in CEL for the image reference img: the

@@ -200,7 +200,7 @@ func TestHandlerDecisions(t *testing.T) {
 		{name: "musl image warns", ns: "shop", patchOps: 2,
 			pod: testPod(func(p *corev1.Pod) { p.Spec.Containers[0].Image = "python:3.12-alpine" }),
 			want: func(p *corev1.Pod) {
-				p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: opts}
+				p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: opts[1:]} // musl: keepNdots
 				p.Annotations = map[string]string{"dnstune.io/profile": "resilient"}
 			}, warn: "looks musl-based (Alpine)", metric: []string{"resilient", "options", "mutated", ""}},
 		{name: "windows pod is left alone", pod: testPod(func(p *corev1.Pod) { p.Spec.OS = &corev1.PodOS{Name: corev1.Windows} }), ns: "local",
