@@ -80,7 +80,7 @@ e2e-node: e2e-tools lab-deps node-deps ## Only the real-node e2e (root): dist/in
 	KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 20m ./e2e/kubenode 2>&1 | tee $(BIN)/e2e-node.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
 
 .PHONY: demo
-demo: e2e-tools ## Start a local control plane + the webhook and show what dnstune does (DEMO_KEEP=1 keeps it running).
+demo: e2e-tools lab-deps node-deps ## Show what dnstune does: as root on a real node from dist/install.yaml (else the webhook as a process); DEMO_KEEP=1 keeps it running.
 	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/demo
 
 .PHONY: lab

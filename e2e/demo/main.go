@@ -1,13 +1,18 @@
-// Command demo is `make demo`: it starts a real local control plane and the
-// dnstune webhook, creates a Deployment in an opted-in namespace and one in
-// an audit namespace, and shows what dnstune did, side by side with what
-// kubelet would have written without it. DEMO_KEEP=1 keeps it running.
+// Command demo is `make demo`. As root, on a machine that can run a real
+// node (e2e/kubenode), it installs dnstune from dist/install.yaml with its
+// own image onto a real kubelet + containerd node and shows each pod's
+// /etc/resolv.conf read from its running container. Otherwise it starts a
+// real local control plane and the dnstune webhook as a process, and shows
+// the resolv.conf kubelet would write, rendered by dnstune's renderer,
+// saying why. DEMO_KEEP=1 keeps it running.
 package main
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -22,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dnstune/dnstune/e2e/framework"
+	"github.com/dnstune/dnstune/e2e/kubenode"
 	"github.com/dnstune/dnstune/internal/resolvconf"
 )
 
@@ -40,6 +46,11 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
+	if reason := kubenode.SkipReason(); reason == "" {
+		return runOnNode(ctx, start)
+	} else {
+		fmt.Printf("· no real node here (%s):\n  the webhook runs as a process and resolv.conf is rendered as kubelet would write it\n", reason)
+	}
 	policy, err := os.ReadFile(filepath.Join(framework.RepoRoot(), "examples", "policy.yaml"))
 	if err != nil {
 		return err
@@ -184,4 +195,15 @@ func sideBySide(leftTitle, left, rightTitle, right string) {
 		}
 		fmt.Printf("%-*s │ %s\n", width, a, b)
 	}
+}
+
+func scrape(url string) (string, error) {
+	cl := &http.Client{Timeout: 5 * time.Second}
+	resp, err := cl.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }

@@ -496,7 +496,7 @@ func (c *Cluster) startKubelet(ctx context.Context) error {
 	resolv := filepath.Join(c.Dir, "node-resolv.conf")
 	// The node's own resolver: a documentation address, never asked (pods
 	// with dnsPolicy Default are only CoreDNS, which does not forward).
-	if err := os.WriteFile(resolv, []byte("nameserver 192.0.2.53\n"), 0o644); err != nil {
+	if err := os.WriteFile(resolv, []byte(NodeResolvConf.String()), 0o644); err != nil {
 		return err
 	}
 	conf := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1

@@ -26,13 +26,6 @@ import (
 	"github.com/dnstune/dnstune/internal/resolvconf"
 )
 
-// The README's install and uninstall commands, run here verbatim
-// (TestReadmeCommands checks the README still says exactly this).
-const (
-	installCommand   = `sed 's|ghcr.io/dnstune/dnstune:latest|ghcr.io/dnstune/dnstune:dev|' dist/install.yaml | kubectl apply -f -`
-	uninstallCommand = `kubectl delete -f dist/install.yaml`
-)
-
 // Namespaces of the resolv.conf checks, one per way a namespace can be.
 var workloadNamespaces = []struct {
 	name   string
@@ -49,7 +42,7 @@ func TestReadmeCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, cmd := range []string{installCommand, uninstallCommand} {
+	for _, cmd := range []string{InstallCommand, UninstallCommand} {
 		if !strings.Contains(string(b), "\n"+cmd+"\n") {
 			t.Errorf("README.md does not give the command the real-node test runs:\n  %s", cmd)
 		}
@@ -81,8 +74,8 @@ func TestInstallOnRealNode(t *testing.T) {
 }
 
 func stepInstall(t *testing.T, ctx context.Context, c *Cluster) {
-	out := sh(t, c, installCommand)
-	t.Logf("%s\n%s", installCommand, out)
+	out := sh(t, c, InstallCommand)
+	t.Logf("%s\n%s", InstallCommand, out)
 }
 
 func stepWebhook(t *testing.T, ctx context.Context, c *Cluster) {
@@ -188,16 +181,7 @@ func checkThresholds(t *testing.T, c *Cluster) {
 }
 
 func stepNodeAgent(t *testing.T, ctx context.Context, c *Cluster) {
-	if err := waitFor(3*time.Minute, time.Second, func() error {
-		ds, err := c.Clientset.AppsV1().DaemonSets("dnstune-system").Get(ctx, "dnstune-node", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if ds.Status.DesiredNumberScheduled != 1 || ds.Status.NumberReady != 1 {
-			return fmt.Errorf("DaemonSet dnstune-node: %d/%d ready", ds.Status.NumberReady, ds.Status.DesiredNumberScheduled)
-		}
-		return nil
-	}); err != nil {
+	if err := c.WaitDaemonSetReady(ctx, "dnstune-system", "dnstune-node", 3*time.Minute); err != nil {
 		t.Fatalf("%v\n%s", err, sh(t, c, "kubectl -n dnstune-system describe pods -l app.kubernetes.io/component=node | tail -30"))
 	}
 	// The init container raised the real host's thresholds.
@@ -235,7 +219,7 @@ func expectedResolvConf(ns string) resolvconf.Config {
 
 func stepResolvConf(t *testing.T, ctx context.Context, c *Cluster) {
 	for _, ns := range workloadNamespaces {
-		if err := c.Client.Create(ctx, clientDeployment(ns.name, "client", GlibcClientImage)); err != nil {
+		if err := c.Client.Create(ctx, ClientDeployment(ns.name, "client", GlibcClientImage)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -247,23 +231,23 @@ func stepResolvConf(t *testing.T, ctx context.Context, c *Cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dep := clientDeployment("e2e-audit", "bare", GlibcClientImage)
+	dep := ClientDeployment("e2e-audit", "bare", GlibcClientImage)
 	if _, err := cs.CoreV1().Pods("e2e-audit").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bare"}, Spec: dep.Spec.Template.Spec}, metav1.CreateOptions{DryRun: []string{"All"}}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(w.String(), "ndots:2") {
 		t.Errorf("audit namespace: admission warnings %q do not say what would change", w.String())
 	}
-	cluster := resolvconf.Cluster{DNS: []string{KubeDNSIP}, Domain: "cluster.local", Host: resolvconf.Config{Nameservers: []string{"192.0.2.53"}}}
+	cluster := resolvconf.Cluster{DNS: []string{KubeDNSIP}, Domain: "cluster.local", Host: NodeResolvConf}
 	for _, ns := range workloadNamespaces {
 		if err := c.WaitDeploymentReady(ctx, ns.name, "client", 2*time.Minute); err != nil {
 			t.Fatalf("%v\n%s", err, sh(t, c, "kubectl -n "+ns.name+" describe pods | tail -30"))
 		}
-		pod, err := runningPod(ctx, c, ns.name, "client")
+		pod, err := c.RunningPod(ctx, ns.name, "client")
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, text, err := readResolvConf(c, pod)
+		got, text, err := c.ReadResolvConf(pod)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -278,8 +262,8 @@ func stepResolvConf(t *testing.T, ctx context.Context, c *Cluster) {
 }
 
 func stepUninstall(t *testing.T, ctx context.Context, c *Cluster) {
-	out := sh(t, c, uninstallCommand)
-	t.Logf("%s\n%s", uninstallCommand, out)
+	out := sh(t, c, UninstallCommand)
+	t.Logf("%s\n%s", UninstallCommand, out)
 	// Nothing of the install is left: no namespace, cluster-scoped objects
 	// or webhook configuration.
 	if err := waitFor(2*time.Minute, time.Second, func() error {

@@ -59,7 +59,7 @@ func stepResolvers(t *testing.T, ctx context.Context, c *Cluster) {
 		{ns: "e2e-enabled", app: "musl", image: MuslClientImage, binary: "resolve-musl", label: "dnstune resilient"},
 	}
 	for _, cl := range clients {
-		d := clientDeployment(cl.ns, cl.app, cl.image)
+		d := ClientDeployment(cl.ns, cl.app, cl.image)
 		d.Spec.Template.Spec.DNSConfig = cl.dnsConfig
 		if err := c.Client.Create(ctx, d); err != nil {
 			t.Fatal(err)
@@ -70,11 +70,11 @@ func stepResolvers(t *testing.T, ctx context.Context, c *Cluster) {
 		if err := c.WaitDeploymentReady(ctx, cl.ns, cl.app, 2*time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		pod, err := runningPod(ctx, c, cl.ns, cl.app)
+		pod, err := c.RunningPod(ctx, cl.ns, cl.app)
 		if err != nil {
 			t.Fatal(err)
 		}
-		conf, text, err := readResolvConf(c, pod)
+		conf, text, err := c.ReadResolvConf(pod)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,7 +82,7 @@ func stepResolvers(t *testing.T, ctx context.Context, c *Cluster) {
 		_ = conf
 		for _, name := range lookupNames {
 			before := corednsQueries(t)
-			out, err := kubectlExec(c, cl.ns, pod.Name, "/usr/local/bin/"+cl.binary, name)
+			out, err := c.Exec(cl.ns, pod.Name, "/usr/local/bin/"+cl.binary, name)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/dnstune/dnstune/e2e/kubenode"
+)
+
+// runOnNode is the demo on a real node (root): dnstune's own image installed
+// from dist/install.yaml as the README says, and each pod's /etc/resolv.conf
+// read from its running container, as the real kubelet wrote it.
+func runOnNode(ctx context.Context, start time.Time) (err error) {
+	c, err := kubenode.Start(ctx, kubenode.Options{Logf: func(f string, a ...any) { fmt.Printf("· "+f+"\n", a...) }})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if os.Getenv("DEMO_KEEP") != "" && err == nil {
+			fmt.Printf("\nDEMO_KEEP=1: still running. Try:\n  export KUBECONFIG=%s\n  kubectl get pods -A -o wide\nPress Ctrl-C to stop everything.\n", c.Kubeconfig)
+			<-ctx.Done()
+		}
+		serr := c.Stop()
+		if serr == nil {
+			fmt.Println("· torn down; the host is as it was (sysctls, links, cgroup folders, mounts, nft ruleset)")
+			_ = os.RemoveAll(c.Dir)
+		}
+		if err == nil {
+			err = serr
+		}
+	}()
+	fmt.Printf("· control plane and a real kubelet v1.37.1 + containerd node up in %s\n\n", time.Since(start).Round(100*time.Millisecond))
+
+	fmt.Println("$ " + kubenode.InstallCommand)
+	out, err := c.Shell(kubenode.InstallCommand)
+	if err != nil {
+		return fmt.Errorf("%w\n%s", err, out)
+	}
+	fmt.Printf("  (%d objects configured)\n", strings.Count(out, "\n"))
+	if err := c.WaitDeploymentReady(ctx, "dnstune-system", "dnstune-webhook", 3*time.Minute); err != nil {
+		return err
+	}
+	if err := c.WaitDaemonSetReady(ctx, "dnstune-system", "dnstune-node", 3*time.Minute); err != nil {
+		return err
+	}
+	pods, _ := c.Shell("kubectl -n dnstune-system get pods -o wide")
+	fmt.Printf("\n$ kubectl -n dnstune-system get pods -o wide\n%s", pods)
+
+	namespaces := []struct{ name, inject string }{{"before", ""}, {"shop", "enabled"}, {"trial", "audit"}}
+	for _, ns := range namespaces {
+		labels := map[string]string{}
+		if ns.inject != "" {
+			labels["dnstune.io/inject"] = ns.inject
+		}
+		if err := c.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns.name, Labels: labels}}); err != nil {
+			return err
+		}
+		if err := c.Client.Create(ctx, kubenode.ClientDeployment(ns.name, "checkout", kubenode.GlibcClientImage)); err != nil {
+			return err
+		}
+	}
+	fmt.Println("\n$ kubectl label namespace shop dnstune.io/inject=enabled; kubectl label namespace trial dnstune.io/inject=audit")
+	fmt.Println("$ kubectl -n {before,shop,trial} create deployment checkout ...   # namespace before: not opted in")
+	text := map[string]string{}
+	for _, ns := range namespaces {
+		if err := c.WaitDeploymentReady(ctx, ns.name, "checkout", 2*time.Minute); err != nil {
+			return err
+		}
+		pod, err := c.RunningPod(ctx, ns.name, "checkout")
+		if err != nil {
+			return err
+		}
+		_, t, err := c.ReadResolvConf(pod)
+		if err != nil {
+			return err
+		}
+		text[ns.name] = t
+	}
+	fmt.Println("\n== /etc/resolv.conf, read with kubectl exec from the running containers (written by the real kubelet) ==")
+	sideBySide("namespace before (not opted in)", text["before"], "namespace shop (dnstune.io/inject=enabled)", text["shop"])
+	fmt.Printf("\nnamespace trial (dnstune.io/inject=audit): unchanged\n%s", text["trial"])
+
+	w := &warnings{}
+	cfg := rest.CopyConfig(c.Config)
+	cfg.WarningHandler = w
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	spec := kubenode.ClientDeployment("trial", "checkout", kubenode.GlibcClientImage).Spec.Template.Spec
+	if _, err := cs.CoreV1().Pods("trial").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "checkout-manual"}, Spec: spec}, metav1.CreateOptions{DryRun: []string{"All"}}); err != nil {
+		return err
+	}
+	fmt.Println("\n$ kubectl -n trial run checkout-manual ... --dry-run=server")
+	for _, m := range w.msgs {
+		fmt.Println("Warning: " + m)
+	}
+
+	fmt.Println("\n== the node agent raised this host's neighbour-table thresholds (the init container, privileged, hostNetwork) ==")
+	for _, fam := range []string{"ipv4", "ipv6"} {
+		for i := 1; i <= 3; i++ {
+			k := fmt.Sprintf("net/%s/neigh/default/gc_thresh%d", fam, i)
+			now, _ := os.ReadFile("/proc/sys/" + k)
+			fmt.Printf("  %-36s %8s -> %s", strings.ReplaceAll(k, "/", "."), c.HostBefore().Sysctls[k], now)
+		}
+	}
+	metrics, err := scrape("http://" + net.JoinHostPort(kubenode.NodeIP, "9741") + "/metrics")
+	if err == nil {
+		fmt.Println("\nnode agent metrics (scraped from its pod):")
+		for _, l := range strings.Split(metrics, "\n") {
+			if strings.HasPrefix(l, "dnstune_node_neighbor_fill_ratio") || strings.HasPrefix(l, "dnstune_node_neighbor_entries") {
+				fmt.Println("  " + l)
+			}
+		}
+	}
+	fmt.Printf("\ndemo finished in %s (the host's thresholds are put back at teardown)\n", time.Since(start).Round(100*time.Millisecond))
+	return nil
+}
