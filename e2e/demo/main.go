@@ -46,11 +46,11 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
-	if reason := kubenode.SkipReason(); reason == "" {
+	reason := kubenode.SkipReason()
+	if reason == "" {
 		return runOnNode(ctx, start)
-	} else {
-		fmt.Printf("· no real node here (%s):\n  the webhook runs as a process and resolv.conf is rendered as kubelet would write it\n", reason)
 	}
+	fmt.Printf("· no real node here (%s):\n  the webhook runs as a process and resolv.conf is rendered as kubelet would write it\n", reason)
 	policy, err := os.ReadFile(filepath.Join(framework.RepoRoot(), "examples", "policy.yaml"))
 	if err != nil {
 		return err

@@ -29,7 +29,7 @@ func runOnNode(ctx context.Context, start time.Time) (err error) {
 			fmt.Printf("\nDEMO_KEEP=1: still running. Try:\n  export KUBECONFIG=%s\n  kubectl get pods -A -o wide\nPress Ctrl-C to stop everything.\n", c.Kubeconfig)
 			<-ctx.Done()
 		}
-		serr := c.Stop()
+		serr := c.Stop() //nolint:contextcheck // teardown runs on its own clock, also after Ctrl-C
 		if serr == nil {
 			fmt.Println("· torn down; the host is as it was (sysctls, links, cgroup folders, mounts, nft ruleset)")
 			_ = os.RemoveAll(c.Dir)
