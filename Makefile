@@ -19,32 +19,44 @@ build: ## Build bin/dnstune (static; the same flags as the Dockerfile).
 test: verify-generate verify-manifests test-unit e2e ## Run every test: unit (with fuzz seed corpora) and e2e on a real control plane.
 
 .PHONY: generate
-generate: ## Write the policy's JSON Schema (api/v1alpha1/policy.schema.json) from the API types.
+generate: ## Write the JSON Schemas from the API types: api/v1alpha1/policy.schema.json and the chart's values.schema.json.
 	go run ./hack/genschema > api/v1alpha1/policy.schema.json
+	go run ./hack/genschema -values > charts/dnstune/values.schema.json
 
 .PHONY: verify-generate
 verify-generate: ## Fail when generated files are stale (run make generate).
 	@go run ./hack/genschema | diff -u api/v1alpha1/policy.schema.json - > /dev/null || \
-	  { echo "api/v1alpha1/policy.schema.json is stale: run make generate and commit"; exit 1; }; echo "generated files are up to date"
+	  { echo "api/v1alpha1/policy.schema.json is stale: run make generate and commit"; exit 1; }
+	@go run ./hack/genschema -values | diff -u charts/dnstune/values.schema.json - > /dev/null || \
+	  { echo "charts/dnstune/values.schema.json is stale: run make generate and commit"; exit 1; }; echo "generated files are up to date"
+
+HELM_VERSION := $(shell awk '/helm.sh\/helm\/v3 v/{print $$NF}' hack/tools/helm/go.mod)
+HELM        := $(BIN)/tools/helm-$(HELM_VERSION)/helm
+PROM_VERSION := $(shell awk '/github.com\/prometheus\/prometheus v/{print $$NF}' hack/tools/prometheus/go.mod)
+PROMTOOL    := $(BIN)/tools/promtool-$(PROM_VERSION)/promtool
+
+$(HELM):
+	bash hack/build-tools.sh helm
+$(PROMTOOL):
+	bash hack/build-tools.sh promtool
+
+.PHONY: chart-tools
+chart-tools: $(HELM) $(PROMTOOL) ## Build helm and promtool from the Go module proxy (cached in bin/tools).
 
 .PHONY: manifests
-manifests: ## Render dist/: install.yaml (self-managed certs), install-cert-manager.yaml, install-admission-policy.yaml, reports.yaml.
-	@mkdir -p dist
-	kubectl kustomize manifests/overlays/self-managed > dist/install.yaml
-	kubectl kustomize manifests/overlays/cert-manager > dist/install-cert-manager.yaml
-	kubectl kustomize manifests/reports > dist/reports.yaml
-	kubectl kustomize manifests/overlays/admission-policy > dist/install-admission-policy.yaml
+manifests: $(HELM) ## Render dist/ from the chart: install.yaml (self-managed certs), install-cert-manager.yaml, install-admission-policy.yaml, reports.yaml.
+	bash hack/render-dist.sh $(HELM) dist
 
 .PHONY: verify-manifests
-verify-manifests: ## Fail when dist/ is stale (run make manifests).
-	@for o in overlays/self-managed:install overlays/cert-manager:install-cert-manager reports:reports overlays/admission-policy:install-admission-policy; do \
-	  kubectl kustomize manifests/$${o%%:*} | diff -u dist/$${o##*:}.yaml - > /dev/null || \
-	    { echo "dist/$${o##*:}.yaml is stale: run make manifests and commit"; exit 1; }; \
-	done; echo "dist/ is up to date"
+verify-manifests: $(HELM) ## Fail when dist/ is stale (run make manifests).
+	@tmp=$$(mktemp -d) && bash hack/render-dist.sh $(HELM) $$tmp && \
+	for f in $$tmp/*.yaml; do diff -u dist/$$(basename $$f) $$f > /dev/null || \
+	  { echo "dist/$$(basename $$f) is stale: run make manifests and commit"; rm -rf $$tmp; exit 1; }; done; \
+	rm -rf $$tmp; echo "dist/ is up to date"
 
 .PHONY: test-unit
-test-unit: ## Unit tests, golden files, fuzz seed corpora, benchmarks compiled (not timed).
-	go test $(GO_TEST_FLAGS) -count=1 -race $$(go list ./... | grep -v /e2e)
+test-unit: chart-tools ## Unit tests, golden files, fuzz seed corpora, the chart (helm lint, renders, alert rules), benchmarks compiled (not timed).
+	HELM=$(HELM) PROMTOOL=$(PROMTOOL) go test $(GO_TEST_FLAGS) -count=1 -race $$(go list ./... | grep -v /e2e)
 	go test -count=1 -run '^$$' -bench . -benchtime 1x $$(go list ./... | grep -v /e2e) > /dev/null
 
 .PHONY: e2e-tools
@@ -69,15 +81,15 @@ node-deps: ## What the real-node e2e needs (root): containerd, runc, the CNI plu
 E2E_FILTER := grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|kubenode:|\s+\S+_test.go)'
 
 .PHONY: e2e
-e2e: e2e-tools lab-deps node-deps ## E2E suite: real control plane calling the real webhook over TLS; reduced effect lab and the real node (root).
-	KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 30m $$(go list ./e2e/... | grep -v /kubenode) 2>&1 | tee $(BIN)/e2e.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
+e2e: e2e-tools chart-tools lab-deps node-deps ## E2E suite: real control plane calling the real webhook over TLS; reduced effect lab and the real node (root).
+	HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 30m $$(go list ./e2e/... | grep -v /kubenode) 2>&1 | tee $(BIN)/e2e.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
 	@# The real node runs alone: it checks the host is left exactly as found,
 	@# and the lab's namespaces and nft tables must not be there meanwhile.
-	KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 20m ./e2e/kubenode 2>&1 | tee $(BIN)/e2e-node.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
+	HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 20m ./e2e/kubenode 2>&1 | tee $(BIN)/e2e-node.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
 
 .PHONY: e2e-node
-e2e-node: e2e-tools lab-deps node-deps ## Only the real-node e2e (root): dist/install.yaml on a kubelet + containerd node, resolv.conf from running pods.
-	KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 20m ./e2e/kubenode 2>&1 | tee $(BIN)/e2e-node.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
+e2e-node: e2e-tools chart-tools lab-deps node-deps ## Only the real-node e2e (root): dist/install.yaml on a kubelet + containerd node, resolv.conf from running pods.
+	HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 20m ./e2e/kubenode 2>&1 | tee $(BIN)/e2e-node.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
 
 .PHONY: demo
 demo: e2e-tools lab-deps node-deps ## Show what dnstune does: as root on a real node from dist/install.yaml (else the webhook as a process); DEMO_KEEP=1 keeps it running.
@@ -95,8 +107,9 @@ bench: e2e-tools ## Go benchmarks + load harness (floor / reference / dnstune) +
 	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/bench/backends
 
 .PHONY: update-golden
-update-golden: ## Rewrite golden files from the current output.
+update-golden: $(HELM) ## Rewrite golden files from the current output (offline CLI and the chart's renders).
 	go test ./internal/offline/... -run Golden -update
+	HELM=$(HELM) go test ./charts -run GoldenRenders -update
 
 IMAGE ?= ghcr.io/dnstune/dnstune:dev
 

@@ -1,7 +1,9 @@
 // Package e2e proves dnstune on a real control plane: etcd, kube-apiserver
 // and kube-controller-manager v1.37 built from source (make e2e-tools),
 // calling the real dnstune binary over TLS through the
-// MutatingWebhookConfiguration rendered from manifests/overlays/e2e.
+// MutatingWebhookConfiguration rendered from the chart (charts/dnstune),
+// pointed at the local process. The real node (the install as a user does
+// it, with dnstune's own image) is e2e/kubenode.
 //
 // Where things go:
 //
@@ -9,7 +11,7 @@
 //     processes, rendering and applying manifests, scraping metrics. No test
 //     logic; nothing here asserts.
 //   - main_test.go: TestMain, the shared env, and the policy the suite runs
-//     (the shipped manifests/base/policy.yaml).
+//     (the shipped one: the chart's values, as dist/install.yaml has it).
 //   - helpers_test.go: small helpers every scenario uses (namespace, newPod,
 //     create, assertMutated, assertUntouched, metric, eventually).
 //   - scenarios_test.go: what a user sees for one pod or workload in one

@@ -378,7 +378,7 @@ func testSelfManaged(ctx context.Context, t *testing.T) {
 
 func testCertManager(ctx context.Context, t *testing.T) {
 	installCertManagerCRDs(ctx, t)
-	data, err := framework.Render("manifests/overlays/cert-manager")
+	data, err := framework.Render("--set", "certificates.mode=cert-manager")
 	if err != nil {
 		t.Fatal(err)
 	}

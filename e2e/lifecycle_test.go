@@ -13,6 +13,7 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 )
 
 // The tests in this file change the shared webhook (process, policy,
@@ -99,8 +100,7 @@ func TestPolicyReload(t *testing.T) {
 			return nil
 		})
 	})
-	edited := strings.Replace(testPolicy, "{ndots: 2, timeout: 1, attempts: 3, singleRequestReopen: true}", "{ndots: 3, timeout: 2, attempts: 3}", 1)
-	write(edited)
+	write(editResilientOptions(t, testPolicy, map[string]any{"ndots": 3, "timeout": 2, "attempts": 3}))
 	eventually(t, 30*time.Second, func() error {
 		p, _ := create(t, newPod(ns))
 		if got := options(p); got != "ndots:3 timeout:2 attempts:3" {
@@ -186,4 +186,20 @@ func TestTLSAndLimits(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Errorf("4 MiB body: status %d, want 413", resp.StatusCode)
 	}
+}
+
+// editResilientOptions returns policy with the resilient profile's options
+// replaced.
+func editResilientOptions(t *testing.T, policy string, opts map[string]any) string {
+	t.Helper()
+	var p map[string]any
+	if err := yaml.Unmarshal([]byte(policy), &p); err != nil {
+		t.Fatal(err)
+	}
+	p["profiles"].(map[string]any)["resilient"].(map[string]any)["options"] = opts
+	out, err := yaml.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -13,9 +14,18 @@ import (
 // env is the control plane shared by every test of this package.
 var env *framework.Env
 
-// testPolicy is the policy the install ships (manifests/base/policy.yaml),
-// so the suite proves what users run.
-var testPolicy = mustRead("../manifests/base/policy.yaml")
+// testPolicy is the policy the install ships (the chart's values, as
+// dist/install.yaml's ConfigMap has it), so the suite proves what users run.
+var testPolicy = func() string {
+	p, err := framework.ShippedPolicy()
+	if err != nil {
+		panic(err)
+	}
+	return p
+}()
+
+// testPolicyFile holds testPolicy, for the CLI's --policy.
+var testPolicyFile string
 
 func mustRead(path string) string {
 	b, err := os.ReadFile(path)
@@ -43,6 +53,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	fmt.Printf("e2e: control plane and webhook ready in %s (files in %s)\n", time.Since(start).Round(time.Millisecond), env.Dir)
+	testPolicyFile = filepath.Join(env.Dir, "shipped-policy.yaml")
+	if err := os.WriteFile(testPolicyFile, []byte(testPolicy), 0o600); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	if code != 0 {
 		fmt.Fprintf(os.Stderr, "e2e: failed; log tails follow\n%s", env.Tails(60))

@@ -27,7 +27,7 @@ func arpCache(entries, fulls int) string {
 }
 
 // TestNodeMonitorEvents runs the real `dnstune node monitor` with the node
-// agent's RBAC from manifests/node (a ServiceAccount token, not admin) over a
+// agent's RBAC from the chart (templates/node.yaml) (a ServiceAccount token, not admin) over a
 // fake /proc, lowers a threshold and overflows the table, and finds the
 // Events on the Node in the real apiserver.
 func TestNodeMonitorEvents(t *testing.T) {
@@ -35,7 +35,7 @@ func TestNodeMonitorEvents(t *testing.T) {
 	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: systemNS}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	data, err := framework.Render("manifests/node")
+	data, err := framework.Render("--show-only", "templates/node.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

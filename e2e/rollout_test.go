@@ -166,7 +166,7 @@ func workload(ws []report.Workload, kind, name string) *report.Workload {
 
 func reportJSON(t *testing.T, ns string) ([]report.Workload, int) {
 	t.Helper()
-	out, code := dnstuneCLI(t, "report", "-n", ns, "-o", "json", "--policy", "../manifests/base/policy.yaml")
+	out, code := dnstuneCLI(t, "report", "-n", ns, "-o", "json", "--policy", testPolicyFile)
 	var ws []report.Workload
 	if err := json.Unmarshal([]byte(out), &ws); err != nil {
 		t.Fatalf("report -o json: %v\n%s", err, out)
@@ -265,16 +265,16 @@ func TestReportAndRollout(t *testing.T) {
 	if v, _ := metric(t, "dnstune_pods_out_of_date", map[string]string{"profile": "resilient"}); v < 4 {
 		t.Errorf("dnstune_pods_out_of_date{profile=resilient} = %v, want at least the 4 pods of this test", v)
 	}
-	table, _ := dnstuneCLI(t, "report", "-n", ns, "--policy", "../manifests/base/policy.yaml")
+	table, _ := dnstuneCLI(t, "report", "-n", ns, "--policy", testPolicyFile)
 	if !strings.Contains(table, "Deployment/web") || !strings.Contains(table, "OUT-OF-DATE") {
 		t.Errorf("table:\n%s", table)
 	}
 
-	plan, code := dnstuneCLI(t, "rollout", "-n", ns, "--policy", "../manifests/base/policy.yaml")
+	plan, code := dnstuneCLI(t, "rollout", "-n", ns, "--policy", testPolicyFile)
 	if code != 0 || !strings.Contains(plan, "restart  Deployment "+ns+"/web") || !strings.Contains(plan, "dry run") {
 		t.Fatalf("rollout plan (exit %d):\n%s", code, plan)
 	}
-	out, code := dnstuneCLI(t, "rollout", "-n", ns, "--policy", "../manifests/base/policy.yaml", "--dry-run=false", "--timeout", "90s")
+	out, code := dnstuneCLI(t, "rollout", "-n", ns, "--policy", testPolicyFile, "--dry-run=false", "--timeout", "90s")
 	if code != 0 {
 		t.Fatalf("rollout exit %d:\n%s", code, out)
 	}

@@ -5,6 +5,8 @@
 #
 # Usage: hack/build-tools.sh            control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) and kubelet
 #        hack/build-tools.sh coredns    CoreDNS for the effect lab (bin/tools/coredns-<version>/coredns)
+#        hack/build-tools.sh helm       helm, for the chart (bin/tools/helm-<version>/helm)
+#        hack/build-tools.sh promtool   promtool, for the chart's alert rules (bin/tools/promtool-<version>/promtool)
 set -euo pipefail
 
 KUBE_VERSION=v1.37.1
@@ -28,6 +30,19 @@ build() { # name dir pkg ldflags
   mv "$out/$name.tmp" "$out/$name"
   echo "tools: built $name in $((SECONDS - start))s"
 }
+
+if [ "$what" = helm ] || [ "$what" = promtool ]; then
+  # helm (the chart's lint, renders, installs) and promtool (its alert
+  # rules' checks and unit tests), each from its own module in hack/tools.
+  if [ "$what" = helm ]; then dir=$root/hack/tools/helm; mod=helm.sh/helm/v3; pkg=helm.sh/helm/v3/cmd/helm
+  else dir=$root/hack/tools/prometheus; mod=github.com/prometheus/prometheus; pkg=github.com/prometheus/prometheus/cmd/promtool; fi
+  version=$(grep -E "(^|\s)$mod v" "$dir/go.mod" | head -1 | awk '{print $NF}')
+  out=$root/bin/tools/$what-$version
+  mkdir -p "$out"
+  build "$what" "$dir" "$pkg" "-s -w"
+  echo "$out/$what"
+  exit 0
+fi
 
 if [ "$what" = coredns ]; then
   COREDNS_VERSION=$(grep -oE "github.com/coredns/coredns v[0-9.]+" "$root/hack/tools/coredns/go.mod" | head -1 | cut -d" " -f2)

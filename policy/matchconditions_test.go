@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"os"
 	"testing"
 
@@ -15,10 +16,20 @@ import (
 // exactly the pods UsesClusterDNS admits, so skipping them in CEL loses
 // nothing Decide would have changed.
 func TestMatchConditionsAgreeWithDecide(t *testing.T) {
-	data, err := os.ReadFile("../manifests/webhook-config/mutatingwebhookconfiguration.yaml")
+	data, err := os.ReadFile("../dist/install.yaml") // rendered from the chart
 	if err != nil {
 		t.Fatal(err)
 	}
+	var doc []byte
+	for _, d := range bytes.Split(data, []byte("\n---\n")) {
+		if bytes.Contains(d, []byte("\nkind: MutatingWebhookConfiguration\n")) {
+			doc = d
+		}
+	}
+	if doc == nil {
+		t.Fatal("dist/install.yaml has no MutatingWebhookConfiguration")
+	}
+	data = doc
 	var mwc struct {
 		Webhooks []struct {
 			Name            string `yaml:"name"`

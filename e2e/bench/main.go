@@ -573,7 +573,7 @@ from each request's scheduled send time, %s each.
 
 kube-apiserver v1.37.1 and etcd on loopback, real Pod creates (stored), the
 webhook called over TLS through the MutatingWebhookConfiguration of
-manifests/overlays/e2e. Of the time added, dnstune's own handling (its
+the chart (pointed at the local process). Of the time added, dnstune's own handling (its
 controller-runtime latency histogram, request read to response written)
 was **%.3f ms** per review on average; the rest is the apiserver's side of
 a mutating webhook: encoding the review, the TLS round trip, applying the

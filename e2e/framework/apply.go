@@ -19,17 +19,62 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// Render runs kubectl kustomize on a directory of the repository.
-func Render(dir string) ([]byte, error) {
-	out, err := exec.Command("kubectl", "kustomize", filepath.Join(RepoRoot(), dir)).Output() // #nosec G204 -- fixed command.
+// Helm returns the helm binary: $HELM, or the one make builds into
+// bin/tools (make chart-tools). It fails loudly when there is none.
+func Helm() (string, error) {
+	if h := os.Getenv("HELM"); h != "" {
+		return h, nil
+	}
+	found, _ := filepath.Glob(filepath.Join(RepoRoot(), "bin", "tools", "helm-*", "helm"))
+	if len(found) == 0 {
+		return "", errors.New("helm not found: set HELM or run make chart-tools")
+	}
+	return found[len(found)-1], nil
+}
+
+// Render renders the chart (charts/dnstune) as make manifests does
+// (release dnstune in dnstune-system, the namespace included), with extra
+// helm template flags, e.g. "--set", "certificates.mode=cert-manager" or
+// "--show-only", "templates/node.yaml".
+func Render(flags ...string) ([]byte, error) {
+	helm, err := Helm()
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{"template", "dnstune", filepath.Join(RepoRoot(), "charts", "dnstune"),
+		"--namespace", "dnstune-system", "--kube-version", "v1.37.1", "--set", "namespace.create=true"}, flags...)
+	out, err := exec.Command(helm, args...).Output() // #nosec G204 -- fixed command.
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			return nil, fmt.Errorf("kubectl kustomize %s: %w: %s", dir, err, ee.Stderr)
+			return nil, fmt.Errorf("helm %v: %w: %s", args, err, ee.Stderr)
 		}
-		return nil, fmt.Errorf("kubectl kustomize %s: %w", dir, err)
+		return nil, fmt.Errorf("helm %v: %w", args, err)
 	}
 	return out, nil
+}
+
+// ShippedPolicy is the policy the install ships: the dnstune-policy
+// ConfigMap of dist/install.yaml (rendered from the chart's values).
+func ShippedPolicy() (string, error) {
+	data, err := os.ReadFile(filepath.Join(RepoRoot(), "dist", "install.yaml"))
+	if err != nil {
+		return "", err
+	}
+	objs, err := Objects(data)
+	if err != nil {
+		return "", err
+	}
+	for _, o := range objs {
+		if o.GetKind() == "ConfigMap" && o.GetName() == "dnstune-policy" {
+			p, ok, err := unstructured.NestedString(o.Object, "data", "policy.yaml")
+			if err != nil || !ok {
+				return "", fmt.Errorf("dist/install.yaml: ConfigMap dnstune-policy has no policy.yaml (%w)", err)
+			}
+			return p, nil
+		}
+	}
+	return "", errors.New("dist/install.yaml has no ConfigMap dnstune-policy")
 }
 
 // Objects decodes a multi-document YAML stream.

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -88,7 +87,8 @@ rules:
 
 // Start brings up etcd, kube-apiserver (with an audit log), a
 // kube-controller-manager and the dnstune webhook, registers the webhook
-// from manifests/overlays/e2e, and returns once the apiserver calls it.
+// from the chart (pointed at the local process), and returns once the
+// apiserver calls it.
 // On error, everything started so far is stopped.
 func Start(ctx context.Context, o Options) (env *Env, err error) {
 	e := &Env{Dir: o.Dir, Logf: o.Logf}
@@ -351,22 +351,23 @@ func (w *Webhook) ServingCert(roots *x509.CertPool) (*x509.Certificate, error) {
 	return conn.ConnectionState().PeerCertificates[0], nil
 }
 
-// RenderWebhookConfig renders manifests/overlays/e2e with kubectl kustomize
-// and points it at w with the harness CA.
+// RenderWebhookConfig renders the chart's MutatingWebhookConfiguration (as
+// dist/install.yaml has it) and points it at w, out of cluster on loopback,
+// with the harness CA.
 func (e *Env) RenderWebhookConfig(w *Webhook, failure admissionregistrationv1.FailurePolicyType) (*admissionregistrationv1.MutatingWebhookConfiguration, error) {
-	cmd := exec.Command("kubectl", "kustomize", filepath.Join(RepoRoot(), "manifests", "overlays", "e2e"))
-	out, err := cmd.Output()
+	out, err := Render("--show-only", "templates/mutatingwebhook.yaml")
 	if err != nil {
-		return nil, fmt.Errorf("kubectl kustomize manifests/overlays/e2e: %w", err)
+		return nil, err
 	}
 	var mwc admissionregistrationv1.MutatingWebhookConfiguration
 	if err := yaml.UnmarshalStrict(out, &mwc); err != nil {
 		return nil, fmt.Errorf("failed to decode the rendered webhook configuration: %w", err)
 	}
-	if len(mwc.Webhooks) != 1 || mwc.Webhooks[0].ClientConfig.URL == nil {
-		return nil, fmt.Errorf("manifests/overlays/e2e must render one webhook with a url")
+	if len(mwc.Webhooks) != 1 || mwc.Webhooks[0].ClientConfig.Service == nil {
+		return nil, fmt.Errorf("the chart must render one webhook called through its Service")
 	}
 	url := w.URL()
+	mwc.Webhooks[0].ClientConfig.Service = nil
 	mwc.Webhooks[0].ClientConfig.URL = &url
 	mwc.Webhooks[0].ClientConfig.CABundle = e.CA.CertPEM
 	mwc.Webhooks[0].FailurePolicy = &failure

@@ -42,7 +42,7 @@ func TestReadmeCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, cmd := range []string{InstallCommand, UninstallCommand} {
+	for _, cmd := range []string{InstallCommand, UninstallCommand, HelmInstallCommand, HelmUninstallCommand} {
 		if !strings.Contains(string(b), "\n"+cmd+"\n") {
 			t.Errorf("README.md does not give the command the real-node test runs:\n  %s", cmd)
 		}
@@ -64,7 +64,12 @@ func TestInstallOnRealNode(t *testing.T) {
 		{"resolv.conf", stepResolvConf},
 		{"resolvers", stepResolvers},
 		{"faults", stepFaults},
+		{"metric-names", stepMetricNames},
 		{"uninstall", stepUninstall},
+		{"helm-install", stepHelmInstall},
+		{"helm-upgrade", stepHelmUpgrade},
+		{"helm-uninstall", stepHelmUninstall},
+		{"helm-cert-manager", stepHelmCertManager},
 	}
 	for _, s := range steps {
 		if !t.Run(s.name, func(t *testing.T) { s.f(t, ctx, c) }) {
@@ -203,7 +208,7 @@ func stepNodeAgent(t *testing.T, ctx context.Context, c *Cluster) {
 }
 
 // expectations per namespace: what the policy's profile gives (the shipped
-// manifests/base/policy.yaml), checked literally, and what our renderer
+// chart's values), checked literally, and what our renderer
 // (internal/resolvconf, used by dnstune report) says kubelet writes.
 func expectedResolvConf(ns string) resolvconf.Config {
 	search := []string{ns + ".svc.cluster.local", "svc.cluster.local", "cluster.local"}

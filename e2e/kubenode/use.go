@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -22,6 +23,9 @@ import (
 const (
 	InstallCommand   = `sed 's|ghcr.io/dnstune/dnstune:latest|ghcr.io/dnstune/dnstune:dev|' dist/install.yaml | kubectl apply -f -`
 	UninstallCommand = `kubectl delete -f dist/install.yaml`
+
+	HelmInstallCommand   = `helm install dnstune charts/dnstune --namespace dnstune-system --create-namespace --set image.tag=dev --wait --timeout 3m`
+	HelmUninstallCommand = `helm uninstall dnstune --namespace dnstune-system --wait && kubectl delete namespace dnstune-system`
 )
 
 // Shell runs a command line with bash from the repository root with the
@@ -30,6 +34,9 @@ func (c *Cluster) Shell(line string) (string, error) {
 	cmd := exec.Command("bash", "-o", "pipefail", "-c", line) // #nosec G204 -- the harness's own command lines
 	cmd.Dir = framework.RepoRoot()
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.Kubeconfig)
+	if helm, err := framework.Helm(); err == nil { // helm on PATH, as for a user
+		cmd.Env = append(cmd.Env, "PATH="+filepath.Dir(helm)+":"+os.Getenv("PATH"))
+	}
 	var b bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &b, &b
 	err := cmd.Run()

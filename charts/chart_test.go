@@ -1,0 +1,279 @@
+// Package charts_test tests the Helm chart (charts/dnstune): helm lint,
+// golden renders for several values sets, the values schema, the policy in
+// the values (dnstune policy check), the alert rules (promtool check and
+// unit tests) and the dashboard's queries. helm and promtool come from
+// $HELM and $PROMTOOL, or bin/tools (make chart-tools); a missing tool fails
+// the test, saying how to get it.
+package charts_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/dnstune/dnstune/charts"
+	"github.com/dnstune/dnstune/cmd/dnstune/app"
+	"github.com/dnstune/dnstune/e2e/framework"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden renders")
+
+const chart = "dnstune"
+
+func tool(t *testing.T, env, name string) string {
+	t.Helper()
+	if p := os.Getenv(env); p != "" {
+		return p
+	}
+	found, _ := filepath.Glob(filepath.Join("..", "bin", "tools", name+"-*", name))
+	if len(found) == 0 {
+		t.Fatalf("%s not found: set %s or run make chart-tools", name, env)
+	}
+	p, _ := filepath.Abs(found[len(found)-1])
+	return p
+}
+
+func helm(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(tool(t, "HELM", "helm"), args...) // #nosec G204 -- test
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return out.String() + errb.String(), err
+	}
+	return out.String(), nil
+}
+
+func render(t *testing.T, valuesFile string, extra ...string) string {
+	t.Helper()
+	args := append([]string{"template", "dnstune", chart, "--namespace", "dnstune-system", "--kube-version", "v1.37.1", "-f", valuesFile}, extra...)
+	out, err := helm(t, args...)
+	if err != nil {
+		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func valuesSets(t *testing.T) []string {
+	sets, _ := filepath.Glob(filepath.Join(chart, "tests", "values", "*.yaml"))
+	if len(sets) < 5 {
+		t.Fatalf("found %d values sets", len(sets))
+	}
+	return sets
+}
+
+func TestHelmLint(t *testing.T) {
+	for _, v := range valuesSets(t) {
+		if out, err := helm(t, "lint", chart, "--strict", "--kube-version", "v1.37.1", "-f", v); err != nil {
+			t.Errorf("helm lint -f %s: %v\n%s", v, err, out)
+		}
+	}
+}
+
+// Golden renders: one per values set (go test ./charts -update rewrites them).
+func TestGoldenRenders(t *testing.T) {
+	for _, v := range valuesSets(t) {
+		name := strings.TrimSuffix(filepath.Base(v), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			got := render(t, v)
+			golden := filepath.Join(chart, "tests", "golden", name+".golden.yaml")
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (go test ./charts -update writes it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("render of %s differs from %s (go test ./charts -update if intended)", v, golden)
+			}
+			if _, err := framework.Objects([]byte(got)); err != nil {
+				t.Errorf("the render is not valid YAML: %v", err)
+			}
+		})
+	}
+}
+
+// A wrong value is refused by values.schema.json with a message naming it.
+func TestValuesSchemaRejects(t *testing.T) {
+	for _, tt := range []struct{ set, want string }{
+		{"webhook.replica=3", "at '/webhook': additional properties 'replica' not allowed"},
+		{"backend=webhok", "at '/backend': value must be one of 'webhook', 'admission-policy'"},
+		{"certificates.mode=vault", "at '/certificates/mode': value must be one of 'self-managed', 'cert-manager'"},
+		{"webhook.failurePolicy=Retry", "at '/webhook/failurePolicy'"},
+		{"webhook.timeoutSeconds=31", "at '/webhook/timeoutSeconds': maximum: got 31, want 30"},
+		{"node.gcThresh={1024,2048}", "at '/node/gcThresh': minItems: got 2, want 3"},
+		{"node.autoRaise.maxGcThresh3=3000000000", "at '/node/autoRaise/maxGcThresh3': maximum"},
+		{"policy.profiles.resilient.options.ndots=20", "at '/policy/profiles/resilient/options/ndots': maximum: got 20, want 15"},
+		{"policy.profiles.resilient.musl=sometimes", "at '/policy/profiles/resilient/musl': value must be one of 'keepNdots', 'skip', 'apply'"},
+		{"policy.enforcment=audit", "at '/policy': additional properties 'enforcment' not allowed"},
+		{"image.pullPolicy=Sometimes", "at '/image/pullPolicy'"},
+	} {
+		out, err := helm(t, "template", "x", chart, "--kube-version", "v1.37.1", "--set", tt.set)
+		if err == nil {
+			t.Errorf("--set %s: rendered, want the schema to refuse it", tt.set)
+			continue
+		}
+		if !strings.Contains(out, tt.want) {
+			t.Errorf("--set %s: error\n%s\nwant it to contain %q", tt.set, out, tt.want)
+		}
+	}
+}
+
+// The policy each values set renders into the ConfigMap passes
+// `dnstune policy check`; one the schema cannot catch (a rule naming a
+// missing profile) renders but fails it, naming the field.
+func TestChartPolicyPassesCheck(t *testing.T) {
+	check := func(t *testing.T, rendered string) (int, string) {
+		t.Helper()
+		objs, err := framework.Objects([]byte(rendered))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objs {
+			if o.GetKind() != "ConfigMap" || o.GetName() != "dnstune-policy" {
+				continue
+			}
+			data := o.Object["data"].(map[string]any)["policy.yaml"].(string)
+			f := filepath.Join(t.TempDir(), "policy.yaml")
+			if err := os.WriteFile(f, []byte(data), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			code := app.Execute(context.Background(), []string{"policy", "check", f}, strings.NewReader(""), &out, &out)
+			return code, out.String()
+		}
+		t.Fatal("no dnstune-policy ConfigMap rendered")
+		return 0, ""
+	}
+	for _, v := range valuesSets(t) {
+		if code, out := check(t, render(t, v)); code != 0 {
+			t.Errorf("%s: dnstune policy check exit %d:\n%s", v, code, out)
+		}
+	}
+	bad := render(t, filepath.Join(chart, "tests", "values", "default.yaml"), "--set", "policy.rules[0].namespaces[0]=shop", "--set", "policy.rules[0].profile=gone")
+	code, out := check(t, bad)
+	if code == 0 || !strings.Contains(out, `rules[0].profile: no profile named "gone"`) {
+		t.Errorf("a rule naming a missing profile: exit %d, %q", code, out)
+	}
+}
+
+// The alert rules are valid (promtool check rules) and each fires, and does
+// not fire, as tests/alerts_test.yaml says (promtool test rules); the
+// PrometheusRule the chart renders holds exactly those rules.
+func TestAlertRules(t *testing.T) {
+	promtool := tool(t, "PROMTOOL", "promtool")
+	for _, args := range [][]string{
+		{"check", "rules", filepath.Join(chart, "files", "alerts.yaml")},
+		{"test", "rules", filepath.Join(chart, "tests", "alerts_test.yaml")},
+	} {
+		out, err := exec.Command(promtool, args...).CombinedOutput() // #nosec G204 -- test
+		if err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	rules := alertRules(t)
+	want := []string{"DnstuneConntrackInsertFailed", "DnstuneNeighbourTableNearlyFull", "DnstuneNeighbourTableOverflow", "DnstuneNeighbourThresholdsDrifted",
+		"DnstuneNoClusterDNS", "DnstunePolicyReloadFailing", "DnstuneWebhookAbsent", "DnstuneWebhookErrors"}
+	var names []string
+	for _, r := range rules {
+		names = append(names, r.Alert)
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, want) {
+		t.Errorf("alerts %v, want %v", names, want)
+	}
+	tests, err := os.ReadFile(filepath.Join(chart, "tests", "alerts_test.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range want {
+		if !strings.Contains(string(tests), "alertname: "+n+",") && !strings.Contains(string(tests), "alertname: "+n+"\n") {
+			t.Errorf("alert %s has no promtool test", n)
+		}
+	}
+	readme, _ := os.ReadFile(filepath.Join("..", "README.md"))
+	for _, n := range want {
+		if !strings.Contains(string(readme), "`"+n+"`") {
+			t.Errorf("README's troubleshooting table does not name alert %s", n)
+		}
+	}
+	// The PrometheusRule's spec is files/alerts.yaml.
+	out := render(t, filepath.Join(chart, "tests", "values", "monitoring.yaml"), "--show-only", "templates/monitoring.yaml")
+	objs, err := framework.Objects([]byte(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, _ := os.ReadFile(filepath.Join(chart, "files", "alerts.yaml"))
+	var fromFile map[string]any
+	if err := yaml.Unmarshal(file, &fromFile); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, o := range objs {
+		if o.GetKind() == "PrometheusRule" {
+			found = true
+			a, _ := json.Marshal(o.Object["spec"])
+			b, _ := json.Marshal(fromFile)
+			if !bytes.Equal(a, b) {
+				t.Errorf("the PrometheusRule's spec differs from files/alerts.yaml:\n%s\n%s", a, b)
+			}
+		}
+	}
+	if !found {
+		t.Error("prometheusRule.enabled rendered no PrometheusRule")
+	}
+}
+
+func alertRules(t *testing.T) []charts.Rule {
+	t.Helper()
+	r, err := charts.AlertRules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func dashboardQueries(t *testing.T) []string {
+	t.Helper()
+	q, err := charts.DashboardQueries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+func queryMetricNames(t *testing.T) []string {
+	t.Helper()
+	n, err := charts.QueryMetricNames()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Every query parses, and selects only dnstune's own metrics, controller-
+// runtime's webhook metrics (both checked against real scrapes in
+// e2e/kubenode), Prometheus' up, or kube-state-metrics' namespace labels.
+func TestQueriesParseAndNameKnownMetrics(t *testing.T) {
+	for _, n := range queryMetricNames(t) {
+		if !strings.HasPrefix(n, "dnstune_") && !strings.HasPrefix(n, "controller_runtime_webhook_") && !slices.Contains(charts.FromExporters, n) {
+			t.Errorf("query selects %s, which no dnstune binary or the documented exporters expose", n)
+		}
+	}
+	if len(dashboardQueries(t)) < 8 {
+		t.Errorf("dashboard has %d queries", len(dashboardQueries(t)))
+	}
+}
