@@ -42,8 +42,9 @@ type HostState struct {
 	Sysctls map[string]string
 	Links   []string
 	Cgroups []string // first-level folders of every cgroup hierarchy
-	Ruleset string   // nft -s list ruleset (iptables-nft rules included; no counters)
-	Mounts  []string // mount points of the host mount namespace
+	Ruleset string   // nft -s list ruleset (iptables-nft rules included; no counters), and iptables-legacy's
+
+	Mounts []string // mount points of the host mount namespace
 }
 
 // Snapshot reads the host's state.
@@ -84,6 +85,22 @@ func Snapshot() (*HostState, error) {
 		return nil, fmt.Errorf("nft list ruleset: %w: %s", err, out)
 	}
 	s.Ruleset = string(out)
+	// Rules through iptables-legacy live outside nftables: compared too,
+	// without counters and the save-time comments.
+	for _, save := range []string{"iptables-legacy-save", "ip6tables-legacy-save"} {
+		if _, err := exec.LookPath(save); err != nil {
+			continue
+		}
+		out, err := exec.Command(save).CombinedOutput()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w: %s", save, err, out)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if !strings.HasPrefix(line, "#") {
+				s.Ruleset += "\n" + save + ": " + stripCounters(line)
+			}
+		}
+	}
 	mi, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
@@ -179,4 +196,12 @@ func SkipReason() string {
 		return "" // Start fails loudly on a leftover bridge
 	}
 	return ""
+}
+
+// stripCounters drops the [packets:bytes] of an iptables-save chain line.
+func stripCounters(line string) string {
+	if i := strings.Index(line, " ["); i >= 0 && strings.HasPrefix(line, ":") {
+		return line[:i]
+	}
+	return line
 }
