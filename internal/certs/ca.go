@@ -46,15 +46,12 @@ func NewCA(commonName string, validity time.Duration) (*KeyPair, error) {
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 	}
-	return issue(tmpl, nil, validity)
+	return Sign(tmpl, nil, validity)
 }
 
 // Issue signs a serving certificate for the given DNS names and IP
 // addresses (ECDSA P-256, fresh key), valid for validity from now.
 func (kp *KeyPair) Issue(dnsNames []string, ips []net.IP, validity time.Duration) (*KeyPair, error) {
-	if kp.key == nil {
-		return nil, errors.New("CA key pair has no private key")
-	}
 	cn := ""
 	if len(dnsNames) > 0 {
 		cn = dnsNames[0]
@@ -66,10 +63,14 @@ func (kp *KeyPair) Issue(dnsNames []string, ips []net.IP, validity time.Duration
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	return issue(tmpl, kp, validity)
+	return Sign(tmpl, kp, validity)
 }
 
-func issue(tmpl *x509.Certificate, parent *KeyPair, validity time.Duration) (*KeyPair, error) {
+// Sign makes a certificate from tmpl with a fresh ECDSA P-256 key and a
+// random serial, valid for validity from now (with a little clock-skew
+// allowance), signed by parent, or self-signed when parent is nil. NewCA
+// and Issue use it; so does the e2e node's PKI, for client certificates.
+func Sign(tmpl *x509.Certificate, parent *KeyPair, validity time.Duration) (*KeyPair, error) {
 	key, err := pki.GenerateECPrivateKey(pki.ECCurve256)
 	if err != nil {
 		return nil, fmt.Errorf("failed to generate key: %w", err)
@@ -86,6 +87,9 @@ func issue(tmpl *x509.Certificate, parent *KeyPair, validity time.Duration) (*Ke
 	tmpl.PublicKey = key.Public()
 	issuerCert, signer := tmpl, crypto.Signer(key)
 	if parent != nil {
+		if parent.key == nil {
+			return nil, errors.New("CA key pair has no private key")
+		}
 		issuerCert, signer = parent.Cert, parent.key
 	}
 	certPEM, cert, err := pki.SignCertificate(tmpl, issuerCert, key.Public(), signer)
