@@ -31,14 +31,10 @@ const chart = "dnstune"
 
 func tool(t *testing.T, env, name string) string {
 	t.Helper()
-	if p := os.Getenv(env); p != "" {
-		return p
+	p, err := framework.Tool(env, name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	found, _ := filepath.Glob(filepath.Join("..", "bin", "tools", name+"-*", name))
-	if len(found) == 0 {
-		t.Fatalf("%s not found: set %s or run make chart-tools", name, env)
-	}
-	p, _ := filepath.Abs(found[len(found)-1])
 	return p
 }
 

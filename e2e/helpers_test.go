@@ -59,31 +59,16 @@ func create(t *testing.T, pod *corev1.Pod, opts ...client.CreateOption) (*corev1
 	return pod, warnings()
 }
 
-type warningCollector struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (w *warningCollector) HandleWarningHeader(_ int, _ string, text string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.msgs = append(w.msgs, text)
-}
-
 func warningClient(t *testing.T) (client.Client, func() []string) {
 	t.Helper()
-	w := &warningCollector{}
+	w := &framework.Warnings{}
 	cfg := rest.CopyConfig(env.Config)
 	cfg.WarningHandler = w
 	c, err := client.New(cfg, client.Options{Scheme: framework.Scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c, func() []string {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		return append([]string(nil), w.msgs...)
-	}
+	return c, w.Messages
 }
 
 func options(p *corev1.Pod) string {

@@ -11,8 +11,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -37,10 +35,6 @@ func main() {
 		os.Exit(1)
 	}
 }
-
-type warnings struct{ msgs []string }
-
-func (w *warnings) HandleWarningHeader(_ int, _ string, text string) { w.msgs = append(w.msgs, text) }
 
 func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -97,7 +91,7 @@ func run() error {
 
 	// In audit mode the user who creates a pod sees a warning. Show it the
 	// way kubectl would, with a server-side dry run of the same pod.
-	w := &warnings{}
+	w := &framework.Warnings{}
 	cfg := rest.CopyConfig(env.Config)
 	cfg.WarningHandler = w
 	c, err := client.New(cfg, client.Options{Scheme: framework.Scheme})
@@ -110,7 +104,7 @@ func run() error {
 		return err
 	}
 	fmt.Println("\n$ kubectl -n trial run checkout-manual ... --dry-run=server")
-	for _, m := range w.msgs {
+	for _, m := range w.Messages() {
 		fmt.Println("Warning: " + m)
 	}
 	var audited int
@@ -195,15 +189,4 @@ func sideBySide(leftTitle, left, rightTitle, right string) {
 		}
 		fmt.Printf("%-*s │ %s\n", width, a, b)
 	}
-}
-
-func scrape(url string) (string, error) {
-	cl := &http.Client{Timeout: 5 * time.Second}
-	resp, err := cl.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
 }

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/dnstune/dnstune/e2e/framework"
 	"github.com/dnstune/dnstune/e2e/kubenode"
 )
 
@@ -89,7 +90,7 @@ func runOnNode(ctx context.Context, start time.Time) (err error) {
 	sideBySide("namespace before (not opted in)", text["before"], "namespace shop (dnstune.io/inject=enabled)", text["shop"])
 	fmt.Printf("\nnamespace trial (dnstune.io/inject=audit): unchanged\n%s", text["trial"])
 
-	w := &warnings{}
+	w := &framework.Warnings{}
 	cfg := rest.CopyConfig(c.Config)
 	cfg.WarningHandler = w
 	cs, err := kubernetes.NewForConfig(cfg)
@@ -101,7 +102,7 @@ func runOnNode(ctx context.Context, start time.Time) (err error) {
 		return err
 	}
 	fmt.Println("\n$ kubectl -n trial run checkout-manual ... --dry-run=server")
-	for _, m := range w.msgs {
+	for _, m := range w.Messages() {
 		fmt.Println("Warning: " + m)
 	}
 
@@ -113,7 +114,7 @@ func runOnNode(ctx context.Context, start time.Time) (err error) {
 			fmt.Printf("  %-36s %8s -> %s", strings.ReplaceAll(k, "/", "."), c.HostBefore().Sysctls[k], now)
 		}
 	}
-	metrics, err := scrape("http://" + net.JoinHostPort(kubenode.NodeIP, "9741") + "/metrics")
+	metrics, err := framework.Scrape("http://" + net.JoinHostPort(kubenode.NodeIP, "9741") + "/metrics")
 	if err == nil {
 		fmt.Println("\nnode agent metrics (scraped from its pod):")
 		for _, l := range strings.Split(metrics, "\n") {

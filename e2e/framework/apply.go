@@ -19,18 +19,21 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// Helm returns the helm binary: $HELM, or the one make builds into
-// bin/tools (make chart-tools). It fails loudly when there is none.
-func Helm() (string, error) {
-	if h := os.Getenv("HELM"); h != "" {
-		return h, nil
+// Tool returns a tool make builds into bin/tools/NAME-<version>/NAME (helm,
+// promtool), or $ENV when set; it fails loudly when there is none.
+func Tool(env, name string) (string, error) {
+	if p := os.Getenv(env); p != "" {
+		return p, nil
 	}
-	found, _ := filepath.Glob(filepath.Join(RepoRoot(), "bin", "tools", "helm-*", "helm"))
+	found, _ := filepath.Glob(filepath.Join(RepoRoot(), "bin", "tools", name+"-*", name))
 	if len(found) == 0 {
-		return "", errors.New("helm not found: set HELM or run make chart-tools")
+		return "", fmt.Errorf("%s not found: set %s or run make chart-tools", name, env)
 	}
 	return found[len(found)-1], nil
 }
+
+// Helm returns the helm binary: $HELM, or the one in bin/tools.
+func Helm() (string, error) { return Tool("HELM", "helm") }
 
 // Render renders the chart (charts/dnstune) as make manifests does
 // (release dnstune in dnstune-system, the namespace included), with extra

@@ -303,7 +303,7 @@ func (w *Webhook) Start() error {
 	w.Proc = p
 	return Eventually(60*time.Second, 100*time.Millisecond, func() error {
 		if exited, err := p.Exited(); exited {
-			return fmt.Errorf("webhook exited: %w\n%s", err, p.Tail(30))
+			return Permanent(fmt.Errorf("webhook exited: %w\n%s", err, p.Tail(30)))
 		}
 		return w.Ready()
 	})
@@ -332,13 +332,7 @@ func (w *Webhook) Stop() {
 
 // Metrics returns the webhook's Prometheus exposition text.
 func (w *Webhook) Metrics() (string, error) {
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", w.MetricsPort))
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
+	return Scrape(fmt.Sprintf("http://127.0.0.1:%d/metrics", w.MetricsPort))
 }
 
 // ServingCert returns the certificate the webhook presents right now.

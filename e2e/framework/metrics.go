@@ -2,12 +2,31 @@ package framework
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
+
+// Scrape GETs a Prometheus text endpoint (5 s timeout) and returns its
+// body; a status other than 200 is an error.
+func Scrape(url string) (string, error) {
+	cl := &http.Client{Timeout: 5 * time.Second}
+	resp, err := cl.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return string(b), err
+}
 
 // Metrics is one scrape of a Prometheus text endpoint, parsed.
 type Metrics map[string]*dto.MetricFamily

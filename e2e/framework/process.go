@@ -6,6 +6,7 @@ package framework
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -175,15 +176,26 @@ func Eventually(timeout, interval time.Duration, f func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		err := f()
-		if err == nil {
+		var p permanent
+		switch {
+		case err == nil:
 			return nil
-		}
-		if time.Now().After(deadline) {
+		case errors.As(err, &p):
+			return p.error
+		case time.Now().After(deadline):
 			return fmt.Errorf("after %s: %w", timeout, err)
 		}
 		time.Sleep(interval)
 	}
 }
+
+// Permanent marks an error no retry can fix (a process exited): Eventually
+// returns it at once.
+func Permanent(err error) error { return permanent{err} }
+
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
 
 // Machine describes this machine for benchmark and lab reports.
 func Machine() string {

@@ -36,6 +36,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -307,9 +308,9 @@ func (c *Cluster) controlPlane(ctx context.Context) error {
 	if c.Client, err = client.New(c.Config, client.Options{Scheme: framework.Scheme}); err != nil {
 		return err
 	}
-	if err := waitFor(90*time.Second, 250*time.Millisecond, func() error {
+	if err := framework.Eventually(90*time.Second, 250*time.Millisecond, func() error {
 		if exited, err := api.Exited(); exited {
-			return permanent{fmt.Errorf("kube-apiserver exited: %w", err)}
+			return framework.Permanent(fmt.Errorf("kube-apiserver exited: %w", err))
 		}
 		b, err := c.Clientset.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		if err != nil {
@@ -376,7 +377,7 @@ func (c *Cluster) node(ctx context.Context) error {
 		"unshare", "--mount", "--propagation", "private", "--", "sleep", "infinity"); err != nil {
 		return err
 	}
-	if err := waitFor(5*time.Second, 20*time.Millisecond, func() error {
+	if err := framework.Eventually(5*time.Second, 20*time.Millisecond, func() error {
 		self, _ := os.Readlink("/proc/self/ns/mnt")
 		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", c.anchor.Pid()))
 		if err != nil || ns == self {
@@ -473,9 +474,9 @@ state = "/run/containerd"
 	if c.ctrd, err = c.inAnchor("containerd", "containerd", "--config", path); err != nil {
 		return err
 	}
-	return waitFor(30*time.Second, 200*time.Millisecond, func() error {
+	return framework.Eventually(30*time.Second, 200*time.Millisecond, func() error {
 		if exited, err := c.ctrd.Exited(); exited {
-			return permanent{fmt.Errorf("containerd exited: %w", err)}
+			return framework.Permanent(fmt.Errorf("containerd exited: %w", err))
 		}
 		if out, err := c.AnchorCommand("ctr", "version").CombinedOutput(); err != nil {
 			return fmt.Errorf("containerd not answering: %s", out)
@@ -537,9 +538,9 @@ makeIPTablesUtilChains: false
 		return err
 	}
 	c.Logf("waiting for node %s to be Ready", NodeName)
-	return waitFor(2*time.Minute, 500*time.Millisecond, func() error {
+	return framework.Eventually(2*time.Minute, 500*time.Millisecond, func() error {
 		if exited, err := c.kubelet.Exited(); exited {
-			return permanent{fmt.Errorf("kubelet exited: %w", err)}
+			return framework.Permanent(fmt.Errorf("kubelet exited: %w", err))
 		}
 		n, err := c.Clientset.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
 		if err != nil {
@@ -634,7 +635,7 @@ func (c *Cluster) coreDNS(ctx context.Context) error {
 // WaitDeploymentReady waits until every replica of a Deployment is updated
 // and ready.
 func (c *Cluster) WaitDeploymentReady(ctx context.Context, ns, name string, timeout time.Duration) error {
-	return waitFor(timeout, 500*time.Millisecond, func() error {
+	return framework.Eventually(timeout, 500*time.Millisecond, func() error {
 		d, err := c.Clientset.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -719,7 +720,7 @@ func (c *Cluster) drain() {
 		_ = a.ReplicaSets(ns.Name).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
 		_ = c.Clientset.CoreV1().Pods(ns.Name).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](1)}, metav1.ListOptions{})
 	}
-	_ = waitFor(90*time.Second, time.Second, func() error {
+	_ = framework.Eventually(90*time.Second, time.Second, func() error {
 		out, err := c.AnchorCommand("ctr", "-n", "k8s.io", "tasks", "ls", "-q").Output()
 		if err != nil {
 			return nil
@@ -779,7 +780,7 @@ func (c *Cluster) removeCgroups() error {
 	}
 	var left []string
 	for _, d := range now.Cgroups {
-		if containsString(c.before.Cgroups, d) {
+		if slices.Contains(c.before.Cgroups, d) {
 			continue
 		}
 		var dirs []string
@@ -807,37 +808,4 @@ func (c *Cluster) removeCgroups() error {
 		return fmt.Errorf("cgroup folders not removed: %s", strings.Join(left, "; "))
 	}
 	return nil
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// permanent marks an error that no retry can fix (a process exited).
-type permanent struct{ error }
-
-func (p permanent) Unwrap() error { return p.error }
-
-// waitFor retries f every interval until it succeeds, returns a permanent
-// error, or timeout passes.
-func waitFor(timeout, interval time.Duration, f func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		var p permanent
-		switch {
-		case err == nil:
-			return nil
-		case errors.As(err, &p):
-			return p.error
-		case time.Now().After(deadline):
-			return fmt.Errorf("after %s: %w", timeout, err)
-		}
-		time.Sleep(interval)
-	}
 }

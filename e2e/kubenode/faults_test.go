@@ -12,6 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/dnstune/dnstune/e2e/framework"
 )
 
 // createStorm creates n pods from clients goroutines in an opted-in
@@ -115,7 +117,7 @@ func stepFaults(t *testing.T, ctx context.Context, c *Cluster) {
 		if out, err := c.AnchorCommand("ctr", "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", id).CombinedOutput(); err != nil {
 			t.Fatalf("kill the monitor container: %v: %s", err, out)
 		}
-		if err := waitFor(2*time.Minute, time.Second, func() error {
+		if err := framework.Eventually(2*time.Minute, time.Second, func() error {
 			p, err := c.Clientset.CoreV1().Pods("dnstune-system").Get(ctx, pod.Name, metav1.GetOptions{})
 			if err != nil {
 				return err

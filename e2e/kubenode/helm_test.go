@@ -53,7 +53,7 @@ func stepMetricNames(t *testing.T, ctx context.Context, c *Cluster) {
 		targets = append(targets, net.JoinHostPort(p.Status.PodIP, "8080"))
 	}
 	for _, target := range targets {
-		text, err := scrape("http://" + target + "/metrics")
+		text, err := framework.Scrape("http://" + target + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -92,6 +92,19 @@ kubectl get ns dnstune-system -o name 2>/dev/null; true`)
 	return strings.TrimSpace(out)
 }
 
+// waitNothingLeft waits until objectsOfDnstune finds nothing, after what.
+func waitNothingLeft(t *testing.T, c *Cluster, what string) {
+	t.Helper()
+	if err := framework.Eventually(2*time.Minute, time.Second, func() error {
+		if left := objectsOfDnstune(t, c); left != "" {
+			return fmt.Errorf("left after %s:\n%s", what, left)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func stepHelmInstall(t *testing.T, ctx context.Context, c *Cluster) {
 	_ = c.Clientset.CoreV1().Pods("e2e-enabled").Delete(ctx, "after-uninstall", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
 	out := sh(t, c, HelmInstallCommand)
@@ -104,7 +117,7 @@ func stepHelmInstall(t *testing.T, ctx context.Context, c *Cluster) {
 		t.Fatal(err)
 	}
 	if len(mwc.Webhooks[0].ClientConfig.CABundle) == 0 {
-		if err := waitFor(time.Minute, time.Second, func() error {
+		if err := framework.Eventually(time.Minute, time.Second, func() error {
 			if err := c.Client.Get(ctx, client.ObjectKey{Name: "dnstune"}, &mwc); err != nil {
 				return err
 			}
@@ -195,14 +208,7 @@ func stepHelmUpgrade(t *testing.T, ctx context.Context, c *Cluster) {
 
 func stepHelmUninstall(t *testing.T, ctx context.Context, c *Cluster) {
 	t.Logf("%s\n%s", HelmUninstallCommand, sh(t, c, HelmUninstallCommand))
-	if err := waitFor(2*time.Minute, time.Second, func() error {
-		if left := objectsOfDnstune(t, c); left != "" {
-			return fmt.Errorf("left after helm uninstall:\n%s", left)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitNothingLeft(t, c, "helm uninstall")
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "after-helm-", Namespace: "e2e-enabled"},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: GlibcClientImage}}}}
 	if err := c.Client.Create(ctx, pod, client.DryRunAll); err != nil {
@@ -247,12 +253,5 @@ func stepHelmCertManager(t *testing.T, ctx context.Context, c *Cluster) {
 		t.Errorf("webhook configuration annotations %v", mwc.Annotations)
 	}
 	t.Logf("%s\n%s", HelmUninstallCommand, sh(t, c, HelmUninstallCommand))
-	if err := waitFor(2*time.Minute, time.Second, func() error {
-		if left := objectsOfDnstune(t, c); left != "" {
-			return fmt.Errorf("left after helm uninstall (cert-manager mode):\n%s", left)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitNothingLeft(t, c, "helm uninstall (cert-manager mode)")
 }

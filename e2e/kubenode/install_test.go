@@ -126,7 +126,7 @@ func stepWebhook(t *testing.T, ctx context.Context, c *Cluster) {
 			t.Fatal(err)
 		}
 	}
-	if err := waitFor(60*time.Second, 500*time.Millisecond, func() error {
+	if err := framework.Eventually(60*time.Second, 500*time.Millisecond, func() error {
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{GenerateName: "probe-", Namespace: "e2e-enabled"},
 			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: GlibcClientImage}}},
@@ -143,7 +143,7 @@ func stepWebhook(t *testing.T, ctx context.Context, c *Cluster) {
 	}
 	var admitted float64
 	for _, p := range pods.Items {
-		text, err := scrape("http://" + net.JoinHostPort(p.Status.PodIP, "8080") + "/metrics")
+		text, err := framework.Scrape("http://" + net.JoinHostPort(p.Status.PodIP, "8080") + "/metrics")
 		if err != nil {
 			t.Fatalf("scrape webhook pod %s: %v", p.Name, err)
 		}
@@ -192,7 +192,7 @@ func stepNodeAgent(t *testing.T, ctx context.Context, c *Cluster) {
 	// The init container raised the real host's thresholds.
 	checkThresholds(t, c)
 	// The monitor's metrics, scraped from its pod (hostNetwork: the node IP).
-	text, err := scrape("http://" + net.JoinHostPort(NodeIP, "9741") + "/metrics")
+	text, err := framework.Scrape("http://" + net.JoinHostPort(NodeIP, "9741") + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +229,7 @@ func stepResolvConf(t *testing.T, ctx context.Context, c *Cluster) {
 		}
 	}
 	// A bare pod in the audit namespace, to see the admission warning.
-	w := &warnings{}
+	w := &framework.Warnings{}
 	cfg := rest.CopyConfig(c.Config)
 	cfg.WarningHandler = w
 	cs, err := kubernetes.NewForConfig(cfg)
@@ -240,8 +240,8 @@ func stepResolvConf(t *testing.T, ctx context.Context, c *Cluster) {
 	if _, err := cs.CoreV1().Pods("e2e-audit").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bare"}, Spec: dep.Spec.Template.Spec}, metav1.CreateOptions{DryRun: []string{"All"}}); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(w.String(), "ndots:2") {
-		t.Errorf("audit namespace: admission warnings %q do not say what would change", w.String())
+	if got := strings.Join(w.Messages(), "\n"); !strings.Contains(got, "ndots:2") {
+		t.Errorf("audit namespace: admission warnings %q do not say what would change", got)
 	}
 	cluster := resolvconf.Cluster{DNS: []string{KubeDNSIP}, Domain: "cluster.local", Host: NodeResolvConf}
 	for _, ns := range workloadNamespaces {
@@ -271,7 +271,7 @@ func stepUninstall(t *testing.T, ctx context.Context, c *Cluster) {
 	t.Logf("%s\n%s", UninstallCommand, out)
 	// Nothing of the install is left: no namespace, cluster-scoped objects
 	// or webhook configuration.
-	if err := waitFor(2*time.Minute, time.Second, func() error {
+	if err := framework.Eventually(2*time.Minute, time.Second, func() error {
 		left := sh(t, c, "kubectl get mutatingwebhookconfigurations,clusterroles,clusterrolebindings -o name | grep dnstune || true; kubectl get ns dnstune-system -o name 2>/dev/null || true")
 		if strings.TrimSpace(left) != "" {
 			return fmt.Errorf("left after uninstall:\n%s", left)
@@ -290,7 +290,7 @@ func stepUninstall(t *testing.T, ctx context.Context, c *Cluster) {
 	if pod.Spec.DNSConfig != nil || pod.Annotations["dnstune.io/profile"] != "" {
 		t.Errorf("pod created after uninstall was mutated: %+v %v", pod.Spec.DNSConfig, pod.Annotations)
 	}
-	if err := waitFor(time.Minute, 500*time.Millisecond, func() error {
+	if err := framework.Eventually(time.Minute, 500*time.Millisecond, func() error {
 		p, err := c.Clientset.CoreV1().Pods("e2e-enabled").Get(ctx, "after-uninstall", metav1.GetOptions{})
 		if err != nil {
 			return err

@@ -38,7 +38,7 @@ type lookupResult struct {
 
 func corednsQueries(t *testing.T) float64 {
 	t.Helper()
-	text, err := scrape(CoreDNSMetrics)
+	text, err := framework.Scrape(CoreDNSMetrics)
 	if err != nil {
 		t.Fatal(err)
 	}

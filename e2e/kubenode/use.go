@@ -110,7 +110,7 @@ func ClientDeployment(ns, name, image string) *appsv1.Deployment {
 
 // WaitDaemonSetReady waits until a DaemonSet's pod on the node is ready.
 func (c *Cluster) WaitDaemonSetReady(ctx context.Context, ns, name string, timeout time.Duration) error {
-	return waitFor(timeout, time.Second, func() error {
+	return framework.Eventually(timeout, time.Second, func() error {
 		ds, err := c.Clientset.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
