@@ -21,14 +21,14 @@ test: verify-generate verify-manifests test-unit e2e ## Run every test: unit (wi
 .PHONY: generate
 generate: ## Write the JSON Schemas from the API types: api/v1alpha1/policy.schema.json and the chart's values.schema.json.
 	go run ./hack/genschema > api/v1alpha1/policy.schema.json
-	go run ./hack/genschema -values > charts/dnstune/values.schema.json
+	go run ./hack/genschema -values > manifests/dnstune/values.schema.json
 
 .PHONY: verify-generate
 verify-generate: ## Fail when generated files are stale (run make generate).
 	@go run ./hack/genschema | diff -u api/v1alpha1/policy.schema.json - > /dev/null || \
 	  { echo "api/v1alpha1/policy.schema.json is stale: run make generate and commit"; exit 1; }
-	@go run ./hack/genschema -values | diff -u charts/dnstune/values.schema.json - > /dev/null || \
-	  { echo "charts/dnstune/values.schema.json is stale: run make generate and commit"; exit 1; }; echo "generated files are up to date"
+	@go run ./hack/genschema -values | diff -u manifests/dnstune/values.schema.json - > /dev/null || \
+	  { echo "manifests/dnstune/values.schema.json is stale: run make generate and commit"; exit 1; }; echo "generated files are up to date"
 
 HELM_VERSION := $(shell awk '/helm.sh\/helm\/v3 v/{print $$NF}' hack/tools/helm/go.mod)
 HELM        := $(BIN)/tools/helm-$(HELM_VERSION)/helm
@@ -44,15 +44,15 @@ $(PROMTOOL):
 chart-tools: $(HELM) $(PROMTOOL) ## Build helm and promtool from the Go module proxy (cached in bin/tools).
 
 .PHONY: manifests
-manifests: $(HELM) ## Render dist/ from the chart: install.yaml (self-managed certs), install-cert-manager.yaml, install-admission-policy.yaml, reports.yaml.
-	bash hack/render-dist.sh $(HELM) dist
+manifests: $(HELM) ## Render manifests/ from the chart: install.yaml (self-managed certs), install-cert-manager.yaml, install-admission-policy.yaml, reports.yaml.
+	bash hack/render-manifests.sh $(HELM) manifests
 
 .PHONY: verify-manifests
-verify-manifests: $(HELM) ## Fail when dist/ is stale (run make manifests).
-	@tmp=$$(mktemp -d) && bash hack/render-dist.sh $(HELM) $$tmp && \
-	for f in $$tmp/*.yaml; do diff -u dist/$$(basename $$f) $$f > /dev/null || \
-	  { echo "dist/$$(basename $$f) is stale: run make manifests and commit"; rm -rf $$tmp; exit 1; }; done; \
-	rm -rf $$tmp; echo "dist/ is up to date"
+verify-manifests: $(HELM) ## Fail when manifests/ is stale (run make manifests).
+	@tmp=$$(mktemp -d) && bash hack/render-manifests.sh $(HELM) $$tmp && \
+	for f in $$tmp/*.yaml; do diff -u manifests/$$(basename $$f) $$f > /dev/null || \
+	  { echo "manifests/$$(basename $$f) is stale: run make manifests and commit"; rm -rf $$tmp; exit 1; }; done; \
+	rm -rf $$tmp; echo "manifests/ is up to date"
 
 .PHONY: test-unit
 test-unit: chart-tools ## Unit tests, golden files, fuzz seed corpora, the chart (helm lint, renders, alert rules), benchmarks compiled (not timed).
@@ -88,11 +88,11 @@ e2e: e2e-tools chart-tools lab-deps node-deps ## E2E suite: real control plane c
 	HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 20m ./e2e/kubenode 2>&1 | tee $(BIN)/e2e-node.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
 
 .PHONY: e2e-node
-e2e-node: e2e-tools chart-tools lab-deps node-deps ## Only the real-node e2e (root): dist/install.yaml on a kubelet + containerd node, resolv.conf from running pods.
+e2e-node: e2e-tools chart-tools lab-deps node-deps ## Only the real-node e2e (root): manifests/install.yaml on a kubelet + containerd node, resolv.conf from running pods.
 	HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 20m ./e2e/kubenode 2>&1 | tee $(BIN)/e2e-node.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
 
 .PHONY: demo
-demo: e2e-tools lab-deps node-deps ## Show what dnstune does: as root on a real node from dist/install.yaml (else the webhook as a process); DEMO_KEEP=1 keeps it running.
+demo: e2e-tools lab-deps node-deps ## Show what dnstune does: as root on a real node from manifests/install.yaml (else the webhook as a process); DEMO_KEEP=1 keeps it running.
 	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/demo
 
 .PHONY: lab
@@ -109,7 +109,7 @@ bench: e2e-tools ## Go benchmarks + load harness (floor / reference / dnstune) +
 .PHONY: update-golden
 update-golden: $(HELM) ## Rewrite golden files from the current output (offline CLI and the chart's renders).
 	go test ./internal/offline/... -run Golden -update
-	HELM=$(HELM) go test ./charts -run GoldenRenders -update
+	HELM=$(HELM) go test ./manifests -run GoldenRenders -update
 
 IMAGE ?= ghcr.io/dnstune/dnstune:dev
 

@@ -269,7 +269,7 @@ func kubeDNSIP(t *testing.T) string {
 }
 
 // The admission-policy backend, as users run it with no webhook
-// configuration and the RBAC of dist/install-admission-policy.yaml (its
+// configuration and the RBAC of manifests/install-admission-policy.yaml (its
 // ServiceAccount's token): dnstune admission-policy applies the compiled policies,
 // pods are mutated by kube-apiserver alone, a policy edit re-renders them,
 // objects the policy no longer yields are deleted, and with the backend's
@@ -306,7 +306,7 @@ func TestAdmissionPolicyBackend(t *testing.T) {
 	}
 	writeFile(testPolicy)
 	// As installed: the install file's ServiceAccount and RBAC, and its token.
-	install, err := os.ReadFile(filepath.Join(framework.RepoRoot(), "dist/install-admission-policy.yaml"))
+	install, err := os.ReadFile(filepath.Join(framework.RepoRoot(), "manifests/install-admission-policy.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,7 @@
 // Package e2e proves dnstune on a real control plane: etcd, kube-apiserver
 // and kube-controller-manager v1.37 built from source (make e2e-tools),
 // calling the real dnstune binary over TLS through the
-// MutatingWebhookConfiguration rendered from the chart (charts/dnstune),
+// MutatingWebhookConfiguration rendered from the chart (manifests/dnstune),
 // pointed at the local process. The real node (the install as a user does
 // it, with dnstune's own image) is e2e/kubenode.
 //
@@ -11,7 +11,7 @@
 //     processes, rendering and applying manifests, scraping metrics. No test
 //     logic; nothing here asserts.
 //   - main_test.go: TestMain, the shared env, and the policy the suite runs
-//     (the shipped one: the chart's values, as dist/install.yaml has it).
+//     (the shipped one: the chart's values, as manifests/install.yaml has it).
 //   - helpers_test.go: small helpers every scenario uses (namespace, newPod,
 //     create, assertMutated, assertUntouched, metric, eventually).
 //   - scenarios_test.go: what a user sees for one pod or workload in one

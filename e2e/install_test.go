@@ -31,8 +31,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/dnstune/dnstune/certs"
 	"github.com/dnstune/dnstune/e2e/framework"
-	"github.com/dnstune/dnstune/internal/certs"
 )
 
 const systemNS = "dnstune-system"
@@ -97,7 +97,7 @@ func applyInstall(ctx context.Context, t *testing.T, data []byte) {
 }
 
 func testManifestsAccepted(ctx context.Context, t *testing.T) {
-	for _, f := range []string{"dist/install.yaml", "dist/install-admission-policy.yaml"} {
+	for _, f := range []string{"manifests/install.yaml", "manifests/install-admission-policy.yaml"} {
 		data, err := os.ReadFile(filepath.Join(framework.RepoRoot(), f))
 		if err != nil {
 			t.Fatal(err)
@@ -105,7 +105,7 @@ func testManifestsAccepted(ctx context.Context, t *testing.T) {
 		applyInstall(ctx, t, data)
 	}
 	installCertManagerCRDs(ctx, t)
-	data, err := os.ReadFile(filepath.Join(framework.RepoRoot(), "dist/install-cert-manager.yaml"))
+	data, err := os.ReadFile(filepath.Join(framework.RepoRoot(), "manifests/install-cert-manager.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,8 +229,8 @@ func testRBAC(ctx context.Context, t *testing.T) {
 		"webhook reads another kube-system Service": func() error {
 			return webhook.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "kube-dns-other"}, &corev1.Service{})
 		},
-		"webhook creates pods":                                func() error { return webhook.Create(ctx, newPod("default")) },
-		"webhook lists pods (reports need dist/reports.yaml)": func() error { return webhook.List(ctx, &corev1.PodList{}) },
+		"webhook creates pods": func() error { return webhook.Create(ctx, newPod("default")) },
+		"webhook lists pods (reports need manifests/reports.yaml)": func() error { return webhook.List(ctx, &corev1.PodList{}) },
 		"webhook reads another Lease": func() error {
 			return webhook.Get(ctx, client.ObjectKey{Namespace: systemNS, Name: "other"}, &coordinationv1.Lease{})
 		},

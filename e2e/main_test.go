@@ -15,7 +15,7 @@ import (
 var env *framework.Env
 
 // testPolicy is the policy the install ships (the chart's values, as
-// dist/install.yaml's ConfigMap has it), so the suite proves what users run.
+// manifests/install.yaml's ConfigMap has it), so the suite proves what users run.
 var testPolicy = func() string {
 	p, err := framework.ShippedPolicy()
 	if err != nil {

@@ -85,7 +85,7 @@ func markReady(t *testing.T, ns string, stop <-chan struct{}) *sync.WaitGroup {
 	return &wg
 }
 
-// installReports applies dist/reports.yaml (the PolicyReport CRD and the
+// installReports applies manifests/reports.yaml (the PolicyReport CRD and the
 // report writer's RBAC) as a user does, and the namespace of the leader
 // election Lease.
 func installReports(ctx context.Context, t *testing.T) {
@@ -94,7 +94,7 @@ func installReports(ctx context.Context, t *testing.T) {
 	if err := env.Client.Create(ctx, sys); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(filepath.Join(framework.RepoRoot(), "dist/reports.yaml"))
+	data, err := os.ReadFile(filepath.Join(framework.RepoRoot(), "manifests/reports.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 // exactly the pods UsesClusterDNS admits, so skipping them in CEL loses
 // nothing Decide would have changed.
 func TestMatchConditionsAgreeWithDecide(t *testing.T) {
-	data, err := os.ReadFile("../dist/install.yaml") // rendered from the chart
+	data, err := os.ReadFile("../manifests/install.yaml") // rendered from the chart
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func TestMatchConditionsAgreeWithDecide(t *testing.T) {
 		}
 	}
 	if doc == nil {
-		t.Fatal("dist/install.yaml has no MutatingWebhookConfiguration")
+		t.Fatal("manifests/install.yaml has no MutatingWebhookConfiguration")
 	}
 	data = doc
 	var mwc struct {

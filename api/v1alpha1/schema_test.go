@@ -57,7 +57,7 @@ func yamlToJSON(t *testing.T, data []byte) any {
 // The shipped policies validate against the schema, and say so to editors.
 func TestSchemaValidatesShippedPolicies(t *testing.T) {
 	s := compileSchema(t)
-	for _, f := range []string{"../../examples/policy.yaml"} { // the chart's is checked in charts/
+	for _, f := range []string{"../../examples/policy.yaml"} { // the chart's is checked in manifests/
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)

@@ -1,5 +1,5 @@
 // Command demo is `make demo`. As root, on a machine that can run a real
-// node (e2e/kubenode), it installs dnstune from dist/install.yaml with its
+// node (e2e/kubenode), it installs dnstune from manifests/install.yaml with its
 // own image onto a real kubelet + containerd node and shows each pod's
 // /etc/resolv.conf read from its running container. Otherwise it starts a
 // real local control plane and the dnstune webhook as a process, and shows

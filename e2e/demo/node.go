@@ -18,7 +18,7 @@ import (
 )
 
 // runOnNode is the demo on a real node (root): dnstune's own image installed
-// from dist/install.yaml as the README says, and each pod's /etc/resolv.conf
+// from manifests/install.yaml as the README says, and each pod's /etc/resolv.conf
 // read from its running container, as the real kubelet wrote it.
 func runOnNode(ctx context.Context, start time.Time) (err error) {
 	c, err := kubenode.Start(ctx, kubenode.Options{Logf: func(f string, a ...any) { fmt.Printf("· "+f+"\n", a...) }})

@@ -35,7 +35,7 @@ func Tool(env, name string) (string, error) {
 // Helm returns the helm binary: $HELM, or the one in bin/tools.
 func Helm() (string, error) { return Tool("HELM", "helm") }
 
-// Render renders the chart (charts/dnstune) as make manifests does
+// Render renders the chart (manifests/dnstune) as make manifests does
 // (release dnstune in dnstune-system, the namespace included), with extra
 // helm template flags, e.g. "--set", "certificates.mode=cert-manager" or
 // "--show-only", "templates/node.yaml".
@@ -44,7 +44,7 @@ func Render(flags ...string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"template", "dnstune", filepath.Join(RepoRoot(), "charts", "dnstune"),
+	args := append([]string{"template", "dnstune", filepath.Join(RepoRoot(), "manifests", "dnstune"),
 		"--namespace", "dnstune-system", "--kube-version", "v1.37.1", "--set", "namespace.create=true"}, flags...)
 	out, err := exec.Command(helm, args...).Output() // #nosec G204 -- fixed command.
 	if err != nil {
@@ -58,9 +58,9 @@ func Render(flags ...string) ([]byte, error) {
 }
 
 // ShippedPolicy is the policy the install ships: the dnstune-policy
-// ConfigMap of dist/install.yaml (rendered from the chart's values).
+// ConfigMap of manifests/install.yaml (rendered from the chart's values).
 func ShippedPolicy() (string, error) {
-	data, err := os.ReadFile(filepath.Join(RepoRoot(), "dist", "install.yaml"))
+	data, err := os.ReadFile(filepath.Join(RepoRoot(), "manifests", "install.yaml"))
 	if err != nil {
 		return "", err
 	}
@@ -72,12 +72,12 @@ func ShippedPolicy() (string, error) {
 		if o.GetKind() == "ConfigMap" && o.GetName() == "dnstune-policy" {
 			p, ok, err := unstructured.NestedString(o.Object, "data", "policy.yaml")
 			if err != nil || !ok {
-				return "", fmt.Errorf("dist/install.yaml: ConfigMap dnstune-policy has no policy.yaml (%w)", err)
+				return "", fmt.Errorf("manifests/install.yaml: ConfigMap dnstune-policy has no policy.yaml (%w)", err)
 			}
 			return p, nil
 		}
 	}
-	return "", errors.New("dist/install.yaml has no ConfigMap dnstune-policy")
+	return "", errors.New("manifests/install.yaml has no ConfigMap dnstune-policy")
 }
 
 // Objects decodes a multi-document YAML stream.

@@ -29,7 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
-	"github.com/dnstune/dnstune/internal/certs"
+	"github.com/dnstune/dnstune/certs"
 )
 
 // KubeDNSIP is the ClusterIP of the kube-system/kube-dns Service the
@@ -346,7 +346,7 @@ func (w *Webhook) ServingCert(roots *x509.CertPool) (*x509.Certificate, error) {
 }
 
 // RenderWebhookConfig renders the chart's MutatingWebhookConfiguration (as
-// dist/install.yaml has it) and points it at w, out of cluster on loopback,
+// manifests/install.yaml has it) and points it at w, out of cluster on loopback,
 // with the harness CA.
 func (e *Env) RenderWebhookConfig(w *Webhook, failure admissionregistrationv1.FailurePolicyType) (*admissionregistrationv1.MutatingWebhookConfiguration, error) {
 	out, err := Render("--show-only", "templates/mutatingwebhook.yaml")

@@ -19,8 +19,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/dnstune/dnstune/charts"
 	"github.com/dnstune/dnstune/e2e/framework"
+	"github.com/dnstune/dnstune/manifests"
 )
 
 // stepMetricNames: every metric name the chart's alerts and dashboard
@@ -28,7 +28,7 @@ import (
 // earlier steps made them count admissions), or comes from Prometheus or
 // kube-state-metrics.
 func stepMetricNames(t *testing.T, ctx context.Context, c *Cluster) {
-	want, err := charts.QueryMetricNames()
+	want, err := manifests.QueryMetricNames()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func stepMetricNames(t *testing.T, ctx context.Context, c *Cluster) {
 		}
 	}
 	for _, n := range want {
-		if !exposed[n] && !slices.Contains(charts.FromExporters, n) {
+		if !exposed[n] && !slices.Contains(manifests.FromExporters, n) {
 			t.Errorf("the chart's alerts or dashboard query %s, which neither the webhook nor the node agent exposes", n)
 		}
 	}
@@ -178,7 +178,7 @@ func stepHelmUpgrade(t *testing.T, ctx context.Context, c *Cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	upgrade := `helm upgrade dnstune charts/dnstune --namespace dnstune-system --reuse-values --set 'webhook.extraArgs={--report-interval=30s}' --wait --timeout 3m`
+	upgrade := `helm upgrade dnstune manifests/dnstune --namespace dnstune-system --reuse-values --set 'webhook.extraArgs={--report-interval=30s}' --wait --timeout 3m`
 	failed, unmutated := createStorm(t, ctx, c, "helm", 300, 6, func() {
 		time.Sleep(time.Second)
 		t.Logf("%s\n%s", upgrade, sh(t, c, upgrade))
@@ -233,7 +233,7 @@ func stepHelmCertManager(t *testing.T, ctx context.Context, c *Cluster) {
 		t.Fatalf("cert-manager CRDs not found: %v", crds)
 	}
 	sh(t, c, "kubectl apply -f "+strings.Join(crds, " -f ")+" && kubectl wait --for condition=established --timeout=60s crd/certificates.cert-manager.io crd/issuers.cert-manager.io")
-	install := `helm install dnstune charts/dnstune --namespace dnstune-system --create-namespace --set image.tag=dev --set certificates.mode=cert-manager`
+	install := `helm install dnstune manifests/dnstune --namespace dnstune-system --create-namespace --set image.tag=dev --set certificates.mode=cert-manager`
 	t.Logf("%s\n%s", install, sh(t, c, install))
 	cert := &unstructured.Unstructured{}
 	cert.SetAPIVersion("cert-manager.io/v1")

@@ -155,7 +155,7 @@ func stepWebhook(t *testing.T, ctx context.Context, c *Cluster) {
 	}
 }
 
-// gcTargets is what the install's node agent raises to (dist/install.yaml
+// gcTargets is what the install's node agent raises to (manifests/install.yaml
 // --gc-thresh); it never lowers, so the expected value is the larger.
 var gcTargets = []int{8192, 32768, 65536}
 

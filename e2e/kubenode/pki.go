@@ -12,7 +12,7 @@ import (
 
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
 
-	"github.com/dnstune/dnstune/internal/certs"
+	"github.com/dnstune/dnstune/certs"
 )
 
 // pair is where a certificate and its key were written.

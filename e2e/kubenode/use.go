@@ -21,10 +21,10 @@ import (
 // InstallCommand and UninstallCommand are the README's, run verbatim from
 // the repository root (the tests check the README still says exactly this).
 const (
-	InstallCommand   = `sed 's|ghcr.io/dnstune/dnstune:latest|ghcr.io/dnstune/dnstune:dev|' dist/install.yaml | kubectl apply -f -`
-	UninstallCommand = `kubectl delete -f dist/install.yaml`
+	InstallCommand   = `sed 's|ghcr.io/dnstune/dnstune:latest|ghcr.io/dnstune/dnstune:dev|' manifests/install.yaml | kubectl apply -f -`
+	UninstallCommand = `kubectl delete -f manifests/install.yaml`
 
-	HelmInstallCommand   = `helm install dnstune charts/dnstune --namespace dnstune-system --create-namespace --set image.tag=dev --wait --timeout 3m`
+	HelmInstallCommand   = `helm install dnstune manifests/dnstune --namespace dnstune-system --create-namespace --set image.tag=dev --wait --timeout 3m`
 	HelmUninstallCommand = `helm uninstall dnstune --namespace dnstune-system --wait && kubectl delete namespace dnstune-system`
 )
 

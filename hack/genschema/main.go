@@ -17,7 +17,7 @@ import (
 )
 
 func main() {
-	values := flag.Bool("values", false, "write the Helm chart's values schema (charts/dnstune/values.schema.json) instead")
+	values := flag.Bool("values", false, "write the Helm chart's values schema (manifests/dnstune/values.schema.json) instead")
 	flag.Parse()
 	r := &jsonschema.Reflector{DoNotReference: true}
 	if err := r.AddGoComments("github.com/dnstune/dnstune", "./api/v1alpha1"); err != nil {

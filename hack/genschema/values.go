@@ -2,7 +2,7 @@ package main
 
 import "github.com/invopop/jsonschema"
 
-// Values are the chart's values (charts/dnstune/values.yaml, which documents
+// Values are the chart's values (manifests/dnstune/values.yaml, which documents
 // each): the schema refuses unknown keys and wrong types, and its policy part
 // is the policy API's own schema.
 type Values struct {

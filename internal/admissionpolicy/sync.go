@@ -25,8 +25,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/dnstune/dnstune/api/v1alpha1"
-	"github.com/dnstune/dnstune/internal/webhook"
 	"github.com/dnstune/dnstune/policy"
+	"github.com/dnstune/dnstune/webhook"
 )
 
 // FieldManager is the server-side apply field manager of the compiled objects.

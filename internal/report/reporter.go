@@ -91,7 +91,7 @@ func (r *Reporter) Start(ctx context.Context) error {
 			r.Log.Error(err, "cannot list namespaces; reports not updated")
 		case !r.crdServed():
 			if !warned {
-				r.Log.Info("PolicyReport CRD (wgpolicyk8s.io/v1alpha2) not installed: no reports; apply dist/reports.yaml to turn them on")
+				r.Log.Info("PolicyReport CRD (wgpolicyk8s.io/v1alpha2) not installed: no reports; apply manifests/reports.yaml to turn them on")
 				warned = true
 			}
 		case r.Generation() != lastGen || !slices.Equal(opted, lastNS) || time.Since(lastScan) >= r.Interval:

@@ -8,7 +8,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/dnstune/dnstune/internal/admissionpolicy"
-	"github.com/dnstune/dnstune/internal/webhook"
+	"github.com/dnstune/dnstune/webhook"
 )
 
 func newAdmissionPolicyCommand() *cobra.Command {

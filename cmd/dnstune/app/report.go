@@ -20,8 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dnstune/dnstune/internal/report"
-	"github.com/dnstune/dnstune/internal/webhook"
 	"github.com/dnstune/dnstune/policy"
+	"github.com/dnstune/dnstune/webhook"
 )
 
 // PolicyConfigMap is where the install keeps the policy (key policy.yaml).

@@ -4,9 +4,9 @@ import (
 	"github.com/spf13/cobra"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/dnstune/dnstune/internal/certs"
+	"github.com/dnstune/dnstune/certs"
 	"github.com/dnstune/dnstune/internal/report"
-	"github.com/dnstune/dnstune/internal/webhook"
+	"github.com/dnstune/dnstune/webhook"
 )
 
 func newWebhookCommand() *cobra.Command {

@@ -155,7 +155,7 @@ func TestSelfManagedHostsChange(t *testing.T) {
 func TestSelfManagedErrors(t *testing.T) {
 	s, c, _ := newFixture(t)
 	_ = c.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: secretKey.Namespace, Name: secretKey.Name}})
-	if err := s.Sync(context.Background()); err == nil || !strings.Contains(err.Error(), "apply dist/install.yaml (the chart with certificates.mode=self-managed)") {
+	if err := s.Sync(context.Background()); err == nil || !strings.Contains(err.Error(), "apply manifests/install.yaml (the chart with certificates.mode=self-managed)") {
 		t.Fatalf("missing secret: %v", err)
 	}
 	if _, err := NewSelfManaged(SelfManagedOptions{CertValidity: time.Hour, CAValidity: time.Minute}); err == nil {

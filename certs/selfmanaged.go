@@ -103,7 +103,7 @@ func (s *SelfManaged) Sync(ctx context.Context) error {
 	var secret corev1.Secret
 	if err := s.o.Client.Get(ctx, s.o.Secret, &secret); err != nil {
 		if apierrors.IsNotFound(err) {
-			return fmt.Errorf("secret %s not found: the self-managed manifests create it empty; apply dist/install.yaml (the chart with certificates.mode=self-managed)", s.o.Secret)
+			return fmt.Errorf("secret %s not found: the self-managed manifests create it empty; apply manifests/install.yaml (the chart with certificates.mode=self-managed)", s.o.Secret)
 		}
 		return fmt.Errorf("failed to get secret %s: %w", s.o.Secret, err)
 	}

@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"github.com/dnstune/dnstune/internal/certs"
+	"github.com/dnstune/dnstune/certs"
 )
 
 // Run loads the policy, then serves the webhook until ctx ends. The policy

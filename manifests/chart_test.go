@@ -1,10 +1,10 @@
-// Package charts_test tests the Helm chart (charts/dnstune): helm lint,
+// Package manifests_test tests the Helm chart (manifests/dnstune): helm lint,
 // golden renders for several values sets, the values schema, the policy in
 // the values (dnstune policy check), the alert rules (promtool check and
 // unit tests) and the dashboard's queries. helm and promtool come from
 // $HELM and $PROMTOOL, or bin/tools (make chart-tools); a missing tool fails
 // the test, saying how to get it.
-package charts_test
+package manifests_test
 
 import (
 	"bytes"
@@ -20,14 +20,14 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/dnstune/dnstune/charts"
 	"github.com/dnstune/dnstune/cmd/dnstune/app"
 	"github.com/dnstune/dnstune/e2e/framework"
+	"github.com/dnstune/dnstune/manifests"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden renders")
 
-const chart = "dnstune"
+const chart = "dnstune" // the chart directory (tests run in manifests/)
 
 func tool(t *testing.T, env, name string) string {
 	t.Helper()
@@ -76,7 +76,7 @@ func TestHelmLint(t *testing.T) {
 	}
 }
 
-// Golden renders: one per values set (go test ./charts -update rewrites them).
+// Golden renders: one per values set (go test ./manifests -update rewrites them).
 func TestGoldenRenders(t *testing.T) {
 	for _, v := range valuesSets(t) {
 		name := strings.TrimSuffix(filepath.Base(v), ".yaml")
@@ -90,10 +90,10 @@ func TestGoldenRenders(t *testing.T) {
 			}
 			want, err := os.ReadFile(golden)
 			if err != nil {
-				t.Fatalf("%v (go test ./charts -update writes it)", err)
+				t.Fatalf("%v (go test ./manifests -update writes it)", err)
 			}
 			if got != string(want) {
-				t.Errorf("render of %s differs from %s (go test ./charts -update if intended)", v, golden)
+				t.Errorf("render of %s differs from %s (go test ./manifests -update if intended)", v, golden)
 			}
 			if _, err := framework.Objects([]byte(got)); err != nil {
 				t.Errorf("the render is not valid YAML: %v", err)
@@ -233,9 +233,9 @@ func TestAlertRules(t *testing.T) {
 	}
 }
 
-func alertRules(t *testing.T) []charts.Rule {
+func alertRules(t *testing.T) []manifests.Rule {
 	t.Helper()
-	r, err := charts.AlertRules()
+	r, err := manifests.AlertRules()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func alertRules(t *testing.T) []charts.Rule {
 
 func dashboardQueries(t *testing.T) []string {
 	t.Helper()
-	q, err := charts.DashboardQueries()
+	q, err := manifests.DashboardQueries()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func dashboardQueries(t *testing.T) []string {
 
 func queryMetricNames(t *testing.T) []string {
 	t.Helper()
-	n, err := charts.QueryMetricNames()
+	n, err := manifests.QueryMetricNames()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func queryMetricNames(t *testing.T) []string {
 // e2e/kubenode), Prometheus' up, or kube-state-metrics' namespace labels.
 func TestQueriesParseAndNameKnownMetrics(t *testing.T) {
 	for _, n := range queryMetricNames(t) {
-		if !strings.HasPrefix(n, "dnstune_") && !strings.HasPrefix(n, "controller_runtime_webhook_") && !slices.Contains(charts.FromExporters, n) {
+		if !strings.HasPrefix(n, "dnstune_") && !strings.HasPrefix(n, "controller_runtime_webhook_") && !slices.Contains(manifests.FromExporters, n) {
 			t.Errorf("query selects %s, which no dnstune binary or the documented exporters expose", n)
 		}
 	}

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Renders dist/*.yaml from the Helm chart (charts/dnstune), the one source
+# Renders manifests/*.yaml from the Helm chart (manifests/dnstune), the one source
 # of the install: the self-managed and cert-manager installs, the
 # admission-policy backend, and the optional PolicyReport CRD and RBAC.
 #
-# Usage: hack/render-dist.sh HELM OUTDIR
+# Usage: hack/render-manifests.sh HELM OUTDIR
 set -euo pipefail
 helm=$1 out=$2
 cd "$(dirname "$0")/.."
@@ -11,8 +11,8 @@ mkdir -p "$out"
 render() { # file, extra helm flags...
   local file=$1; shift
   {
-    echo "# Rendered from charts/dnstune by make manifests; do not edit (edit the chart)."
-    "$helm" template dnstune charts/dnstune --namespace dnstune-system --kube-version v1.37.1 \
+    echo "# Rendered from manifests/dnstune by make manifests; do not edit (edit the chart)."
+    "$helm" template dnstune manifests/dnstune --namespace dnstune-system --kube-version v1.37.1 \
       --set namespace.create=true "$@"
   } > "$out/$file"
 }

@@ -89,7 +89,7 @@ type Options struct {
 	// file-system event, default DefaultPolicyPollInterval.
 	PolicyPollInterval time.Duration
 	// Reports is "auto" (the default: keep a PolicyReport per opted-in
-	// namespace when the PolicyReport CRD is installed, dist/reports.yaml)
+	// namespace when the PolicyReport CRD is installed, manifests/reports.yaml)
 	// or "off". On, the replicas elect a leader (a Lease in
 	// LeaderElectionNamespace, default dnstune-system) that scans every
 	// ReportInterval (default 5m) and on policy or opt-in changes.

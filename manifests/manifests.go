@@ -1,8 +1,8 @@
-// Package charts reads the monitoring parts of the Helm chart
-// (charts/dnstune): its alert rules and its Grafana dashboard's queries, and
+// Package manifests reads the monitoring parts of the Helm chart
+// (manifests/dnstune): its alert rules and its Grafana dashboard's queries, and
 // the metric names they select. The chart's tests and the real-node e2e
 // (which checks every name against what the running binaries expose) use it.
-package charts
+package manifests
 
 import (
 	"encoding/json"

@@ -17,7 +17,7 @@ import (
 	"github.com/go-logr/logr"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"github.com/dnstune/dnstune/internal/certs"
+	"github.com/dnstune/dnstune/certs"
 )
 
 // startTLSServer serves the admission handler on a loopback port with short
