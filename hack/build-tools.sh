@@ -4,7 +4,7 @@
 # not rebuilt. kubectl comes from the machine (PATH).
 #
 # Usage: hack/build-tools.sh            control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) and kubelet
-#        hack/build-tools.sh coredns    CoreDNS for the effect lab (bin/tools/coredns-<version>/coredns)
+#        hack/build-tools.sh coredns    CoreDNS for the effect lab (bin/tools/coredns-<version>-<plugins>/coredns)
 #        hack/build-tools.sh helm       helm, for the chart (bin/tools/helm-<version>/helm)
 #        hack/build-tools.sh promtool   promtool, for the chart's alert rules (bin/tools/promtool-<version>/promtool)
 set -euo pipefail
@@ -46,7 +46,10 @@ fi
 
 if [ "$what" = coredns ]; then
   COREDNS_VERSION=$(grep -oE "github.com/coredns/coredns v[0-9.]+" "$root/hack/tools/coredns/go.mod" | head -1 | cut -d" " -f2)
-  out=$root/bin/tools/coredns-$COREDNS_VERSION
+  # The plugin set is part of the name, so a build with other plugins is not
+  # mistaken for this one.
+  plugins=$(sha256sum "$root/hack/tools/coredns/main.go" | cut -c1-8)
+  out=$root/bin/tools/coredns-$COREDNS_VERSION-$plugins
   mkdir -p "$out"
   build coredns "$root/hack/tools/coredns" . "-s -w"
   echo "$out/coredns"

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 
 	"github.com/dnstune/dnstune/api/v1alpha1"
 )
@@ -88,6 +89,12 @@ func (d *Decision) ChangesDNS() bool {
 	return d.SetDNSPolicy != "" || d.Nameservers != nil || d.Searches != nil || d.Options != nil
 }
 
+// PointsAtNodeLocal reports whether the decision points the pod (or, in
+// audit, would point it) at the node-local cache.
+func (d *Decision) PointsAtNodeLocal() bool {
+	return d.Mode == ModeNodeLocal && (d.Action == Mutate || d.Action == AuditOnly) && d.Nameservers != nil
+}
+
 // Summary is a one-line description of the changes.
 func (d *Decision) Summary() string {
 	return fmt.Sprintf("profile %s (%s): %s", d.Profile, d.Mode, strings.Join(d.Changes, "; "))
@@ -146,9 +153,9 @@ func Decide(pod *corev1.Pod, ns Namespace, pol *Policy, clusterDNS netip.Addr) D
 	d.SetProfileAnnotation = pod.Annotations[ProfileLabel] != prof.Name
 	d.Warnings = append(d.Warnings, muslWarnings(pod, prof, cfg.Options)...)
 	if musl != nil && prof.KeepsNdotsFor() {
-		d.Warnings = append(d.Warnings, fmt.Sprintf(
-			"dnstune: container %q uses %q, which looks musl-based (Alpine): ndots kept at %d (musl does not fall back to the search list, so a lower ndots breaks name.namespace.svc lookups); profile %s's musl: apply lowers it anyway",
-			musl.Name, musl.Image, v1alpha1.KubeletNdots, prof.Name))
+		if w := muslNdotsWarning(musl, prof, cfg.Options); w != "" {
+			d.Warnings = append(d.Warnings, w)
+		}
 	}
 	if enforcement == Audit {
 		d.Action = AuditOnly
@@ -183,6 +190,18 @@ func skipReason(pod *corev1.Pod, ns Namespace, pol *Policy) Reason {
 	}
 	// ClusterFirst with hostNetwork: kubelet gives the node's resolv.conf.
 	return ReasonHostNetwork
+}
+
+// NamespaceProfile returns the profile and enforcement a namespace's pods
+// get, or nil when the namespace is not opted in, is excluded, or names a
+// profile the policy does not define. It is what Decide chooses before it
+// looks at the pod.
+func NamespaceProfile(ns Namespace, pol *Policy) (*Profile, Enforcement) {
+	if inject := ns.Labels[InjectLabel]; (inject != InjectEnabled && inject != InjectAudit) || slices.Contains(pol.ExcludeNamespaces, ns.Name) {
+		return nil, ""
+	}
+	prof, enforcement, _ := chooseProfile(ns, pol)
+	return prof, enforcement
 }
 
 // chooseProfile returns the namespace's profile and enforcement: the
@@ -251,6 +270,29 @@ func muslContainer(pod *corev1.Pod) *corev1.Container {
 		}
 	}
 	return nil
+}
+
+// muslNdotsWarning says what ndots a musl pod under a keepNdots profile
+// really gets: kubelet's 5 in place of the profile's lower value, or, when
+// the pod sets ndots itself (its own options always win), that value, with
+// the exposure when it is below 5. A pod's own ndots of 5 or more gets no
+// warning: nothing of dnstune's decided it, and it is safe.
+func muslNdotsWarning(musl *corev1.Container, prof *Profile, own []corev1.PodDNSConfigOption) string {
+	prefix := fmt.Sprintf("dnstune: container %q uses %q, which looks musl-based (Alpine): ", musl.Name, musl.Image)
+	i := slices.IndexFunc(own, func(o corev1.PodDNSConfigOption) bool { return o.Name == "ndots" })
+	if i < 0 {
+		return prefix + fmt.Sprintf("this pod gets ndots:%d, not profile %s's ndots:%d, because with a lower ndots musl fails name.namespace.svc lookups (it does not fall back to the search list); profile %s's musl: apply gives it ndots:%d anyway",
+			v1alpha1.KubeletNdots, prof.Name, *prof.Options.Ndots, prof.Name, *prof.Options.Ndots)
+	}
+	v := ptr.Deref(own[i].Value, "")
+	if len(v) == 0 || len(v) > 9 || strings.Trim(v, "0123456789") != "" {
+		return "" // not a count (the compiled policy reads it the same way)
+	}
+	if n, _ := strconv.Atoi(v); n >= v1alpha1.KubeletNdots {
+		return ""
+	}
+	return prefix + fmt.Sprintf("this pod sets ndots:%s itself, which dnstune keeps, and with it musl fails name.namespace.svc lookups (it does not fall back to the search list); remove the pod's ndots option or set it to %d",
+		v, v1alpha1.KubeletNdots)
 }
 
 // muslWarnings warns, for an options profile relying on

@@ -289,7 +289,7 @@ func TestDecideMutations(t *testing.T) {
 			want: func(p *corev1.Pod) { p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: resilientOpts()[1:]} },
 			warnings: []string{
 				`dnstune: container "app" uses "docker.io/library/alpine:3.20", which looks musl-based (Alpine): musl ignores single-request-reopen`,
-				`dnstune: container "app" uses "docker.io/library/alpine:3.20", which looks musl-based (Alpine): ndots kept at 5`,
+				`dnstune: container "app" uses "docker.io/library/alpine:3.20", which looks musl-based (Alpine): this pod gets ndots:5, not profile resilient's ndots:2, because with a lower ndots musl fails name.namespace.svc lookups (it does not fall back to the search list); profile resilient's musl: apply gives it ndots:2 anyway`,
 			},
 		},
 		{
@@ -298,7 +298,7 @@ func TestDecideMutations(t *testing.T) {
 				p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "alpine"}}
 			}),
 			want:     func(p *corev1.Pod) { p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: resilientOpts()[1:]} },
-			warnings: []string{`dnstune: container "init" uses "alpine"`, `dnstune: container "init" uses "alpine", which looks musl-based (Alpine): ndots kept at 5`},
+			warnings: []string{`dnstune: container "init" uses "alpine"`, `dnstune: container "init" uses "alpine", which looks musl-based (Alpine): this pod gets ndots:5, not profile resilient's ndots:2`},
 		},
 		{
 			name: "musl image, musl: apply", action: Mutate, profile: "resilient", ns: enabledNS,
@@ -323,7 +323,38 @@ func TestDecideMutations(t *testing.T) {
 					Options:     []corev1.PodDNSConfigOption{opt("ndots", "5"), opt("timeout", "1"), opt("attempts", "2")},
 				}
 			},
-			warnings: []string{`dnstune: container "app" uses "alpine:3.20", which looks musl-based (Alpine): ndots kept at 5`},
+			warnings: []string{`dnstune: container "app" uses "alpine:3.20", which looks musl-based (Alpine): this pod gets ndots:5, not profile nodelocal's ndots:2, because with a lower ndots musl fails name.namespace.svc lookups (it does not fall back to the search list); profile nodelocal's musl: apply gives it ndots:2 anyway`},
+		},
+		{
+			// The pod's own ndots wins: the warning says what it really
+			// gets (it once said "ndots kept at 5" here).
+			name: "musl image with its own ndots:2: the warning names the pod's value", action: Mutate, profile: "resilient", ns: enabledNS, pol: Default(),
+			pod: pod(func(p *corev1.Pod) {
+				p.Spec.Containers[0].Image = "alpine:3.20"
+				p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: []corev1.PodDNSConfigOption{opt("ndots", "2")}}
+			}),
+			want: func(p *corev1.Pod) {
+				p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: append([]corev1.PodDNSConfigOption{opt("ndots", "2")}, resilientOpts()[1:]...)}
+			},
+			warnings: []string{
+				`dnstune: container "app" uses "alpine:3.20", which looks musl-based (Alpine): musl ignores single-request-reopen`,
+				`dnstune: container "app" uses "alpine:3.20", which looks musl-based (Alpine): this pod sets ndots:2 itself, which dnstune keeps, and with it musl fails name.namespace.svc lookups (it does not fall back to the search list); remove the pod's ndots option or set it to 5`,
+			},
+		},
+		{
+			name: "musl image with its own ndots:5: nothing to warn about ndots", action: Mutate, profile: "nodelocal", ns: nodelocalNS, pol: Default(), dns: kubeDNSAddr,
+			pod: pod(func(p *corev1.Pod) {
+				p.Spec.Containers[0].Image = "alpine:3.20"
+				p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: []corev1.PodDNSConfigOption{opt("ndots", "6")}}
+			}),
+			want: func(p *corev1.Pod) {
+				p.Spec.DNSPolicy = corev1.DNSNone
+				p.Spec.DNSConfig = &corev1.PodDNSConfig{
+					Nameservers: []string{"169.254.20.10", "10.96.0.10"},
+					Searches:    []string{"shop.svc.cluster.local", "svc.cluster.local", "cluster.local"},
+					Options:     []corev1.PodDNSConfigOption{opt("ndots", "6"), opt("timeout", "1"), opt("attempts", "2")},
+				}
+			},
 		},
 		{
 			name: "annotation kept when already right", action: Mutate, profile: "resilient", ns: enabledNS, pol: Default(),

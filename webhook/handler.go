@@ -19,6 +19,7 @@ import (
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -50,6 +51,10 @@ type Handler struct {
 	Namespaces Namespaces
 	// ClusterDNS returns the discovered kube-dns Service IP (invalid if unknown).
 	ClusterDNS func() netip.Addr
+	// NetworkPolicies returns a namespace's NetworkPolicies, false when
+	// they are not known yet (the cache has not synced); nil turns the
+	// node-local egress check off.
+	NetworkPolicies func(ctx context.Context, namespace string) ([]networkingv1.NetworkPolicy, bool)
 	// Metrics may be nil.
 	Metrics *Metrics
 	// Log receives one debug line per skip and one line per error.
@@ -211,8 +216,10 @@ func (h *Handler) Review(ctx context.Context, body []byte) ([]byte, error) {
 		resp.Warnings = []string{"dnstune: could not read namespace " + nsName + "; DNS settings left unchanged"}
 		return encode(resp)
 	}
-	d := policy.Decide(pod, policy.Namespace{Name: nsName, Labels: labels}, h.Policy(), h.clusterDNS())
+	pol := h.Policy()
+	d := policy.Decide(pod, policy.Namespace{Name: nsName, Labels: labels}, pol, h.clusterDNS())
 	resp.Warnings = d.Warnings
+	h.checkEgress(ctx, resp, pod, nsName, pol, &d)
 	switch d.Action {
 	case policy.Skip:
 		h.count(d.Profile, string(d.Mode), "skipped", string(d.Reason))
@@ -238,6 +245,30 @@ func (h *Handler) Review(ctx context.Context, body []byte) ([]byte, error) {
 		h.count(d.Profile, string(d.Mode), "mutated", "")
 	}
 	return encode(resp)
+}
+
+// checkEgress warns when a pod pointed at the node-local cache may not send
+// DNS to it under its namespace's NetworkPolicies (policy.CacheEgress).
+func (h *Handler) checkEgress(ctx context.Context, resp *admissionv1.AdmissionResponse, pod *corev1.Pod, ns string, pol *policy.Policy, d *policy.Decision) {
+	if h.NetworkPolicies == nil || !d.PointsAtNodeLocal() {
+		return
+	}
+	nps, ok := h.NetworkPolicies(ctx, ns)
+	if !ok {
+		return
+	}
+	w := policy.EgressWarning(policy.CacheEgress(pod, nps, pol.NodeLocalDNS), ns, pol.NodeLocalDNS)
+	if w == "" {
+		return
+	}
+	resp.Warnings = append(resp.Warnings, w)
+	if h.Metrics != nil {
+		result := "mutated"
+		if d.Action == policy.AuditOnly {
+			result = "audited"
+		}
+		h.Metrics.NodeLocalEgressBlocked.WithLabelValues(d.Profile, result).Inc()
+	}
 }
 
 func podName(p *corev1.Pod) string {

@@ -11,6 +11,7 @@ import (
 	"github.com/go-logr/logr"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -59,8 +60,9 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *PolicyS
 		LeaderElectionNamespace:       o.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 		Cache: cache.Options{
-			// Only namespace metadata is cached; nothing else is listed or watched.
-			ByObject: map[client.Object]cache.ByObject{namespaceMeta(): {}},
+			// Namespace metadata and (for the node-local egress check)
+			// NetworkPolicies are cached; nothing else is listed or watched.
+			ByObject: map[client.Object]cache.ByObject{namespaceMeta(): {}, &networkingv1.NetworkPolicy{}: {}},
 		},
 	})
 	if err != nil {
@@ -83,6 +85,14 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *PolicyS
 		ClusterDNS: dns.Addr,
 		Metrics:    metrics,
 		Log:        log.WithName("admission"),
+	}
+	if err := crmetrics.Registry.Register(namespaceGauge{namespaces: namespaces, policy: store.Policy}); err != nil {
+		return nil, fmt.Errorf("failed to register the namespace gauge: %w", err)
+	}
+	if !o.SkipNetworkPolicies {
+		if handler.NetworkPolicies, err = networkPolicies(ctx, mgr.GetCache()); err != nil {
+			return nil, err
+		}
 	}
 	server.Register(Path, withDeadline(handler, o.RequestTimeout))
 	runnables := []manager.Runnable{store, dns}
@@ -120,6 +130,27 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *PolicyS
 		return nil, fmt.Errorf("failed to add liveness check: %w", err)
 	}
 	return mgr, nil
+}
+
+// networkPolicies reads NetworkPolicies from the manager's cache (one
+// cluster-wide informer, started with the manager). Until it has synced,
+// and if it never does (no RBAC), reads say "not known" at once: admission
+// never waits on it.
+func networkPolicies(ctx context.Context, c cache.Cache) (func(context.Context, string) ([]networkingv1.NetworkPolicy, bool), error) {
+	inf, err := c.GetInformer(ctx, &networkingv1.NetworkPolicy{})
+	if err != nil {
+		return nil, fmt.Errorf("failed to set up the NetworkPolicy cache: %w", err)
+	}
+	return func(ctx context.Context, ns string) ([]networkingv1.NetworkPolicy, bool) {
+		if !inf.HasSynced() {
+			return nil, false
+		}
+		var l networkingv1.NetworkPolicyList // read only (policy.CacheEgress): no copies
+		if err := c.List(ctx, &l, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+			return nil, false
+		}
+		return l.Items, true
+	}, nil
 }
 
 func namespaceMeta() *metav1.PartialObjectMetadata {

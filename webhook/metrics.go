@@ -22,6 +22,10 @@ type Metrics struct {
 	PolicyLastReloadOK prometheus.Gauge
 	// PolicyWatchErrors counts errors from the policy file watch (fsnotify).
 	PolicyWatchErrors prometheus.Counter
+	// NodeLocalEgressBlocked counts pods pointed (or, in audit, that would
+	// be pointed) at the node-local cache whose NetworkPolicies block DNS
+	// to it, by profile and result (mutated, audited).
+	NodeLocalEgressBlocked *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not registered).
@@ -51,9 +55,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "dnstune_policy_watch_errors_total",
 			Help: "Errors reported by the policy file watch; reloads go on (events and polling).",
 		}),
+		NodeLocalEgressBlocked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnstune_nodelocal_egress_blocked_total",
+			Help: "Pods pointed (mutated) or that would be pointed (audited) at the node-local DNS cache while their NetworkPolicies allow no DNS to it, by profile and result.",
+		}, []string{"profile", "result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Mutations, m.AuditFindings, m.PolicyReloads, m.PolicyGeneration, m.PolicyLastReloadOK, m.PolicyWatchErrors)
+		reg.MustRegister(m.Mutations, m.AuditFindings, m.PolicyReloads, m.PolicyGeneration, m.PolicyLastReloadOK, m.PolicyWatchErrors, m.NodeLocalEgressBlocked)
 	}
 	return m
 }

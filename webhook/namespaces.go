@@ -49,3 +49,13 @@ func (n *namespaceLabels) Labels(ctx context.Context, name string) (map[string]s
 	}
 	return ns.Labels, nil
 }
+
+// all yields every cached namespace's labels.
+func (n *namespaceLabels) all() func(yield func(string, map[string]string) bool) {
+	return func(yield func(string, map[string]string) bool) {
+		n.m.Range(func(k, v any) bool {
+			l, _ := v.(map[string]string)
+			return yield(k.(string), l)
+		})
+	}
+}

@@ -96,6 +96,11 @@ type Options struct {
 	Reports                 string
 	ReportInterval          time.Duration
 	LeaderElectionNamespace string
+	// SkipNetworkPolicies turns off the node-local egress check: by default
+	// the webhook watches NetworkPolicies (one cluster-wide watch; RBAC
+	// list/watch networkpolicies) and warns when a pod pointed at the
+	// node-local cache may not send DNS to it.
+	SkipNetworkPolicies bool
 }
 
 func (o *Options) setDefaults() {

@@ -12,12 +12,15 @@
 //     pods, the node agent among them, are in the initial namespace where
 //     net.ipv4.neigh.default.* lives): a bridge of the harness's own,
 //     dnstune-e2e0, holding the node IP 10.251.0.1/24; pods get 10.251.0.10
-//     and up and one route, to the Service range through the node IP; the
-//     control plane and kubelet listen on the node IP (etcd on loopback).
+//     and up and a default route through the node IP, as on a real cluster
+//     (nothing from the bridge is ever forwarded: what is not for the node
+//     is silently lost); the control plane and kubelet listen on the node
+//     IP (etcd on loopback).
 //   - One nft table of the harness's own, ip dnstune_e2e, DNATs the two
 //     Services pods need to the node IP: kubernetes (10.0.0.1:443, to the
 //     apiserver) and kube-dns (10.0.0.10:53, to CoreDNS, a hostNetwork pod
-//     bound to the node IP). That is what kube-proxy would do for these two;
+//     bound to the node IP), and kube-dns-upstream (10.0.0.11:53, the same
+//     CoreDNS, for the node-local cache). That is what kube-proxy would do for these;
 //     every target is local, so ip_forward is never touched. The apiserver
 //     reaches the webhook through its Service's endpoints
 //     (--enable-aggregator-routing), as on clusters without a route to
@@ -213,8 +216,13 @@ func (c *Cluster) network() error {
 	}
 	dnat := fmt.Sprintf(`
     ip daddr %[1]s tcp dport 443 dnat to %[3]s:%[4]d
-    ip daddr %[2]s udp dport 53 dnat to %[3]s:53
-    ip daddr %[2]s tcp dport 53 dnat to %[3]s:53`, KubernetesIP, KubeDNSIP, NodeIP, c.apiPort)
+    ip daddr { %[2]s, %[5]s } udp dport 53 dnat to %[3]s:53
+    ip daddr { %[2]s, %[5]s } tcp dport 53 dnat to %[3]s:53`, KubernetesIP, KubeDNSIP, NodeIP, c.apiPort, KubeDNSUpstreamIP)
+	// Pods have a default route through the node, as on a real cluster, so
+	// a packet to an address nobody serves on the node (a node-local cache
+	// that is not there) leaves the pod and is silently lost, as it is on a
+	// real network; the forward chain makes sure nothing from the bridge is
+	// ever forwarded, whatever the host's ip_forward says.
 	rules := fmt.Sprintf(`table ip %s {
   chain prerouting {
     type nat hook prerouting priority -100; policy accept;%s
@@ -222,8 +230,12 @@ func (c *Cluster) network() error {
   chain output {
     type nat hook output priority -100; policy accept;%s
   }
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    iifname %q oifname != %q drop
+  }
 }
-`, nftTable, dnat, dnat)
+`, nftTable, dnat, dnat, Bridge, Bridge)
 	path := filepath.Join(c.Dir, "services.nft")
 	if err := os.WriteFile(path, []byte(rules), 0o600); err != nil {
 		return err
@@ -232,6 +244,8 @@ func (c *Cluster) network() error {
 		return err
 	}
 	c.undo = append(c.undo, func() error { return run("nft", "delete", "table", "ip", nftTable) })
+	// What the node-local cache's init container adds to the host.
+	c.undo = append(c.undo, c.RemoveNodeCacheFromHost)
 	return nil
 }
 
@@ -337,6 +351,13 @@ func (c *Cluster) controlPlane(ctx context.Context) error {
 				{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}, {Name: "dns-tcp", Port: 53, Protocol: corev1.ProtocolTCP}}},
 		},
 		{
+			// node-local-dns's second Service for kube-dns's pods: the
+			// cache forwards here (its own address may take over kube-dns's).
+			ObjectMeta: metav1.ObjectMeta{Name: "kube-dns-upstream", Namespace: "kube-system", Labels: map[string]string{"k8s-app": "kube-dns"}},
+			Spec: corev1.ServiceSpec{ClusterIP: KubeDNSUpstreamIP, Selector: map[string]string{"k8s-app": "kube-dns"}, Ports: []corev1.ServicePort{
+				{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}, {Name: "dns-tcp", Port: 53, Protocol: corev1.ProtocolTCP}}},
+		},
+		{
 			ObjectMeta: metav1.ObjectMeta{Name: ServiceName, Namespace: ServiceNamespace},
 			Spec:       corev1.ServiceSpec{ClusterIP: ServiceIP, Ports: []corev1.ServicePort{{Name: "http", Port: 80}}},
 		},
@@ -434,11 +455,11 @@ func (c *Cluster) startContainerd(ctx context.Context) error {
     "ipam": {
       "type": "host-local",
       "ranges": [[{"subnet": %q, "rangeStart": "10.251.0.10", "gateway": %q}]],
-      "routes": [{"dst": %q, "gw": %q}]
+      "routes": [{"dst": "0.0.0.0/0", "gw": %q}]
     }
   }]
 }
-`, Bridge, PodSubnet, NodeIP, ServiceCIDR, NodeIP)
+`, Bridge, PodSubnet, NodeIP, NodeIP)
 	if err := os.WriteFile(filepath.Join(cniDir, "10-dnstune-e2e.conflist"), []byte(cni), 0o644); err != nil {
 		return err
 	}

@@ -2,6 +2,8 @@ package kubenode
 
 import (
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/dnstune/dnstune/e2e/framework"
@@ -36,4 +38,31 @@ func metric(t *testing.T, text, name string, labels map[string]string) (float64,
 		t.Fatal(err)
 	}
 	return m.Value(name, labels)
+}
+
+// lookupOutcome is one line of the resolve client: getaddrinfo's result, its
+// answer (an address, or the error text) and its wall time.
+type lookupOutcome struct {
+	ok     bool
+	answer string
+	ms     float64
+}
+
+// lookup runs the resolve client (resolve-glibc or resolve-musl) for one name
+// in a running pod.
+func lookup(t *testing.T, c *Cluster, ns, pod, binary, name string) lookupOutcome {
+	t.Helper()
+	out, err := c.Exec(ns, pod, "/usr/local/bin/"+binary, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(out)
+	if len(f) < 4 || f[0] != name || (f[1] != "ok" && f[1] != "fail") {
+		t.Fatalf("%s: unexpected output %q", binary, out)
+	}
+	ms, err := strconv.ParseFloat(f[2], 64)
+	if err != nil {
+		t.Fatalf("%s: unexpected time in %q", binary, out)
+	}
+	return lookupOutcome{ok: f[1] == "ok", answer: strings.Join(f[3:], " "), ms: ms}
 }

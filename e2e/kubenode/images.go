@@ -83,6 +83,14 @@ func (c *Cluster) buildImages(coredns string) (string, error) {
 	if err := copyFile(coredns, corednsDir+"/coredns", 0o755); err != nil {
 		return "", err
 	}
+	busybox, err := filepath.EvalSymlinks(clientDir + "/bin/busybox")
+	if err != nil {
+		return "", fmt.Errorf("busybox-static left no bin/busybox: %w", err)
+	}
+	nodeCacheDir := filepath.Join(work, "node-cache")
+	if err := nodeCacheImageDir(nodeCacheDir, coredns, busybox); err != nil {
+		return "", err
+	}
 	imgs := map[name.Reference]v1.Image{}
 	add := func(ref string, img v1.Image, err error) error {
 		if err != nil {
@@ -108,6 +116,10 @@ func (c *Cluster) buildImages(coredns string) (string, error) {
 	}
 	cd, err := dirImage(corednsDir, []string{"/coredns"})
 	if err := add(CoreDNSImage, cd, err); err != nil {
+		return "", err
+	}
+	nc, err := dirImage(nodeCacheDir, []string{"/coredns"})
+	if err := add(NodeCacheImage, nc, err); err != nil {
 		return "", err
 	}
 	dn, err := image.Build(c.Dnstune)

@@ -63,6 +63,7 @@ func TestInstallOnRealNode(t *testing.T) {
 		{"node-agent", stepNodeAgent},
 		{"resolv.conf", stepResolvConf},
 		{"resolvers", stepResolvers},
+		{"nodelocal", stepNodeLocal},
 		{"faults", stepFaults},
 		{"metric-names", stepMetricNames},
 		{"uninstall", stepUninstall},

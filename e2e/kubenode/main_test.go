@@ -19,7 +19,7 @@ func TestMain(m *testing.M) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	start := time.Now()
 	var err error
-	cluster, err = Start(ctx, Options{ServiceNamespaces: []string{"e2e-enabled", "e2e-plain"}, Logf: func(f string, a ...any) { fmt.Printf("kubenode: "+f+"\n", a...) }})
+	cluster, err = Start(ctx, Options{ServiceNamespaces: []string{"e2e-enabled", "e2e-plain", nodeLocalNS}, Logf: func(f string, a ...any) { fmt.Printf("kubenode: "+f+"\n", a...) }})
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "kubenode: failed to start: %v\n", err)

@@ -82,18 +82,11 @@ func stepResolvers(t *testing.T, ctx context.Context, c *Cluster) {
 		_ = conf
 		for _, name := range lookupNames {
 			before := corednsQueries(t)
-			out, err := c.Exec(cl.ns, pod.Name, "/usr/local/bin/"+cl.binary, name)
-			if err != nil {
-				t.Fatal(err)
-			}
+			l := lookup(t, c, cl.ns, pod.Name, cl.binary, name)
 			// CoreDNS counts a query when it answers; a lookup's last
 			// answers may land a moment after the client returns.
 			time.Sleep(100 * time.Millisecond)
-			f := strings.Fields(out)
-			if len(f) < 3 || f[0] != name {
-				t.Fatalf("%s: unexpected output %q", cl.binary, out)
-			}
-			results = append(results, lookupResult{client: cl, name: name, ok: f[1] == "ok", answer: strings.Join(f[2:], " "), queries: corednsQueries(t) - before})
+			results = append(results, lookupResult{client: cl, name: name, ok: l.ok, answer: l.answer, queries: corednsQueries(t) - before})
 		}
 	}
 	table := resolverTable(results)

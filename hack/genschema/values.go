@@ -62,6 +62,7 @@ type Node struct {
 	Enabled           bool              `json:"enabled"`
 	GCThresh          []int             `json:"gcThresh" jsonschema:"minItems=3,maxItems=3"`
 	AutoRaise         AutoRaise         `json:"autoRaise"`
+	NodeLocalProbe    NodeLocalProbe    `json:"nodeLocalProbe"`
 	Resources         map[string]any    `json:"resources"`
 	PriorityClassName string            `json:"priorityClassName"`
 	NodeSelector      map[string]string `json:"nodeSelector"`
@@ -72,6 +73,14 @@ type Node struct {
 type AutoRaise struct {
 	Enabled      bool `json:"enabled"`
 	MaxGCThresh3 int  `json:"maxGcThresh3" jsonschema:"minimum=1,maximum=2147483647"`
+}
+
+// NodeLocalProbe is the monitor's DNS probe of the node-local cache
+// (--nodelocal-address, the policy's nodeLocalDNS).
+type NodeLocalProbe struct {
+	Enabled  bool   `json:"enabled"`
+	Interval string `json:"interval" jsonschema:"pattern=^[0-9]+(ms|s|m)$"`
+	Timeout  string `json:"timeout" jsonschema:"pattern=^[0-9]+(ms|s)$"`
 }
 
 // Reports are the PolicyReport CRD and RBAC.

@@ -227,9 +227,21 @@ func auditPolicy(pol *policy.Policy, o Options, common []admissionregistrationv1
 		admissionregistrationv1.Variable{Name: "warnMusl", Expression: fmt.Sprintf(
 			`variables.profile in %s && size(variables.musl) > 0 && !variables.muslSkip && ((%s && variables.missing.exists(o, o.name == 'single-request-reopen')) || (!(%s) && object.metadata.?annotations[?'%s'].orValue('') == variables.profile))`,
 			celStrings(srr), audited, audited, policy.ProfileLabel)},
+		// The pod's own ndots (policy.muslNdotsWarning): options mode never
+		// adds ndots to a musl pod under keepNdots, so after mutation too
+		// an ndots option is the pod's own.
+		admissionregistrationv1.Variable{Name: "podNdots", Expression: `object.spec.?dnsConfig.?options.orValue([]).filter(o, o.name == 'ndots').map(o, o.?value.orValue(''))`},
 		admissionregistrationv1.Variable{Name: "warnNdotsKept", Expression: fmt.Sprintf(
-			`variables.profile in %s && size(variables.musl) > 0 && %s`, celStrings(keep), changed)},
+			`variables.profile in %s && size(variables.musl) > 0 && %s && size(variables.podNdots) == 0`, celStrings(keep), changed)},
+		admissionregistrationv1.Variable{Name: "warnOwnNdots", Expression: fmt.Sprintf(
+			`variables.profile in %s && size(variables.musl) > 0 && %s && size(variables.podNdots) > 0 && variables.podNdots[0].matches('^[0-9]{1,9}$') && int(variables.podNdots[0]) < %d`,
+			celStrings(keep), changed, v1alpha1.KubeletNdots)},
 	)
+	var profNdots []string
+	for _, n := range keep {
+		profNdots = append(profNdots, fmt.Sprintf("'%s': '%d'", n, *pol.Profiles[n].Options.Ndots))
+	}
+	ndotsOf := "{" + strings.Join(profNdots, ", ") + "}[variables.profile]"
 	ignore := admissionregistrationv1.Ignore
 	vap := &admissionregistrationv1.ValidatingAdmissionPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicy"},
@@ -240,7 +252,8 @@ func auditPolicy(pol *policy.Policy, o Options, common []admissionregistrationv1
 			Variables:        vars,
 			Validations: []admissionregistrationv1.Validation{
 				{Expression: "!variables.warnMusl", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): musl ignores single-request-reopen; use the ` + policy.DefaultNodeLocalName + ` profile (node-local DNS cache) to avoid 5-second DNS stalls'`},
-				{Expression: "!variables.warnNdotsKept", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): ndots kept at ` + strconv.Itoa(v1alpha1.KubeletNdots) + ` (musl does not fall back to the search list, so a lower ndots breaks name.namespace.svc lookups); profile ' + variables.profile + '\'s musl: apply lowers it anyway'`},
+				{Expression: "!variables.warnNdotsKept", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): this pod gets ndots:` + strconv.Itoa(v1alpha1.KubeletNdots) + `, not profile ' + variables.profile + '\'s ndots:' + ` + ndotsOf + ` + ', because with a lower ndots musl fails name.namespace.svc lookups (it does not fall back to the search list); profile ' + variables.profile + '\'s musl: apply gives it ndots:' + ` + ndotsOf + ``},
+				{Expression: "!variables.warnOwnNdots", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): this pod sets ndots:' + variables.podNdots[0] + ' itself, which dnstune keeps, and with it musl fails name.namespace.svc lookups (it does not fall back to the search list); remove the pod\'s ndots option or set it to ` + strconv.Itoa(v1alpha1.KubeletNdots) + `'`},
 				{Expression: "!variables.wouldChange", MessageExpression: msg},
 			},
 			AuditAnnotations: []admissionregistrationv1.AuditAnnotation{{Key: "would-mutate",

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"time"
 
@@ -96,6 +97,8 @@ func newNodeMonitorCommand() *cobra.Command {
 		verbose          bool
 		kubeconfig       string
 		nodeName         string
+		probe            node.ProbeOptions
+		probeAddr        string
 	)
 	cmd := &cobra.Command{
 		Use:   "monitor",
@@ -119,6 +122,11 @@ func newNodeMonitorCommand() *cobra.Command {
 				return fmt.Errorf("--metrics-bind-address: %w", err)
 			}
 			o.Target, o.Proc = t, node.Proc{Root: procRoot}
+			if probeAddr != "" {
+				if probe.Address, err = netip.ParseAddr(probeAddr); err != nil {
+					return fmt.Errorf("--nodelocal-address: %w", err)
+				}
+			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -128,6 +136,15 @@ func newNodeMonitorCommand() *cobra.Command {
 			m := node.NewMonitor(o)
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			if probe.Address.IsValid() {
+				probe.Events, probe.Log = o.Events, log.WithName("nodelocal")
+				p, err := node.NewNodeLocalProbe(probe)
+				if err != nil {
+					return err
+				}
+				reg.MustRegister(p)
+				go p.Run(cmd.Context())
+			}
 			return node.Serve(cmd.Context(), m, reg, addr, log)
 		},
 	}
@@ -141,6 +158,10 @@ func newNodeMonitorCommand() *cobra.Command {
 	f.IntVar(&o.MaxGCThresh3, "max-gc-thresh3", 262144, "ceiling for --auto-raise (each entry costs ~512 B of kernel memory)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for Events when not in a cluster (default: in-cluster config)")
 	f.StringVar(&nodeName, "node-name", os.Getenv("NODE_NAME"), "the Node that Events are about (default $NODE_NAME, from the downward API)")
+	f.StringVar(&probeAddr, "nodelocal-address", "", "node-local DNS cache to probe with a DNS query over UDP (the policy's nodeLocalDNS); empty: no probe")
+	f.StringVar(&probe.Name, "nodelocal-probe-name", "kubernetes.default.svc.cluster.local.", "name the probe asks for (type A; NOERROR and NXDOMAIN count as answers)")
+	f.DurationVar(&probe.Interval, "nodelocal-probe-interval", 5*time.Second, "time between probes")
+	f.DurationVar(&probe.Timeout, "nodelocal-probe-timeout", time.Second, "how long a probe waits for the answer")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	fam.add(cmd)
 	return cmd

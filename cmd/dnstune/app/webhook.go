@@ -49,6 +49,7 @@ func newWebhookCommand() *cobra.Command {
 	f.DurationVar(&o.IdleTimeout, "idle-timeout", webhook.DefaultIdleTimeout, "close a kept-alive connection idle this long")
 	f.IntVar(&o.MaxConnections, "max-connections", webhook.DefaultMaxConnections, "connections served at once; more wait in the listen queue")
 	f.StringVar(&o.Reports, "reports", webhook.ReportsAuto, "auto: keep a PolicyReport per opted-in namespace when the PolicyReport CRD is installed (one leader writes); off: no reports, no leader election")
+	f.BoolVar(&o.SkipNetworkPolicies, "skip-networkpolicy-check", false, "do not watch NetworkPolicies; by default pods pointed at the node-local cache get a warning when their NetworkPolicies block DNS to it (needs list/watch on networkpolicies)")
 	f.DurationVar(&o.ReportInterval, "report-interval", report.DefaultReportInterval, "how often the report writer rescans without a policy or opt-in change")
 	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", webhook.DefaultLeaderElectionNamespace, "namespace of the Lease the replicas elect the report writer with")
 	f.StringVar(&o.PprofBindAddress, "pprof-bind-address", "", "serve net/http/pprof on this address (off by default; for profiling only)")

@@ -1,0 +1,298 @@
+package kubenode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"github.com/dnstune/dnstune/e2e/framework"
+)
+
+// The node-local DNS cache, run the way NodeLocal DNSCache runs it: a
+// hostNetwork DaemonSet in kube-system, its address on a dummy interface of
+// the node with NOTRACK rules for port 53, forwarding over TCP to a
+// kube-dns-upstream Service. The upstream node-cache binary is not on the Go
+// module proxy, so this is CoreDNS (the project's build, hack/tools/coredns)
+// configured as node-cache configures its CoreDNS, with node-cache's network
+// setup done by an init container (the node's own ip and nft).
+const (
+	// NodeLocalIP is the cache's address (the policy's nodeLocalDNS default).
+	NodeLocalIP = "169.254.20.10"
+	// NodeLocalLink is the dummy interface that holds it, as node-cache names it.
+	NodeLocalLink = "nodelocaldns"
+	// KubeDNSUpstreamIP is the kube-dns-upstream Service: kube-dns's pods
+	// under a second ClusterIP, so the cache's own queries reach them.
+	KubeDNSUpstreamIP = "10.0.0.11"
+	// NodeLocalMetrics is the cache's Prometheus endpoint.
+	NodeLocalMetrics = "http://" + NodeLocalIP + ":9253/metrics"
+	// NodeCacheImage holds CoreDNS at /coredns, busybox, and the node's ip
+	// and nft (run through their own loader and libraries, /opt/hosttools).
+	NodeCacheImage = "dnstune.test/node-cache:1"
+
+	nodeLocalTable = "nodelocaldns"
+)
+
+// nodeLocalCorefile is node-local-dns's Corefile (kubernetes/dns,
+// cmd/node-cache) with its placeholders filled: the cluster domain and the
+// reverse zones forward to kube-dns-upstream over TCP; "." forwards there
+// too, since kube-dns answers this cluster's external test zone and the
+// node's own resolver (what node-cache puts there) is not reachable here.
+const nodeLocalCorefile = `cluster.local:53 {
+    errors
+    cache {
+        success 9984 30
+        denial 9984 5
+    }
+    reload
+    loop
+    bind ` + NodeLocalIP + `
+    forward . ` + KubeDNSUpstreamIP + ` {
+        force_tcp
+    }
+    prometheus ` + NodeLocalIP + `:9253
+    health ` + NodeLocalIP + `:8080
+}
+in-addr.arpa:53 {
+    errors
+    cache 30
+    reload
+    loop
+    bind ` + NodeLocalIP + `
+    forward . ` + KubeDNSUpstreamIP + ` {
+        force_tcp
+    }
+    prometheus ` + NodeLocalIP + `:9253
+}
+ip6.arpa:53 {
+    errors
+    cache 30
+    reload
+    loop
+    bind ` + NodeLocalIP + `
+    forward . ` + KubeDNSUpstreamIP + ` {
+        force_tcp
+    }
+    prometheus ` + NodeLocalIP + `:9253
+}
+.:53 {
+    errors
+    cache 30
+    reload
+    loop
+    bind ` + NodeLocalIP + `
+    forward . ` + KubeDNSUpstreamIP + ` {
+        force_tcp
+    }
+    prometheus ` + NodeLocalIP + `:9253
+}
+`
+
+// nodeLocalNotrack is node-cache's raw-table rules (iptables -t raw …
+// -j NOTRACK for port 53 to and from its address), as one nft table that
+// replaces itself when the init container runs again.
+const nodeLocalNotrack = `add table ip ` + nodeLocalTable + `
+delete table ip ` + nodeLocalTable + `
+table ip ` + nodeLocalTable + ` {
+  chain prerouting {
+    type filter hook prerouting priority raw; policy accept;
+    ip daddr ` + NodeLocalIP + ` udp dport 53 notrack
+    ip daddr ` + NodeLocalIP + ` tcp dport 53 notrack
+  }
+  chain output {
+    type filter hook output priority raw; policy accept;
+    ip saddr ` + NodeLocalIP + ` udp sport 53 notrack
+    ip saddr ` + NodeLocalIP + ` tcp sport 53 notrack
+    ip daddr ` + NodeLocalIP + ` udp dport 53 notrack
+    ip daddr ` + NodeLocalIP + ` tcp dport 53 notrack
+  }
+}
+`
+
+// nodeLocalSetup is the init container's script: what node-cache does at
+// start (the dummy interface, its address, the NOTRACK rules); idempotent.
+// The tools are named by path: busybox's shell runs its own applets (its ip
+// has no dummy links) before anything on PATH. A kernel built without the
+// dummy driver (CONFIG_DUMMY, as on the VMs this suite runs on) gets an
+// empty bridge instead: it holds a local address the same way.
+const nodeLocalSetup = `set -e
+ip=/usr/local/bin/ip nft=/usr/local/bin/nft
+$ip link show ` + NodeLocalLink + ` > /dev/null 2>&1 ||
+  $ip link add ` + NodeLocalLink + ` type dummy 2> /dev/null ||
+  $ip link add ` + NodeLocalLink + ` type bridge
+$ip addr replace ` + NodeLocalIP + `/32 dev ` + NodeLocalLink + `
+$ip link set ` + NodeLocalLink + ` up
+$nft -f /etc/coredns/notrack.nft
+echo "` + NodeLocalLink + ` holds ` + NodeLocalIP + `; NOTRACK rules in table ip ` + nodeLocalTable + `"
+`
+
+// InstallNodeCache creates the node-local cache's ConfigMap and DaemonSet
+// (again, after DeleteNodeCache) and waits until it is ready on the node.
+func (c *Cluster) InstallNodeCache(ctx context.Context) error {
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "node-local-dns", Namespace: "kube-system"},
+		Data:       map[string]string{"Corefile": nodeLocalCorefile, "notrack.nft": nodeLocalNotrack},
+	}
+	if err := c.Client.Create(ctx, cm); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	labels := map[string]string{"k8s-app": "node-local-dns"}
+	health := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+		Host: NodeLocalIP, Port: intstr.FromInt32(8080), Path: "/health"}}, PeriodSeconds: 1}
+	ds := &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "node-local-dns", Namespace: "kube-system", Labels: labels},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					HostNetwork:                   true,
+					DNSPolicy:                     corev1.DNSDefault,
+					PriorityClassName:             "system-node-critical",
+					TerminationGracePeriodSeconds: ptr.To[int64](1),
+					InitContainers: []corev1.Container{{
+						Name: "setup", Image: NodeCacheImage, Command: []string{"/bin/sh", "-c", nodeLocalSetup},
+						SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](0),
+							Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_ADMIN"}}},
+						VolumeMounts: []corev1.VolumeMount{{Name: "config", MountPath: "/etc/coredns"}},
+					}},
+					Containers: []corev1.Container{{
+						Name: "node-cache", Image: NodeCacheImage, Args: []string{"-conf", "/etc/coredns/Corefile"},
+						Ports: []corev1.ContainerPort{
+							{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP},
+							{Name: "dns-tcp", ContainerPort: 53, Protocol: corev1.ProtocolTCP},
+							{Name: "metrics", ContainerPort: 9253, Protocol: corev1.ProtocolTCP},
+						},
+						ReadinessProbe: health, LivenessProbe: health,
+						SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](0),
+							Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_BIND_SERVICE"}}},
+						VolumeMounts: []corev1.VolumeMount{{Name: "config", MountPath: "/etc/coredns"}},
+					}},
+					Volumes: []corev1.Volume{{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+						LocalObjectReference: corev1.LocalObjectReference{Name: "node-local-dns"}}}}},
+				},
+			},
+		},
+	}
+	if err := c.Client.Create(ctx, ds); err != nil {
+		return fmt.Errorf("create DaemonSet kube-system/node-local-dns: %w", err)
+	}
+	return c.WaitDaemonSetReady(ctx, "kube-system", "node-local-dns", 2*time.Minute)
+}
+
+// DeleteNodeCache deletes the DaemonSet and waits until its pod is gone.
+// Like node-cache killed without its teardown, it leaves the interface and
+// the NOTRACK rules behind: the address stays local, and a query to it is
+// refused at once (ICMP port unreachable).
+func (c *Cluster) DeleteNodeCache(ctx context.Context) error {
+	err := c.Clientset.AppsV1().DaemonSets("kube-system").Delete(ctx, "node-local-dns", metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationForeground)})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	return framework.Eventually(90*time.Second, 500*time.Millisecond, func() error {
+		pods, err := c.Clientset.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=node-local-dns"})
+		if err != nil {
+			return err
+		}
+		if len(pods.Items) > 0 {
+			return fmt.Errorf("%d node-local-dns pods left", len(pods.Items))
+		}
+		return nil
+	})
+}
+
+// RemoveNodeCacheFromHost removes what the cache's init container added to
+// the node (the interface and the NOTRACK table), as on a node the cache
+// never ran on. Missing parts are not an error.
+func (c *Cluster) RemoveNodeCacheFromHost() error {
+	var errs []error
+	if _, err := os.Stat("/sys/class/net/" + NodeLocalLink); err == nil {
+		if err := run("ip", "link", "del", NodeLocalLink); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if exec.Command("nft", "list", "table", "ip", nodeLocalTable).Run() == nil {
+		if err := run("nft", "delete", "table", "ip", nodeLocalTable); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// nodeCacheImageDir lays out the node-cache image: CoreDNS, busybox (sh),
+// and the node's ip and nft with the libraries ldd lists, under
+// /opt/hosttools and run through their own loader, so nothing depends on
+// the image's libc layout.
+func nodeCacheImageDir(dir, coredns, busybox string) error {
+	tools := filepath.Join(dir, "opt", "hosttools")
+	for _, d := range []string{tools + "/bin", tools + "/lib", dir + "/usr/local/bin", dir + "/bin"} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := copyFile(coredns, filepath.Join(dir, "coredns"), 0o755); err != nil {
+		return err
+	}
+	if err := copyFile(busybox, filepath.Join(dir, "bin", "busybox"), 0o755); err != nil {
+		return fmt.Errorf("busybox for the node-cache image (from the client image's busybox-static): %w", err)
+	}
+	if err := os.Symlink("busybox", filepath.Join(dir, "bin", "sh")); err != nil {
+		return err
+	}
+	loader := ""
+	for _, tool := range []string{"ip", "nft"} {
+		path, err := exec.LookPath(tool)
+		if err != nil {
+			return fmt.Errorf("%s (for the node-cache image): %w", tool, err)
+		}
+		real, err := filepath.EvalSymlinks(path)
+		if err != nil {
+			return err
+		}
+		if err := copyFile(real, filepath.Join(tools, "bin", tool), 0o755); err != nil {
+			return err
+		}
+		out, err := exec.Command("ldd", real).Output()
+		if err != nil {
+			return fmt.Errorf("ldd %s: %w", real, err)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			lib := ""
+			switch {
+			case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+				lib = f[2]
+			case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+				lib, loader = f[0], filepath.Base(f[0])
+			default:
+				continue
+			}
+			realLib, err := filepath.EvalSymlinks(lib)
+			if err != nil {
+				return err
+			}
+			if err := copyFile(realLib, filepath.Join(tools, "lib", filepath.Base(lib)), 0o755); err != nil {
+				return err
+			}
+		}
+		wrapper := fmt.Sprintf("#!/bin/sh\nexec /opt/hosttools/lib/%s --library-path /opt/hosttools/lib /opt/hosttools/bin/%s \"$@\"\n", loader, tool)
+		if err := os.WriteFile(filepath.Join(dir, "usr", "local", "bin", tool), []byte(wrapper), 0o755); err != nil { // #nosec G306 -- an image's executable
+			return err
+		}
+	}
+	if loader == "" {
+		return errors.New("ldd named no dynamic loader for ip and nft")
+	}
+	return nil
+}
