@@ -541,6 +541,19 @@ func TestCompiledAuditWarningsMatchWebhook(t *testing.T) {
 			p.Spec.Containers[0].Image = "alpine:3.20"
 			p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: opts("single-request-reopen")}
 		}},
+		// The pod's own ndots wins: the warning names it (and its exposure below 5).
+		{"musl image with its own ndots:2", "", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Image = "alpine:3.20"
+			p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: opts("ndots:2")}
+		}},
+		{"musl image with its own ndots:7", "", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Image = "alpine:3.20"
+			p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: opts("ndots:7")}
+		}},
+		{"musl image with its own ndots:2, nodelocal", "nodelocal", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Image = "alpine:3.20"
+			p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: opts("ndots:2")}
+		}},
 		{"alpine-looking registry is not musl", "", func(p *corev1.Pod) { p.Spec.Containers[0].Image = "alpine.example.com:5000/app:1" }},
 		{"nodelocal", "nodelocal", nil},
 		{"nodelocal with own servers and searches", "nodelocal", func(p *corev1.Pod) {

@@ -196,3 +196,21 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+// The example policies for clusters that already run a node-local cache
+// load, and point nodelocal pods at that cache's address.
+func TestNodeLocalExamples(t *testing.T) {
+	for file, want := range map[string]string{
+		"../examples/nodelocal/nodelocaldns.yaml": "169.254.20.10",
+		"../examples/nodelocal/aks-localdns.yaml": "169.254.10.11",
+	} {
+		p, err := LoadFile(file)
+		if err != nil {
+			t.Errorf("%s: %v", file, err)
+			continue
+		}
+		if got := p.NodeLocalDNS.String(); got != want {
+			t.Errorf("%s: nodeLocalDNS %s, want %s", file, got, want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -57,7 +58,8 @@ func yamlToJSON(t *testing.T, data []byte) any {
 // The shipped policies validate against the schema, and say so to editors.
 func TestSchemaValidatesShippedPolicies(t *testing.T) {
 	s := compileSchema(t)
-	for _, f := range []string{"../../examples/policy.yaml"} { // the chart's is checked in manifests/
+	files, _ := filepath.Glob("../../examples/nodelocal/*.yaml")
+	for _, f := range append([]string{"../../examples/policy.yaml"}, files...) { // the chart's is checked in manifests/
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)

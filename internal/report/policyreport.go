@@ -3,6 +3,7 @@ package report
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -19,6 +20,9 @@ const (
 	ReportName   = "dnstune"
 	ReportSource = "dnstune"
 	ReportPolicy = "dnstune-dns"
+	// RuleNodeLocalEgress is the rule of a warn result: the workload's
+	// NetworkPolicies block DNS to the node-local cache it is pointed at.
+	RuleNodeLocalEgress = "nodelocal-egress-blocked"
 )
 
 var apiVersions = map[string]string{
@@ -28,7 +32,9 @@ var apiVersions = map[string]string{
 
 // PolicyReport builds the namespace's report: per workload, fail when a
 // pod is out of date, pass when its pods are up to date, skip when the
-// policy leaves them alone; the summary counts results.
+// policy leaves them alone, and a second result, warn, when its pods are
+// pointed at the node-local cache that their NetworkPolicies block; the
+// summary counts results.
 func PolicyReport(namespace string, ws []Workload, now time.Time) *unstructured.Unstructured {
 	var results []any
 	summary := map[string]int64{"pass": 0, "fail": 0, "warn": 0, "error": 0, "skip": 0}
@@ -50,13 +56,20 @@ func PolicyReport(namespace string, ws []Workload, now time.Time) *unstructured.
 		if w.Audit {
 			props["audit"] = "true"
 		}
-		results = append(results, map[string]any{
-			"source": ReportSource, "policy": ReportPolicy, "rule": rule, "result": result, "message": msg,
-			"scored": true, "category": "DNS",
-			"timestamp":  map[string]any{"seconds": now.Unix(), "nanos": int64(0)},
-			"resources":  []any{map[string]any{"apiVersion": apiVersions[w.Kind], "kind": w.Kind, "name": w.Name, "namespace": w.Namespace}},
-			"properties": props,
-		})
+		res := func(rule, result, msg string, props map[string]any) map[string]any {
+			return map[string]any{
+				"source": ReportSource, "policy": ReportPolicy, "rule": rule, "result": result, "message": msg,
+				"scored": true, "category": "DNS",
+				"timestamp":  map[string]any{"seconds": now.Unix(), "nanos": int64(0)},
+				"resources":  []any{map[string]any{"apiVersion": apiVersions[w.Kind], "kind": w.Kind, "name": w.Name, "namespace": w.Namespace}},
+				"properties": props,
+			}
+		}
+		results = append(results, res(rule, result, msg, props))
+		if w.NodeLocalEgress != "" {
+			summary["warn"]++
+			results = append(results, res(RuleNodeLocalEgress, "warn", strings.TrimPrefix(w.NodeLocalEgress, "dnstune: "), map[string]any{"profile": w.Profile}))
+		}
 	}
 	if results == nil {
 		results = []any{}

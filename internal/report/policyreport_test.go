@@ -1,10 +1,19 @@
 package report
 
 import (
+	"context"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/dnstune/dnstune/policy"
 )
@@ -35,5 +44,50 @@ func TestPolicyReport(t *testing.T) {
 	}
 	if empty := PolicyReport("empty", nil, time.Now()); len(empty.Object["results"].([]any)) != 0 {
 		t.Error("a namespace without workloads should get an empty results list")
+	}
+}
+
+func TestPolicyReportNodeLocalEgress(t *testing.T) {
+	ws := []Workload{{Kind: "Deployment", Namespace: "shop", Name: "web", UpToDate: 2, Profile: "nodelocal",
+		NodeLocalEgress: "dnstune: NetworkPolicy shop/deny selects this pod for egress and allows no UDP or TCP port 53 to the node-local DNS cache 169.254.20.10"}}
+	u := PolicyReport("shop", ws, time.Unix(100, 0))
+	results, _, _ := unstructured.NestedSlice(u.Object, "results")
+	if len(results) != 2 {
+		t.Fatalf("%d results, want the workload's and its egress warning", len(results))
+	}
+	m := results[1].(map[string]any)
+	if m["result"] != "warn" || m["rule"] != RuleNodeLocalEgress || m["message"] != "NetworkPolicy shop/deny selects this pod for egress and allows no UDP or TCP port 53 to the node-local DNS cache 169.254.20.10" {
+		t.Errorf("egress result %v", m)
+	}
+	if got, _, _ := unstructured.NestedInt64(u.Object, "summary", "warn"); got != 1 {
+		t.Errorf("summary.warn = %d", got)
+	}
+}
+
+// Scan finds the NetworkPolicies that block a nodelocal workload's DNS to
+// the cache, and only for nodelocal workloads.
+func TestScanNodeLocalEgress(t *testing.T) {
+	deny := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "deny", Namespace: "edge"},
+		Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}}}
+	denyShop := deny.DeepCopy()
+	denyShop.Namespace = "shop"
+	objs := []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "edge", Labels: map[string]string{policy.InjectLabel: "enabled", policy.ProfileLabel: "nodelocal"}}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{policy.InjectLabel: "enabled"}}},
+		deny, denyShop,
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "edge"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "x"}}}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "b", Namespace: "shop"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "x"}}}},
+	}
+	c := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(objs...).Build()
+	ws, err := Scan(context.Background(), Options{Client: c, Policy: policy.Default(), ClusterDNS: netip.MustParseAddr("10.96.0.10")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, w := range ws {
+		got[w.Namespace] = w.NodeLocalEgress
+	}
+	if !strings.HasPrefix(got["edge"], "dnstune: NetworkPolicy edge/deny selects this pod for egress") || got["shop"] != "" {
+		t.Errorf("egress findings %q", got)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -37,8 +38,12 @@ type Workload struct {
 	SkipReasons []policy.Reason `json:"skipReasons,omitempty"`
 	// PinsDNSPolicyNone: the workload's own template sets dnsPolicy None;
 	// rollout leaves it alone.
-	PinsDNSPolicyNone bool        `json:"pinsDNSPolicyNone,omitempty"`
-	Pods              []PodResult `json:"pods"`
+	PinsDNSPolicyNone bool `json:"pinsDNSPolicyNone,omitempty"`
+	// NodeLocalEgress, when set, says that the workload's pods are (or, in
+	// audit, would be) pointed at the node-local cache while their
+	// namespace's NetworkPolicies block DNS to it (policy.EgressWarning).
+	NodeLocalEgress string      `json:"nodeLocalEgress,omitempty"`
+	Pods            []PodResult `json:"pods"`
 }
 
 // Options for Scan.
@@ -155,6 +160,10 @@ func scanNamespace(ctx context.Context, o Options, ns policy.Namespace) ([]Workl
 	if err != nil {
 		return nil, err
 	}
+	var nps networkingv1.NetworkPolicyList
+	if err := o.Client.List(ctx, &nps, client.InNamespace(ns.Name)); err != nil {
+		return nil, fmt.Errorf("failed to list NetworkPolicies in %s: %w", ns.Name, err)
+	}
 	byOwner := map[string]*Workload{}
 	for i := range pods.Items {
 		p := &pods.Items[i]
@@ -178,6 +187,9 @@ func scanNamespace(ctx context.Context, o Options, ns policy.Namespace) ([]Workl
 		}
 		r := Evaluate(p, tmpl, ns, o.Policy, o.ClusterDNS)
 		wl.Pods = append(wl.Pods, r)
+		if prof := o.Policy.Profiles[r.Profile]; wl.NodeLocalEgress == "" && r.Status != Skipped && prof != nil && prof.Mode == policy.ModeNodeLocal {
+			wl.NodeLocalEgress = policy.EgressWarning(policy.CacheEgress(p, nps.Items, o.Policy.NodeLocalDNS), ns.Name, o.Policy.NodeLocalDNS)
+		}
 		switch r.Status {
 		case UpToDate:
 			wl.UpToDate++

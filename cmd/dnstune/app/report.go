@@ -159,7 +159,7 @@ func writeReport(w io.Writer, ws []report.Workload, output string) error {
 		return yaml.NewEncoder(w).Encode(v)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	_, _ = fmt.Fprintln(tw, "NAMESPACE\tWORKLOAD\tUP-TO-DATE\tOUT-OF-DATE\tSKIPPED\tCHANGE")
+	_, _ = fmt.Fprintln(tw, "NAMESPACE\tWORKLOAD\tUP-TO-DATE\tOUT-OF-DATE\tSKIPPED\tNODELOCAL-EGRESS\tCHANGE")
 	for _, x := range ws {
 		change := x.Change
 		if x.OutOfDate == 0 {
@@ -175,7 +175,11 @@ func writeReport(w io.Writer, ws []report.Workload, output string) error {
 		if x.Audit {
 			change = strings.TrimSpace("[audit] " + change)
 		}
-		_, _ = fmt.Fprintf(tw, "%s\t%s/%s\t%d\t%d\t%d\t%s\n", x.Namespace, x.Kind, x.Name, x.UpToDate, x.OutOfDate, x.Skipped, change)
+		egress := "-"
+		if x.NodeLocalEgress != "" {
+			egress = "blocked"
+		}
+		_, _ = fmt.Fprintf(tw, "%s\t%s/%s\t%d\t%d\t%d\t%s\t%s\n", x.Namespace, x.Kind, x.Name, x.UpToDate, x.OutOfDate, x.Skipped, egress, change)
 	}
 	return tw.Flush()
 }

@@ -132,7 +132,10 @@ same p50 and p90. A failed lookup is an error in the application; one more
 	fmt.Fprintf(&b, `
 Queries per lookup are what the first DNS server the pod talks to received
 (the cluster DNS; for nodelocal the node-local cache, whose own queries to
-the cluster DNS are in brackets, from a cold cache). With loss, dropped
+the cluster DNS are in brackets, from a cold cache). These are glibc's
+figures: musl sends every query to every nameserver at once, so a musl pod
+under nodelocal reaches the cluster DNS with all of them (measured on the
+real node, below). With loss, dropped
 packets are not counted, retries are. With the cluster DNS unreachable, the
 nodelocal pod resolved %d of %d lookups of names already in the cache.
 
