@@ -19,7 +19,7 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 )
 
-// ProbeOptions configure a NodeLocalProbe. Zero values take the defaults
+// ProbeOptions configure a CacheProbe. Zero values take the defaults
 // stated.
 type ProbeOptions struct {
 	// Address is the node-local DNS cache's address (the policy's
@@ -64,12 +64,12 @@ type ProbeResult struct {
 	Duration time.Duration
 }
 
-// NodeLocalProbe sends a real DNS query over UDP to the node-local cache
+// CacheProbe sends a real DNS query over UDP to the node-local cache
 // every Interval (a TCP connect would not see a cache that accepts but does
 // not answer, nor one that only answers over TCP, while pods ask over UDP),
 // exports whether it answered, and records a Node Event when it stops and
 // when it answers again.
-type NodeLocalProbe struct {
+type CacheProbe struct {
 	o ProbeOptions
 
 	mu   sync.Mutex
@@ -81,8 +81,8 @@ type NodeLocalProbe struct {
 	failures *prometheus.CounterVec
 }
 
-// NewNodeLocalProbe returns a probe for o.Address; call Probe or Run.
-func NewNodeLocalProbe(o ProbeOptions) (*NodeLocalProbe, error) {
+// NewCacheProbe returns a probe for o.Address; call Probe or Run.
+func NewCacheProbe(o ProbeOptions) (*CacheProbe, error) {
 	if !o.Address.IsValid() {
 		return nil, errors.New("node-local probe: no address (set --nodelocal-address to the policy's nodeLocalDNS)")
 	}
@@ -109,7 +109,7 @@ func NewNodeLocalProbe(o ProbeOptions) (*NodeLocalProbe, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = time.Second
 	}
-	p := &NodeLocalProbe{o: o}
+	p := &CacheProbe{o: o}
 	p.up = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "dnstune_node_nodelocal_up",
 		Help: "1 when the node-local DNS cache answered the last probe (a DNS query over UDP) with NOERROR or NXDOMAIN, else 0.",
@@ -127,13 +127,13 @@ func NewNodeLocalProbe(o ProbeOptions) (*NodeLocalProbe, error) {
 }
 
 // Address is where the probe asks.
-func (p *NodeLocalProbe) Address() string {
+func (p *CacheProbe) Address() string {
 	return net.JoinHostPort(p.o.Address.String(), strconv.Itoa(p.o.Port))
 }
 
 // Probe sends one query, updates the metrics, records an Event when the
 // cache's state changed, and returns the result.
-func (p *NodeLocalProbe) Probe(ctx context.Context) ProbeResult {
+func (p *CacheProbe) Probe(ctx context.Context) ProbeResult {
 	r := Query(ctx, p.Address(), p.o.Name, p.o.Timeout)
 	addr := p.o.Address.String()
 	if r.Up {
@@ -162,14 +162,14 @@ func (p *NodeLocalProbe) Probe(ctx context.Context) ProbeResult {
 	return r
 }
 
-func (p *NodeLocalProbe) event(eventType, reason, msg string) {
+func (p *CacheProbe) event(eventType, reason, msg string) {
 	if p.o.Events != nil {
 		p.o.Events.Event(eventType, reason, msg)
 	}
 }
 
 // Run probes every Interval until ctx ends.
-func (p *NodeLocalProbe) Run(ctx context.Context) {
+func (p *CacheProbe) Run(ctx context.Context) {
 	t := time.NewTicker(p.o.Interval)
 	defer t.Stop()
 	for {
@@ -183,14 +183,14 @@ func (p *NodeLocalProbe) Run(ctx context.Context) {
 }
 
 // Describe implements prometheus.Collector.
-func (p *NodeLocalProbe) Describe(ch chan<- *prometheus.Desc) {
+func (p *CacheProbe) Describe(ch chan<- *prometheus.Desc) {
 	p.up.Describe(ch)
 	p.duration.Describe(ch)
 	p.failures.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
-func (p *NodeLocalProbe) Collect(ch chan<- prometheus.Metric) {
+func (p *CacheProbe) Collect(ch chan<- prometheus.Metric) {
 	p.up.Collect(ch)
 	p.duration.Collect(ch)
 	p.failures.Collect(ch)

@@ -198,7 +198,7 @@ func TestNodeLocalProbe(t *testing.T) {
 	host, port, _ := net.SplitHostPort(srv.addr())
 	pn, _ := strconv.Atoi(port)
 	ev := &recordedEvents{}
-	p, err := NewNodeLocalProbe(ProbeOptions{Address: netip.MustParseAddr(host), Port: pn, Timeout: 300 * time.Millisecond, Events: ev})
+	p, err := NewCacheProbe(ProbeOptions{Address: netip.MustParseAddr(host), Port: pn, Timeout: 300 * time.Millisecond, Events: ev})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +255,7 @@ func TestNodeLocalProbeStartsDown(t *testing.T) {
 	host, port, _ := net.SplitHostPort(srv.addr())
 	pn, _ := strconv.Atoi(port)
 	ev := &recordedEvents{}
-	p, err := NewNodeLocalProbe(ProbeOptions{Address: netip.MustParseAddr(host), Port: pn, Timeout: 100 * time.Millisecond, Events: ev})
+	p, err := NewCacheProbe(ProbeOptions{Address: netip.MustParseAddr(host), Port: pn, Timeout: 100 * time.Millisecond, Events: ev})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,11 +269,11 @@ func TestNodeLocalProbeStartsDown(t *testing.T) {
 	}
 }
 
-func TestNewNodeLocalProbeRefuses(t *testing.T) {
-	if _, err := NewNodeLocalProbe(ProbeOptions{}); err == nil || !strings.Contains(err.Error(), "--nodelocal-address") {
+func TestNewCacheProbeRefuses(t *testing.T) {
+	if _, err := NewCacheProbe(ProbeOptions{}); err == nil || !strings.Contains(err.Error(), "--nodelocal-address") {
 		t.Errorf("no address: %v", err)
 	}
-	if _, err := NewNodeLocalProbe(ProbeOptions{Address: netip.MustParseAddr("169.254.20.10"), Name: strings.Repeat("a", 64) + ".local"}); err == nil {
+	if _, err := NewCacheProbe(ProbeOptions{Address: netip.MustParseAddr("169.254.20.10"), Name: strings.Repeat("a", 64) + ".local"}); err == nil {
 		t.Error("a 64-character label was accepted as the probe name")
 	}
 }

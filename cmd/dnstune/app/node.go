@@ -138,7 +138,7 @@ func newNodeMonitorCommand() *cobra.Command {
 			reg.MustRegister(m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			if probe.Address.IsValid() {
 				probe.Events, probe.Log = o.Events, log.WithName("nodelocal")
-				p, err := node.NewNodeLocalProbe(probe)
+				p, err := node.NewCacheProbe(probe)
 				if err != nil {
 					return err
 				}
