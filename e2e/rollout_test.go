@@ -327,3 +327,107 @@ func TestReportAndRollout(t *testing.T) {
 		t.Errorf("report from the cluster's policy (exit %d):\n%s", code, out)
 	}
 }
+
+// TestReportAndRolloutEdges: a namespace that does not exist or is not
+// opted in is an error naming it; rollout skips audit namespaces (audit
+// changes no pod) and lists StatefulSets with updateStrategy OnDelete as
+// manual steps, patching neither.
+func TestReportAndRolloutEdges(t *testing.T) {
+	ctx := context.Background()
+	cli := func(args ...string) (string, int) {
+		cmd := exec.Command(env.Dnstune, append(args, "--kubeconfig", env.Kubeconfig, "--policy", testPolicyFile)...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), 0
+	}
+	plain := namespace(t, "not-opted-in", nil)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"report", "-n", "no-such-namespace"}, `namespace "no-such-namespace" not found`},
+		{[]string{"rollout", "-n", "no-such-namespace"}, `namespace "no-such-namespace" not found`},
+		{[]string{"report", "-n", plain}, `namespace "` + plain + `" is not opted in`},
+		{[]string{"rollout", "-n", plain, "--dry-run=false"}, `namespace "` + plain + `" is not opted in`},
+	} {
+		out, code := cli(c.args...)
+		if code != 1 || !strings.Contains(out, c.want) {
+			t.Errorf("dnstune %v: exit %d, want 1 naming the namespace (%q):\n%s", c.args, code, c.want, out)
+		}
+	}
+
+	// Workloads created before their namespaces were opted in: out of date.
+	audit := namespace(t, "edges-audit", nil)
+	ondel := namespace(t, "edges-ondelete", nil)
+	stop := make(chan struct{})
+	wgs := []*sync.WaitGroup{markReady(t, audit, stop), markReady(t, ondel, stop)}
+	defer func() {
+		close(stop)
+		for _, wg := range wgs {
+			wg.Wait()
+		}
+	}()
+	labels := map[string]string{"app": "edge"}
+	tmpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}}}}
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: audit},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr(int32(1)), Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl}}
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ondel},
+		Spec: appsv1.StatefulSetSpec{Replicas: ptr(int32(1)), Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl,
+			UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType}}}
+	for _, o := range []client.Object{dep, sts} {
+		if err := env.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for ns, selector := range map[string]string{audit: "edge", ondel: "edge"} {
+		eventually(t, 60*time.Second, func() error {
+			var pods corev1.PodList
+			if err := env.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{"app": selector}); err != nil {
+				return err
+			}
+			if len(pods.Items) != 1 || pods.Items[0].Status.Phase != corev1.PodRunning {
+				return fmt.Errorf("the pod of %s is not running yet", ns)
+			}
+			return nil
+		})
+	}
+	for ns, inject := range map[string]string{audit: "audit", ondel: "enabled"} {
+		var n corev1.Namespace
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: ns}, &n); err != nil {
+			t.Fatal(err)
+		}
+		n.Labels["dnstune.io/inject"] = inject
+		if err := env.Client.Update(ctx, &n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, code := cli("rollout", "-n", audit, "--dry-run=false", "--timeout", "20s")
+	if code != 0 || !strings.Contains(out, "skip     Deployment "+audit+"/web") || !strings.Contains(out, "audit") {
+		t.Errorf("rollout of an audit namespace (exit %d):\n%s", code, out)
+	}
+	out, code = cli("rollout", "-n", ondel, "--dry-run=false", "--timeout", "20s")
+	if code != 0 || !strings.Contains(out, "manual   StatefulSet "+ondel+"/db") || !strings.Contains(out, "OnDelete") {
+		t.Errorf("rollout of an OnDelete StatefulSet (exit %d):\n%s", code, out)
+	}
+	var d appsv1.Deployment
+	var s appsv1.StatefulSet
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(dep), &d); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(sts), &s); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := d.Spec.Template.Annotations[report.RestartedAtAnnotation]; ok {
+		t.Error("rollout restarted a Deployment of an audit namespace")
+	}
+	if _, ok := s.Spec.Template.Annotations[report.RestartedAtAnnotation]; ok {
+		t.Error("rollout patched an OnDelete StatefulSet")
+	}
+}

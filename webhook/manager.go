@@ -101,8 +101,16 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *PolicyS
 		if err := crmetrics.Registry.Register(gauge); err != nil {
 			return nil, fmt.Errorf("failed to register the report gauge: %w", err)
 		}
+		// Its own client: a first write of every namespace's report should
+		// not queue behind client-go's default 5 requests/s.
+		rcfg := rest.CopyConfig(cfg)
+		rcfg.QPS, rcfg.Burst = ReportQPS, 2*ReportQPS
+		rc, err := client.New(rcfg, client.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper()})
+		if err != nil {
+			return nil, fmt.Errorf("failed to create the report client: %w", err)
+		}
 		runnables = append(runnables, &report.Reporter{
-			Config: cfg, Scheme: scheme, Namespaces: mgr.GetClient(), Writer: mgr.GetClient(),
+			Reader: rc, Namespaces: mgr.GetClient(), Writer: rc,
 			Policy: store.Policy, Generation: store.Generation, ClusterDNS: dns.Addr,
 			Interval: o.ReportInterval, OutOfDate: gauge, Log: log.WithName("reports"),
 		})
@@ -152,6 +160,11 @@ func networkPolicies(ctx context.Context, c cache.Cache) (func(context.Context, 
 		return l.Items, true
 	}, nil
 }
+
+// ReportQPS is the report writer's client-side rate limit (requests/s; burst
+// twice that): its scans are a few paginated LISTs, its writes one server-side
+// apply per changed report.
+const ReportQPS = 50
 
 func namespaceMeta() *metav1.PartialObjectMetadata {
 	m := &metav1.PartialObjectMetadata{}

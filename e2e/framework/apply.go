@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -138,3 +139,21 @@ func (e *Env) ServiceAccountKubeconfig(ctx context.Context, namespace, name stri
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// ReplaceSection replaces, in the document at path, the section from begin
+// to end (markers included; section carries them) with section, or appends
+// it when the markers are not there. make bench's commands each keep their
+// own section of BENCHMARKS.md this way.
+func ReplaceSection(path, begin, end, section string) error {
+	old, err := os.ReadFile(path) // #nosec G304 -- a document in the repository.
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	s := string(old)
+	if i, j := strings.Index(s, begin), strings.Index(s, end); i >= 0 && j > i {
+		s = s[:i] + section + s[j+len(end)+1:]
+	} else {
+		s = strings.TrimRight(s, "\n") + "\n\n" + section
+	}
+	return os.WriteFile(path, []byte(s), 0o644) // #nosec G306 -- a document.
+}

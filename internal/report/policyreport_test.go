@@ -2,6 +2,8 @@ package report
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -89,5 +91,62 @@ func TestScanNodeLocalEgress(t *testing.T) {
 	}
 	if !strings.HasPrefix(got["edge"], "dnstune: NetworkPolicy edge/deny selects this pod for egress") || got["shop"] != "" {
 		t.Errorf("egress findings %q", got)
+	}
+}
+
+// A namespace with thousands of workloads gets several reports, each far
+// under the 1.5 MiB etcd accepts, with a workload's results together.
+func TestPolicyReportsSplit(t *testing.T) {
+	var ws []Workload
+	for i := range 2500 {
+		w := Workload{Kind: "Deployment", Namespace: "big", Name: fmt.Sprintf("app-%04d-%s", i, strings.Repeat("x", 200)), OutOfDate: 3, Profile: "nodelocal",
+			Change: "profile nodelocal (nodelocal): dnsPolicy ClusterFirst -> None; nameservers 169.254.20.10,10.96.0.10; searches big.svc.cluster.local,svc.cluster.local,cluster.local; add options ndots:2 timeout:1 attempts:2"}
+		if i%3 == 0 {
+			w.NodeLocalEgress = "dnstune: NetworkPolicy big/deny selects this pod for egress and allows no UDP or TCP port 53 to the node-local DNS cache 169.254.20.10"
+		}
+		ws = append(ws, w)
+	}
+	parts := PolicyReports("big", ws, time.Unix(100, 0))
+	if len(parts) != 4 {
+		t.Fatalf("%d reports for 2500 workloads (3334 results), want 4", len(parts))
+	}
+	seen := map[string]bool{}
+	total := 0
+	for i, u := range parts {
+		if u.GetName() != PartName(i) || (i > 0 && u.GetName() != fmt.Sprintf("dnstune-%d", i+1)) {
+			t.Errorf("report %d is named %s", i, u.GetName())
+		}
+		b, err := json.Marshal(u.Object)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > 1<<20 {
+			t.Errorf("report %s is %d bytes; etcd's default limit is 1.5 MiB", u.GetName(), len(b))
+		}
+		results, _, _ := unstructured.NestedSlice(u.Object, "results")
+		if len(results) > MaxReportResults {
+			t.Errorf("report %s holds %d results", u.GetName(), len(results))
+		}
+		var n int64
+		for _, k := range []string{"pass", "fail", "warn", "skip", "error"} {
+			v, _, _ := unstructured.NestedInt64(u.Object, "summary", k)
+			n += v
+		}
+		if n != int64(len(results)) {
+			t.Errorf("report %s: summary counts %d of %d results", u.GetName(), n, len(results))
+		}
+		for _, r := range results {
+			name := r.(map[string]any)["resources"].([]any)[0].(map[string]any)["name"].(string)
+			if r.(map[string]any)["rule"] != RuleNodeLocalEgress {
+				if seen[name] {
+					t.Errorf("workload %s reported twice", name)
+				}
+				seen[name] = true
+			}
+		}
+		total += len(results)
+	}
+	if total != 2500+834 || len(seen) != 2500 {
+		t.Errorf("%d results for %d workloads", total, len(seen))
 	}
 }

@@ -2,23 +2,22 @@ package report
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dnstune/dnstune/policy"
@@ -28,15 +27,17 @@ import (
 // policy or namespace change.
 const DefaultReportInterval = 5 * time.Minute
 
-// Reporter keeps one PolicyReport per opted-in namespace and the gauge
-// dnstune_pods_out_of_date{profile}, rescanning every Interval and when
-// the policy or the set of opted-in namespaces changes. It runs on the
-// leader only. Reads come from informers started for opted-in namespaces
-// only (pods and their owners, stripped to what the decision reads), so a
-// scan makes no API list calls; an opted-out namespace's informers stop.
+// Reporter keeps the PolicyReports of every opted-in namespace and the
+// gauge dnstune_pods_out_of_date{profile}, rescanning every Interval and
+// when the policy or the set of opted-in namespaces changes. It runs on
+// the leader only. A scan is one paginated LIST per kind for the whole
+// cluster (Scan), read straight from the API: no informer and no watch, so
+// what it costs grows with pods and workloads, not with namespaces, and
+// nothing is held between scans but what was last written. Reports whose
+// content did not change are not written again.
 type Reporter struct {
-	Config *rest.Config
-	Scheme *runtime.Scheme
+	// Reader lists pods, their owners and NetworkPolicies (the API, not a cache).
+	Reader client.Reader
 	// Namespaces reads namespace metadata (the manager's metadata cache).
 	Namespaces client.Reader
 	// Writer writes PolicyReports (server-side apply) and reads discovery.
@@ -46,18 +47,16 @@ type Reporter struct {
 	ClusterDNS func() netip.Addr
 	// Interval, default DefaultReportInterval.
 	Interval time.Duration
+	// PageSize of each LIST, default DefaultPageSize.
+	PageSize int64
 	// OutOfDate is the gauge; nil: not exported.
 	OutOfDate *prometheus.GaugeVec
 	Log       logr.Logger
 
-	mu      sync.Mutex
-	caches  map[string]*nsCache
-	written map[string]bool
-}
-
-type nsCache struct {
-	c      cache.Cache
-	cancel context.CancelFunc
+	may     bool                // mayReport's last answer
+	checked time.Time           // when it was asked
+	written map[string]int      // namespace -> reports written
+	hashes  map[string][32]byte // namespace/name -> content last written
 }
 
 // NewOutOfDateGauge is dnstune_pods_out_of_date{profile}.
@@ -76,8 +75,7 @@ func (r *Reporter) Start(ctx context.Context) error {
 	if r.Interval <= 0 {
 		r.Interval = DefaultReportInterval
 	}
-	r.caches, r.written = map[string]*nsCache{}, map[string]bool{}
-	defer r.stopAll()
+	r.written, r.hashes = map[string]int{}, map[string][32]byte{}
 	var lastGen int64 = -1
 	var lastNS []string
 	var lastScan time.Time
@@ -94,6 +92,13 @@ func (r *Reporter) Start(ctx context.Context) error {
 				r.Log.Info("PolicyReport CRD (wgpolicyk8s.io/v1alpha2) not installed: no reports; apply manifests/reports.yaml to turn them on")
 				warned = true
 			}
+		case !r.allowed(ctx):
+			// The CRD is there (Kyverno and Policy Reporter install it), but
+			// not dnstune's report RBAC: do nothing, say so once.
+			if !warned {
+				r.Log.Info("PolicyReport CRD installed, but this ServiceAccount may not list pods or write PolicyReports: no reports; apply manifests/reports.yaml (or the chart with reports.enabled) to turn them on, or run with --reports=off")
+				warned = true
+			}
 		case r.Generation() != lastGen || !slices.Equal(opted, lastNS) || time.Since(lastScan) >= r.Interval:
 			warned = false
 			if err := r.scan(ctx, opted); err != nil {
@@ -108,6 +113,32 @@ func (r *Reporter) Start(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// allowed is mayReport, asked at most once a minute.
+func (r *Reporter) allowed(ctx context.Context) bool {
+	if time.Since(r.checked) >= time.Minute {
+		r.may, r.checked = r.mayReport(ctx), time.Now()
+	}
+	return r.may
+}
+
+// mayReport asks the API (SelfSubjectAccessReview) whether this identity
+// may do what a scan and its writes need. An answer it cannot get counts
+// as no.
+func (r *Reporter) mayReport(ctx context.Context) bool {
+	for _, a := range []authorizationv1.ResourceAttributes{
+		{Verb: "list", Resource: "pods"},
+		{Verb: "list", Group: "apps", Resource: "replicasets"},
+		{Verb: "create", Group: PolicyReportGVK.Group, Resource: "policyreports"},
+		{Verb: "patch", Group: PolicyReportGVK.Group, Resource: "policyreports"},
+	} {
+		review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &a}}
+		if err := r.Writer.Create(ctx, review); err != nil || !review.Status.Allowed {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *Reporter) crdServed() bool {
@@ -137,17 +168,14 @@ func (r *Reporter) optedIn(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// scan brings the informers to the opted-in set, scans from them, and
-// writes every report and the gauge.
+// scan scans the cluster and writes every changed report and the gauge.
 func (r *Reporter) scan(ctx context.Context, opted []string) error {
 	start := time.Now()
-	if err := r.syncCaches(ctx, opted); err != nil {
-		return err
-	}
-	ws, err := Scan(ctx, Options{Client: r.reader(), Policy: r.Policy(), ClusterDNS: r.ClusterDNS()})
+	ws, err := Scan(ctx, Options{Client: r.Reader, Policy: r.Policy(), ClusterDNS: r.ClusterDNS(), PageSize: r.PageSize})
 	if err != nil {
 		return err
 	}
+	scanned := time.Since(start)
 	byNS := map[string][]Workload{}
 	for _, ns := range opted {
 		byNS[ns] = nil
@@ -162,23 +190,31 @@ func (r *Reporter) scan(ctx context.Context, opted []string) error {
 		}
 	}
 	now := time.Now()
+	writes := 0
 	for ns, list := range byNS {
-		u := PolicyReport(ns, list, now)
-		if err := r.Writer.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("dnstune"), client.ForceOwnership); err != nil {
-			return fmt.Errorf("failed to write the PolicyReport of %s: %w", ns, err)
+		parts := PolicyReports(ns, list, now)
+		for _, u := range parts {
+			h := contentHash(u)
+			if r.hashes[ns+"/"+u.GetName()] == h {
+				continue
+			}
+			if err := r.Writer.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("dnstune"), client.ForceOwnership); err != nil {
+				return fmt.Errorf("failed to write PolicyReport %s/%s: %w", ns, u.GetName(), err)
+			}
+			r.hashes[ns+"/"+u.GetName()] = h
+			writes++
 		}
-		r.written[ns] = true
+		if err := r.deleteParts(ctx, ns, len(parts)); err != nil {
+			return err
+		}
+		r.written[ns] = len(parts)
 	}
 	for ns := range r.written {
 		if _, ok := byNS[ns]; ok {
 			continue
 		}
-		u := &unstructured.Unstructured{}
-		u.SetGroupVersionKind(PolicyReportGVK)
-		u.SetNamespace(ns)
-		u.SetName(ReportName)
-		if err := client.IgnoreNotFound(r.Writer.Delete(ctx, u)); err != nil {
-			return fmt.Errorf("failed to delete the PolicyReport of %s, no longer opted in: %w", ns, err)
+		if err := r.deleteParts(ctx, ns, 0); err != nil {
+			return fmt.Errorf("%w (namespace no longer opted in)", err)
 		}
 		delete(r.written, ns)
 	}
@@ -188,8 +224,38 @@ func (r *Reporter) scan(ctx context.Context, opted []string) error {
 			r.OutOfDate.WithLabelValues(p).Set(float64(n))
 		}
 	}
-	r.Log.Info("reports updated", "namespaces", len(opted), "workloads", len(ws), "pods", pods, "outOfDate", sum(perProfile), "took", time.Since(start).Round(time.Millisecond))
+	r.Log.Info("reports updated", "namespaces", len(opted), "workloads", len(ws), "pods", pods, "outOfDate", sum(perProfile),
+		"written", writes, "scan", scanned.Round(time.Millisecond), "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// deleteParts deletes the namespace's reports from the keep-th on (those
+// it had before that it needs no more).
+func (r *Reporter) deleteParts(ctx context.Context, ns string, keep int) error {
+	for i := keep; i < r.written[ns]; i++ {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(PolicyReportGVK)
+		u.SetNamespace(ns)
+		u.SetName(PartName(i))
+		if err := client.IgnoreNotFound(r.Writer.Delete(ctx, u)); err != nil {
+			return fmt.Errorf("failed to delete PolicyReport %s/%s: %w", ns, u.GetName(), err)
+		}
+		delete(r.hashes, ns+"/"+u.GetName())
+	}
+	return nil
+}
+
+// contentHash is a report's content without its timestamps: a report that
+// says the same is not written again.
+func contentHash(u *unstructured.Unstructured) [32]byte {
+	c := u.DeepCopy()
+	results, _, _ := unstructured.NestedSlice(c.Object, "results")
+	for _, x := range results {
+		delete(x.(map[string]any), "timestamp")
+	}
+	_ = unstructured.SetNestedSlice(c.Object, results, "results")
+	b, _ := json.Marshal(c.Object)
+	return sha256.Sum256(b)
 }
 
 func sum(m map[string]int) int {
@@ -200,95 +266,7 @@ func sum(m map[string]int) int {
 	return n
 }
 
-// syncCaches starts informers for newly opted-in namespaces (and waits for
-// them) and stops those of namespaces no longer opted in.
-func (r *Reporter) syncCaches(ctx context.Context, opted []string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for ns, c := range r.caches {
-		if !slices.Contains(opted, ns) {
-			c.cancel()
-			delete(r.caches, ns)
-		}
-	}
-	for _, ns := range opted {
-		if _, ok := r.caches[ns]; ok {
-			continue
-		}
-		c, err := cache.New(r.Config, cache.Options{
-			Scheme:            r.Scheme,
-			DefaultNamespaces: map[string]cache.Config{ns: {}},
-			DefaultTransform:  strip,
-		})
-		if err != nil {
-			return fmt.Errorf("failed to create the cache of %s: %w", ns, err)
-		}
-		cctx, cancel := context.WithCancel(ctx)
-		go func() { _ = c.Start(cctx) }()
-		for _, obj := range []client.Object{&corev1.Pod{}, &appsv1.ReplicaSet{}, &appsv1.Deployment{}, &appsv1.StatefulSet{}, &appsv1.DaemonSet{}, &batchv1.Job{}, &batchv1.CronJob{}, &corev1.ReplicationController{}} {
-			if _, err := c.GetInformer(ctx, obj); err != nil {
-				cancel()
-				return fmt.Errorf("failed to watch %T in %s: %w", obj, ns, err)
-			}
-		}
-		if !c.WaitForCacheSync(ctx) {
-			cancel()
-			return fmt.Errorf("the cache of %s did not sync", ns)
-		}
-		r.caches[ns] = &nsCache{c: c, cancel: cancel}
-	}
-	return nil
-}
-
-func (r *Reporter) stopAll() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for ns, c := range r.caches {
-		c.cancel()
-		delete(r.caches, ns)
-	}
-}
-
-// reader serves Scan: namespace metadata from the manager, everything else
-// from the namespace's own informers.
-func (r *Reporter) reader() client.Reader { return dispatch{r: r} }
-
-type dispatch struct{ r *Reporter }
-
-func (d dispatch) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	c, err := d.cache(key.Namespace)
-	if err != nil {
-		return err
-	}
-	return c.Get(ctx, key, obj, opts...)
-}
-
-func (d dispatch) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
-	if _, ok := list.(*metav1.PartialObjectMetadataList); ok {
-		return d.r.Namespaces.List(ctx, list, opts...)
-	}
-	lo := &client.ListOptions{}
-	lo.ApplyOptions(opts)
-	c, err := d.cache(lo.Namespace)
-	if err != nil {
-		return err
-	}
-	// The scan only reads (Evaluate copies before deciding): no deep copy
-	// of every cached object per scan.
-	return c.List(ctx, list, append(opts, client.UnsafeDisableDeepCopy)...)
-}
-
-func (d dispatch) cache(ns string) (cache.Cache, error) {
-	d.r.mu.Lock()
-	defer d.r.mu.Unlock()
-	c, ok := d.r.caches[ns]
-	if !ok {
-		return nil, fmt.Errorf("namespace %q is not opted in: no cache", ns)
-	}
-	return c.c, nil
-}
-
-// strip keeps, of each cached object, what the scan reads: metadata
+// strip keeps, of each listed object, what the scan reads: metadata
 // without managed fields, and of pod specs the fields the decision reads.
 func strip(obj any) (any, error) {
 	if m, ok := obj.(metav1.Object); ok {

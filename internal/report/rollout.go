@@ -34,8 +34,10 @@ type RolloutOptions struct {
 // kubectl rollout restart does, and waits until it is fully rolled out and
 // available before the next: the controllers' own rolling update replaces
 // pods, so nothing is deleted or evicted by dnstune and availability rules
-// hold. Bare pods, Jobs and workloads whose template pins dnsPolicy None
-// are listed, never touched.
+// hold. Bare pods, Jobs, StatefulSets with updateStrategy OnDelete and
+// workloads whose template pins dnsPolicy None are listed, never touched;
+// so are workloads of audit namespaces (audit changes no pod, so a
+// restart would leave them out of date).
 func Rollout(ctx context.Context, ws []Workload, o RolloutOptions) error {
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Minute
@@ -52,11 +54,17 @@ func Rollout(ctx context.Context, ws []Workload, o RolloutOptions) error {
 		}
 		ref := fmt.Sprintf("%s %s/%s (%d out of date)", w.Kind, w.Namespace, w.Name, w.OutOfDate)
 		switch {
+		case w.Audit:
+			_, _ = fmt.Fprintf(o.Out, "skip     %s: its namespace is in audit (dnstune.io/inject=audit): new pods are not changed, so a restart changes nothing; enforce it first (dnstune.io/inject=enabled)\n", ref)
+			continue
 		case w.PinsDNSPolicyNone:
 			_, _ = fmt.Fprintf(o.Out, "skip     %s: its template pins dnsPolicy None; dnstune leaves its DNS to it\n", ref)
 			continue
 		case w.Kind == "Pod":
 			_, _ = fmt.Fprintf(o.Out, "manual   %s: a bare pod; recreate it to get %s (dnstune never deletes pods)\n", ref, w.Change)
+			continue
+		case w.OnDelete:
+			_, _ = fmt.Fprintf(o.Out, "manual   %s: a StatefulSet with updateStrategy OnDelete: a restart replaces no pod; delete its pods one at a time to get %s\n", ref, w.Change)
 			continue
 		case w.Kind != "Deployment" && w.Kind != "StatefulSet" && w.Kind != "DaemonSet":
 			_, _ = fmt.Fprintf(o.Out, "manual   %s: can't be restarted in place; its next pods get the settings (Jobs: the next run)\n", ref)

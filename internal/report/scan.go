@@ -39,6 +39,9 @@ type Workload struct {
 	// PinsDNSPolicyNone: the workload's own template sets dnsPolicy None;
 	// rollout leaves it alone.
 	PinsDNSPolicyNone bool `json:"pinsDNSPolicyNone,omitempty"`
+	// OnDelete: a StatefulSet with updateStrategy OnDelete, whose pods a
+	// template change does not replace; rollout lists it as a manual step.
+	OnDelete bool `json:"onDelete,omitempty"`
 	// NodeLocalEgress, when set, says that the workload's pods are (or, in
 	// audit, would be) pointed at the node-local cache while their
 	// namespace's NetworkPolicies block DNS to it (policy.EgressWarning).
@@ -52,39 +55,162 @@ type Options struct {
 	Policy *policy.Policy
 	// ClusterDNS for nodelocal when the policy sets none (the kube-dns IP).
 	ClusterDNS netip.Addr
-	// Namespace limits the scan to one namespace; "" scans every opted-in
-	// and audit namespace.
+	// Namespace limits the scan to one namespace, which must exist and be
+	// opted in (or audit); "" scans every opted-in and audit namespace.
 	Namespace string
+	// PageSize is how many objects one LIST returns, default 500.
+	PageSize int64
 }
 
+// DefaultPageSize is Options.PageSize's default.
+const DefaultPageSize = 500
+
 // Scan reads opted-in (and audit) namespaces and returns one Workload per
-// owner of pods, sorted by namespace, kind and name.
+// owner of pods, sorted by namespace, kind and name. It lists each kind
+// once for the whole cluster (or the one namespace), page by page, and
+// keeps of each object only what the decision reads (strip), so its cost
+// grows with the pods and workloads, not with the number of namespaces,
+// and it opens no watch.
 func Scan(ctx context.Context, o Options) ([]Workload, error) {
+	if o.PageSize <= 0 {
+		o.PageSize = DefaultPageSize
+	}
 	nsList := &metav1.PartialObjectMetadataList{}
 	nsList.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NamespaceList"))
 	if err := o.Client.List(ctx, nsList); err != nil {
 		return nil, fmt.Errorf("failed to list namespaces: %w", err)
 	}
-	var out []Workload
+	opted := map[string]policy.Namespace{}
+	found := false
 	for _, ns := range nsList.Items {
-		inject := ns.Labels[policy.InjectLabel]
-		if (o.Namespace != "" && ns.Name != o.Namespace) || (inject != policy.InjectEnabled && inject != policy.InjectAudit) {
+		if o.Namespace != "" && ns.Name != o.Namespace {
 			continue
 		}
-		w, err := scanNamespace(ctx, o, policy.Namespace{Name: ns.Name, Labels: ns.Labels})
-		if err != nil {
-			return nil, err
+		found = true
+		if inject := ns.Labels[policy.InjectLabel]; inject == policy.InjectEnabled || inject == policy.InjectAudit {
+			opted[ns.Name] = policy.Namespace{Name: ns.Name, Labels: ns.Labels}
 		}
-		out = append(out, w...)
 	}
+	if o.Namespace != "" && !found {
+		return nil, fmt.Errorf("namespace %q not found", o.Namespace)
+	}
+	if o.Namespace != "" && len(opted) == 0 {
+		return nil, fmt.Errorf("namespace %q is not opted in (label it %s=%s, or %s for audit)", o.Namespace, policy.InjectLabel, policy.InjectEnabled, policy.InjectAudit)
+	}
+	if len(opted) == 0 {
+		return nil, nil
+	}
+	var in []client.ListOption
+	if o.Namespace != "" {
+		in = append(in, client.InNamespace(o.Namespace))
+	}
+	w, err := listOwners(ctx, o, opted, in)
+	if err != nil {
+		return nil, err
+	}
+	netpols := map[string][]networkingv1.NetworkPolicy{}
+	if err := eachPage(ctx, o, &networkingv1.NetworkPolicyList{}, in, func(l client.ObjectList) {
+		for _, np := range l.(*networkingv1.NetworkPolicyList).Items {
+			if _, ok := opted[np.Namespace]; ok {
+				netpols[np.Namespace] = append(netpols[np.Namespace], np)
+			}
+		}
+	}); err != nil {
+		return nil, err
+	}
+	byOwner := map[string]*Workload{}
+	err = eachPage(ctx, o, &corev1.PodList{}, in, func(l client.ObjectList) {
+		for i := range l.(*corev1.PodList).Items {
+			p := &l.(*corev1.PodList).Items[i]
+			ns, ok := opted[p.Namespace]
+			if !ok || p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+				continue
+			}
+			_, _ = strip(p)
+			addPod(byOwner, w, p, ns, o, netpols[p.Namespace])
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Workload, 0, len(byOwner))
+	for _, wl := range byOwner {
+		sort.Slice(wl.Pods, func(i, j int) bool { return wl.Pods[i].Name < wl.Pods[j].Name })
+		slices.Sort(wl.SkipReasons)
+		out = append(out, *wl)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		if out[i].Kind != out[j].Kind {
+			return out[i].Kind < out[j].Kind
+		}
+		return out[i].Name < out[j].Name
+	})
 	return out, nil
 }
 
-// owners indexes one namespace's pod owners by UID.
+// eachPage lists list's kind page by page (o.PageSize each), calling page
+// on every page; the page's items are not kept by eachPage.
+func eachPage(ctx context.Context, o Options, list client.ObjectList, in []client.ListOption, page func(client.ObjectList)) error {
+	cont := ""
+	for {
+		opts := append([]client.ListOption{client.Limit(o.PageSize), client.Continue(cont)}, in...)
+		if err := o.Client.List(ctx, list, opts...); err != nil {
+			return fmt.Errorf("failed to list %T: %w", list, err)
+		}
+		page(list)
+		if cont = list.(metav1.ListInterface).GetContinue(); cont == "" {
+			return nil
+		}
+	}
+}
+
+// addPod judges one pod and counts it in its workload.
+func addPod(byOwner map[string]*Workload, w *owners, p *corev1.Pod, ns policy.Namespace, o Options, nps []networkingv1.NetworkPolicy) {
+	key := metav1.OwnerReference{Kind: "Pod", Name: p.Name}
+	var tmpl *corev1.PodTemplateSpec
+	if c := metav1.GetControllerOf(p); c != nil {
+		tmpl = w.templates[c.UID]
+		key = w.top(*c)
+	}
+	id := ns.Name + "/" + key.Kind + "/" + key.Name
+	wl := byOwner[id]
+	if wl == nil {
+		wl = &Workload{Kind: key.Kind, Namespace: ns.Name, Name: key.Name, Audit: ns.Labels[policy.InjectLabel] == policy.InjectAudit}
+		if tmpl != nil && tmpl.Spec.DNSPolicy == corev1.DNSNone {
+			wl.PinsDNSPolicyNone = true
+		}
+		wl.OnDelete = w.onDelete[key.UID]
+		byOwner[id] = wl
+	}
+	r := Evaluate(p, tmpl, ns, o.Policy, o.ClusterDNS)
+	wl.Pods = append(wl.Pods, r)
+	if prof := o.Policy.Profiles[r.Profile]; wl.NodeLocalEgress == "" && r.Status != Skipped && prof != nil && prof.Mode == policy.ModeNodeLocal {
+		wl.NodeLocalEgress = policy.EgressWarning(policy.CacheEgress(p, nps, o.Policy.NodeLocalDNS), ns.Name, o.Policy.NodeLocalDNS)
+	}
+	switch r.Status {
+	case UpToDate:
+		wl.UpToDate++
+	case OutOfDate:
+		wl.OutOfDate++
+		wl.Profile, wl.Change = r.Profile, r.Change
+	case Skipped:
+		wl.Skipped++
+		if !slices.Contains(wl.SkipReasons, r.Reason) {
+			wl.SkipReasons = append(wl.SkipReasons, r.Reason)
+		}
+	}
+}
+
+// owners indexes the pod owners of opted-in namespaces by UID (unique
+// cluster-wide).
 type owners struct {
 	templates map[types.UID]*corev1.PodTemplateSpec
 	parents   map[types.UID]metav1.OwnerReference // controller of an owner
 	objects   map[types.UID]metav1.OwnerReference // the owner itself, as a reference
+	onDelete  map[types.UID]bool                  // StatefulSets with updateStrategy OnDelete
 }
 
 func (w *owners) add(obj metav1.Object, kind string, tmpl *corev1.PodTemplateSpec) {
@@ -95,45 +221,78 @@ func (w *owners) add(obj metav1.Object, kind string, tmpl *corev1.PodTemplateSpe
 	}
 }
 
-func listOwners(ctx context.Context, c client.Reader, ns string) (*owners, error) {
-	w := &owners{templates: map[types.UID]*corev1.PodTemplateSpec{}, parents: map[types.UID]metav1.OwnerReference{}, objects: map[types.UID]metav1.OwnerReference{}}
-	in := client.InNamespace(ns)
-	var (
-		rs  appsv1.ReplicaSetList
-		dep appsv1.DeploymentList
-		sts appsv1.StatefulSetList
-		ds  appsv1.DaemonSetList
-		job batchv1.JobList
-		cj  batchv1.CronJobList
-		rc  corev1.ReplicationControllerList
-	)
-	for _, l := range []client.ObjectList{&rs, &dep, &sts, &ds, &job, &cj, &rc} {
-		if err := c.List(ctx, l, in); err != nil {
-			return nil, fmt.Errorf("failed to list %T in %s: %w", l, ns, err)
+func listOwners(ctx context.Context, o Options, opted map[string]policy.Namespace, in []client.ListOption) (*owners, error) {
+	w := &owners{templates: map[types.UID]*corev1.PodTemplateSpec{}, parents: map[types.UID]metav1.OwnerReference{},
+		objects: map[types.UID]metav1.OwnerReference{}, onDelete: map[types.UID]bool{}}
+	kinds := []struct {
+		list client.ObjectList
+		add  func(client.ObjectList)
+	}{
+		{&appsv1.ReplicaSetList{}, func(l client.ObjectList) {
+			for i := range l.(*appsv1.ReplicaSetList).Items {
+				x := l.(*appsv1.ReplicaSetList).Items[i]
+				w.keep(opted, &x, "ReplicaSet", &x.Spec.Template)
+			}
+		}},
+		{&appsv1.DeploymentList{}, func(l client.ObjectList) {
+			for i := range l.(*appsv1.DeploymentList).Items {
+				x := l.(*appsv1.DeploymentList).Items[i]
+				w.keep(opted, &x, "Deployment", &x.Spec.Template)
+			}
+		}},
+		{&appsv1.StatefulSetList{}, func(l client.ObjectList) {
+			for i := range l.(*appsv1.StatefulSetList).Items {
+				x := l.(*appsv1.StatefulSetList).Items[i]
+				if w.keep(opted, &x, "StatefulSet", &x.Spec.Template) && x.Spec.UpdateStrategy.Type == appsv1.OnDeleteStatefulSetStrategyType {
+					w.onDelete[x.UID] = true
+				}
+			}
+		}},
+		{&appsv1.DaemonSetList{}, func(l client.ObjectList) {
+			for i := range l.(*appsv1.DaemonSetList).Items {
+				x := l.(*appsv1.DaemonSetList).Items[i]
+				w.keep(opted, &x, "DaemonSet", &x.Spec.Template)
+			}
+		}},
+		{&batchv1.JobList{}, func(l client.ObjectList) {
+			for i := range l.(*batchv1.JobList).Items {
+				x := l.(*batchv1.JobList).Items[i]
+				w.keep(opted, &x, "Job", &x.Spec.Template)
+			}
+		}},
+		{&batchv1.CronJobList{}, func(l client.ObjectList) {
+			for i := range l.(*batchv1.CronJobList).Items {
+				x := l.(*batchv1.CronJobList).Items[i]
+				w.keep(opted, &x, "CronJob", &x.Spec.JobTemplate.Spec.Template)
+			}
+		}},
+		{&corev1.ReplicationControllerList{}, func(l client.ObjectList) {
+			for i := range l.(*corev1.ReplicationControllerList).Items {
+				x := l.(*corev1.ReplicationControllerList).Items[i]
+				w.keep(opted, &x, "ReplicationController", x.Spec.Template)
+			}
+		}},
+	}
+	for _, k := range kinds {
+		if err := eachPage(ctx, o, k.list, in, k.add); err != nil {
+			return nil, err
 		}
 	}
-	for i := range rs.Items {
-		w.add(&rs.Items[i], "ReplicaSet", &rs.Items[i].Spec.Template)
-	}
-	for i := range dep.Items {
-		w.add(&dep.Items[i], "Deployment", &dep.Items[i].Spec.Template)
-	}
-	for i := range sts.Items {
-		w.add(&sts.Items[i], "StatefulSet", &sts.Items[i].Spec.Template)
-	}
-	for i := range ds.Items {
-		w.add(&ds.Items[i], "DaemonSet", &ds.Items[i].Spec.Template)
-	}
-	for i := range job.Items {
-		w.add(&job.Items[i], "Job", &job.Items[i].Spec.Template)
-	}
-	for i := range cj.Items {
-		w.add(&cj.Items[i], "CronJob", &cj.Items[i].Spec.JobTemplate.Spec.Template)
-	}
-	for i := range rc.Items {
-		w.add(&rc.Items[i], "ReplicationController", rc.Items[i].Spec.Template)
-	}
 	return w, nil
+}
+
+// keep indexes an owner of an opted-in namespace, stripped to what the
+// decision reads, and reports whether it did.
+func (w *owners) keep(opted map[string]policy.Namespace, obj client.Object, kind string, tmpl *corev1.PodTemplateSpec) bool {
+	if _, ok := opted[obj.GetNamespace()]; !ok {
+		return false
+	}
+	if tmpl != nil {
+		stripSpec(&tmpl.Spec)
+		tmpl = &corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: tmpl.Labels, Annotations: tmpl.Annotations}, Spec: tmpl.Spec}
+	}
+	w.add(obj, kind, tmpl)
+	return true
 }
 
 // top follows controller references up to the workload a user manages.
@@ -149,73 +308,6 @@ func (w *owners) top(ref metav1.OwnerReference) metav1.OwnerReference {
 		ref = w.objects[p.UID]
 	}
 	return ref
-}
-
-func scanNamespace(ctx context.Context, o Options, ns policy.Namespace) ([]Workload, error) {
-	var pods corev1.PodList
-	if err := o.Client.List(ctx, &pods, client.InNamespace(ns.Name)); err != nil {
-		return nil, fmt.Errorf("failed to list pods in %s: %w", ns.Name, err)
-	}
-	w, err := listOwners(ctx, o.Client, ns.Name)
-	if err != nil {
-		return nil, err
-	}
-	var nps networkingv1.NetworkPolicyList
-	if err := o.Client.List(ctx, &nps, client.InNamespace(ns.Name)); err != nil {
-		return nil, fmt.Errorf("failed to list NetworkPolicies in %s: %w", ns.Name, err)
-	}
-	byOwner := map[string]*Workload{}
-	for i := range pods.Items {
-		p := &pods.Items[i]
-		if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-			continue
-		}
-		key := metav1.OwnerReference{Kind: "Pod", Name: p.Name}
-		var tmpl *corev1.PodTemplateSpec
-		if c := metav1.GetControllerOf(p); c != nil {
-			tmpl = w.templates[c.UID]
-			key = w.top(*c)
-		}
-		id := key.Kind + "/" + key.Name
-		wl := byOwner[id]
-		if wl == nil {
-			wl = &Workload{Kind: key.Kind, Namespace: ns.Name, Name: key.Name, Audit: ns.Labels[policy.InjectLabel] == policy.InjectAudit}
-			if tmpl != nil && tmpl.Spec.DNSPolicy == corev1.DNSNone {
-				wl.PinsDNSPolicyNone = true
-			}
-			byOwner[id] = wl
-		}
-		r := Evaluate(p, tmpl, ns, o.Policy, o.ClusterDNS)
-		wl.Pods = append(wl.Pods, r)
-		if prof := o.Policy.Profiles[r.Profile]; wl.NodeLocalEgress == "" && r.Status != Skipped && prof != nil && prof.Mode == policy.ModeNodeLocal {
-			wl.NodeLocalEgress = policy.EgressWarning(policy.CacheEgress(p, nps.Items, o.Policy.NodeLocalDNS), ns.Name, o.Policy.NodeLocalDNS)
-		}
-		switch r.Status {
-		case UpToDate:
-			wl.UpToDate++
-		case OutOfDate:
-			wl.OutOfDate++
-			wl.Profile, wl.Change = r.Profile, r.Change
-		case Skipped:
-			wl.Skipped++
-			if !slices.Contains(wl.SkipReasons, r.Reason) {
-				wl.SkipReasons = append(wl.SkipReasons, r.Reason)
-			}
-		}
-	}
-	out := make([]Workload, 0, len(byOwner))
-	for _, wl := range byOwner {
-		sort.Slice(wl.Pods, func(i, j int) bool { return wl.Pods[i].Name < wl.Pods[j].Name })
-		slices.Sort(wl.SkipReasons)
-		out = append(out, *wl)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Kind != out[j].Kind {
-			return out[i].Kind < out[j].Kind
-		}
-		return out[i].Name < out[j].Name
-	})
-	return out, nil
 }
 
 // OutOfDateAny reports whether any workload has an out-of-date pod.

@@ -55,6 +55,9 @@ func (f *clusterFlags) client() (client.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to load cluster credentials: %w", err)
 	}
+	// A scan is a few paginated LISTs of the whole cluster, not one request
+	// per namespace: a CLI's rate, above client-go's default 5/s.
+	cfg.QPS, cfg.Burst = 50, 100
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return nil, err
@@ -197,9 +200,11 @@ func newRolloutCommand() *cobra.Command {
 kubectl rollout restart does (a pod-template annotation), one at a time,
 waiting until it is rolled out and available before the next. Its
 controller replaces the pods at the pace of its own rolling update: dnstune
-deletes and evicts nothing. Bare pods and Jobs are listed, not touched;
-workloads whose own template pins dnsPolicy None are skipped. Without
---dry-run=false it only prints the plan.`,
+deletes and evicts nothing. Bare pods, Jobs and StatefulSets with
+updateStrategy OnDelete are listed as manual steps, not touched; workloads
+whose own template pins dnsPolicy None, and those of audit namespaces (audit
+changes no pod), are skipped. A namespace that does not exist or is not
+opted in is an error. Without --dry-run=false it only prints the plan.`,
 		Args:    cobra.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error { return f.validate() },
 		RunE: func(cmd *cobra.Command, _ []string) error {

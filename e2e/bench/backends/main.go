@@ -59,10 +59,11 @@ type arm struct {
 
 func run() error {
 	ctx := context.Background()
-	policyText, err := os.ReadFile(filepath.Join(framework.RepoRoot(), "manifests", "base", "policy.yaml"))
+	shipped, err := framework.ShippedPolicy()
 	if err != nil {
 		return err
 	}
+	policyText := []byte(shipped)
 	pol, err := policy.Load("policy.yaml", policyText)
 	if err != nil {
 		return err
@@ -200,7 +201,7 @@ func run() error {
 	if *out == "" {
 		return nil
 	}
-	return putSection(filepath.Join(framework.RepoRoot(), *out), section)
+	return framework.ReplaceSection(filepath.Join(framework.RepoRoot(), *out), beginMarker, endMarker, section)
 }
 
 func pod(ns string) *corev1.Pod {
@@ -284,19 +285,4 @@ func render(arms []*arm) string {
 	fmt.Fprintf(&b, "\nAdded to the p50: compiled policy %+.2f ms, webhook %+.2f ms; the webhook adds %.2f× what the compiled policy adds (target ≤ 2×).\n", m, w, w/m)
 	b.WriteString(endMarker + "\n")
 	return b.String()
-}
-
-// putSection replaces the section between the markers in path, or appends it.
-func putSection(path, section string) error {
-	old, err := os.ReadFile(path) // #nosec G304 -- the report in the repository.
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	s := string(old)
-	if i, j := strings.Index(s, beginMarker), strings.Index(s, endMarker); i >= 0 && j > i {
-		s = s[:i] + section + s[j+len(endMarker)+1:]
-	} else {
-		s = strings.TrimRight(s, "\n") + "\n\n" + section
-	}
-	return os.WriteFile(path, []byte(s), 0o644) // #nosec G306 -- a document.
 }
