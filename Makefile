@@ -101,14 +101,18 @@ lab: lab-deps ## Effect lab (root): real CoreDNS + glibc in network namespaces, 
 	go run ./e2e/lab/cmd -coredns "$$(bash hack/build-tools.sh coredns | tail -1)"
 
 .PHONY: bench
-bench: e2e-tools ## Go benchmarks + load harness (floor / reference / dnstune) + apiserver pod-create latency + backends side by side; writes BENCHMARKS.md.
-	go test -run '^$$' -bench . -benchmem -count 6 ./policy ./internal/webhook | tee $(BIN)/gobench.txt
+bench: e2e-tools ## Go benchmarks + load harness (floor / reference / dnstune) + apiserver pod-create latency + backends side by side + the seeds' scale (30,000 pods, 2,000 namespaces); writes BENCHMARKS.md.
+	go test -run '^$$' -bench . -benchmem -count 6 ./policy ./webhook | tee $(BIN)/gobench.txt
 	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/bench -gobench $(BIN)/gobench.txt
 	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/bench/backends
+	@# The node agent with the seeds' 30,000 neighbour entries in the real kernel (root; quoted by the scale section).
+	go test -run '^$$' -bench ScrapeAt30kNeighbours -benchtime 200x ./internal/node | tee $(BIN)/nodebench.txt
+	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/bench/scale
 
 .PHONY: update-golden
-update-golden: $(HELM) ## Rewrite golden files from the current output (offline CLI and the chart's renders).
+update-golden: $(HELM) ## Rewrite every golden file from the current output (offline CLI, policy check, the chart's renders).
 	go test ./internal/offline/... -run Golden -update
+	go test ./cmd/dnstune/app -run PolicyCheckFixtures -update-check
 	HELM=$(HELM) go test ./manifests -run GoldenRenders -update
 
 IMAGE ?= ghcr.io/dnstune/dnstune:dev

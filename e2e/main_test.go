@@ -36,6 +36,7 @@ func mustRead(path string) string {
 }
 
 func TestMain(m *testing.M) {
+	framework.QuietControllerRuntime()
 	if _, err := framework.AssetsDir(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		os.Exit(1)

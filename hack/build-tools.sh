@@ -39,7 +39,18 @@ if [ "$what" = helm ] || [ "$what" = promtool ]; then
   version=$(grep -E "(^|\s)$mod v" "$dir/go.mod" | head -1 | awk '{print $NF}')
   out=$root/bin/tools/$what-$version
   mkdir -p "$out"
-  build "$what" "$dir" "$pkg" "-s -w"
+  flags="-s -w"
+  if [ "$what" = helm ]; then
+    # The ldflags helm's own Makefile sets: its version, and the Kubernetes
+    # version it assumes without --kube-version (client-go's minor, major
+    # 1); without them helm says v1.20.0 and refuses kubeVersion >= 1.30.
+    k8s=$(cd "$dir" && go list -f '{{.Version}}' -m k8s.io/client-go)
+    minor=$(echo "$k8s" | cut -d. -f2)
+    flags="$flags -X helm.sh/helm/v3/internal/version.version=$version -X helm.sh/helm/v3/internal/version.gitTreeState=clean \
+ -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor \
+ -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
+  fi
+  build "$what" "$dir" "$pkg" "$flags"
   echo "$out/$what"
   exit 0
 fi

@@ -273,3 +273,16 @@ func TestQueriesParseAndNameKnownMetrics(t *testing.T) {
 		t.Errorf("dashboard has %d queries", len(dashboardQueries(t)))
 	}
 }
+
+// The helm that make chart-tools builds knows its own version and a
+// Kubernetes version the chart accepts (helm's Makefile ldflags), so a
+// plain helm template works as it does with a released helm.
+func TestHelmBuiltLikeARelease(t *testing.T) {
+	out, err := helm(t, "version", "--short")
+	if err != nil || !strings.HasPrefix(strings.TrimSpace(out), "v3.") {
+		t.Errorf("helm version --short: %q (%v): built without helm's version ldflags?", out, err)
+	}
+	if out, err := helm(t, "template", "dnstune", chart, "--namespace", "dnstune-system"); err != nil {
+		t.Errorf("helm template without --kube-version: %v\n%s", err, out)
+	}
+}

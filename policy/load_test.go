@@ -125,6 +125,10 @@ func TestLoadErrors(t *testing.T) {
 			[]string{`3:16: clusterDomain: must be at most 185 characters`}},
 		{"ndots in range as hex is a number", head + "defaultProfile: a\nprofiles:\n  a: {options: {ndots: 0x20}}\n", []string{`5:24: profiles.a.options.ndots: must be between 0 and 15, got 0x20 (32)`}},
 		{"two documents", head + "---\nkind: Policy\n", []string{`3:1: a policy file holds exactly one YAML document`}},
+		{"excludeNamespaces glob", head + "excludeNamespaces: [kube-system, \"kube-*\"]\n", []string{`3:34: excludeNamespaces[1]: must be a namespace name, not a pattern: excludeNamespaces takes exact names`}},
+		{"excludeNamespaces with a slash", head + "excludeNamespaces:\n  - team/x\n", []string{`4:5: excludeNamespaces[0]: must be a namespace name (a lowercase DNS label of at most 63 characters)`}},
+		{"excludeNamespaces too long", head + "excludeNamespaces: [" + strings.Repeat("n", 64) + "]\n", []string{`3:21: excludeNamespaces[0]: must be a namespace name (a lowercase DNS label of at most 63 characters): must be no more than 63 characters`}},
+		{"excludeNamespaces upper case", head + "excludeNamespaces: [Kube-System]\n", []string{`3:21: excludeNamespaces[0]: must be a namespace name`}},
 		{"several errors in file order", head + "nodeLocalDNS: x\nclusterDomain: Bad_Domain\n", []string{"3:15: nodeLocalDNS", "4:16: clusterDomain"}},
 	}
 	for _, tt := range tests {

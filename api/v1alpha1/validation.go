@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -73,6 +74,9 @@ func Validate(p *Policy) field.ErrorList {
 	}
 	for i, r := range p.Rules {
 		errs = append(errs, validateRule(field.NewPath("rules").Index(i), r, p.Profiles, names)...)
+	}
+	for i, ns := range p.ExcludeNamespaces {
+		errs = append(errs, validateNamespaceName(field.NewPath("excludeNamespaces").Index(i), ns)...)
 	}
 	return errs
 }
@@ -181,4 +185,21 @@ func CheckClusterDomain(d string) error {
 		return fmt.Errorf("must be at most %d characters (so that <namespace>.svc.<domain> fits the 253 of a DNS name for a 63-character namespace), got %d", MaxClusterDomainLen, len(d))
 	}
 	return nil
+}
+
+// validateNamespaceName checks an excludeNamespaces entry as kube-apiserver
+// checks the values of a namespaceSelector (the webhook configuration's and
+// the compiled bindings'): a namespace name, a DNS-1123 label of at most
+// 63 characters. Globs are not supported there (rules[].namespaces take
+// them), so an entry that looks like one gets a hint.
+func validateNamespaceName(fld *field.Path, ns string) field.ErrorList {
+	msgs := validation.IsDNS1123Label(ns)
+	if len(msgs) == 0 {
+		return nil
+	}
+	msg := "must be a namespace name (a lowercase DNS label of at most 63 characters): " + strings.Join(msgs, "; ")
+	if strings.ContainsAny(ns, "*?[") {
+		msg = "must be a namespace name, not a pattern: excludeNamespaces takes exact names (kube-apiserver refuses patterns in the namespaceSelector it becomes); list each namespace, or use a rule with namespaces: [" + strconv.Quote(ns) + "] and a profile"
+	}
+	return field.ErrorList{field.Invalid(fld, ns, msg)}
 }

@@ -30,6 +30,7 @@ import (
 )
 
 func main() {
+	framework.QuietControllerRuntime()
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)

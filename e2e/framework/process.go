@@ -8,11 +8,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"go.uber.org/zap/zapcore"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"strings"
 	"sync"
 	"syscall"
@@ -210,4 +213,12 @@ func Machine() string {
 	}
 	kernel, _ := exec.Command("uname", "-r").Output()
 	return fmt.Sprintf("%d cores (%s), Linux %s, %s", runtime.NumCPU(), cpu, strings.TrimSpace(string(kernel)), runtime.Version())
+}
+
+// QuietControllerRuntime gives controller-runtime's logger (used by its
+// clients and caches in the harness's own process) errors only, to
+// stderr, so that it never prints its "log.SetLogger(...) was never
+// called" stack trace. Call it first in main and TestMain.
+func QuietControllerRuntime() {
+	ctrllog.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
 }

@@ -3,6 +3,7 @@ package kubenode
 import (
 	"context"
 	"fmt"
+	"github.com/dnstune/dnstune/e2e/framework"
 	"os"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 var cluster *Cluster
 
 func TestMain(m *testing.M) {
+	framework.QuietControllerRuntime()
 	if reason := SkipReason(); reason != "" {
 		fmt.Printf("kubenode: SKIP every real-node test: %s\n", reason)
 		os.Exit(m.Run()) // each test skips with the reason

@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -137,6 +138,39 @@ func TestPolicyCheckFixtures(t *testing.T) {
 		}
 		if got != string(want) {
 			t.Errorf("%s:\n got %q\nwant %q", f, got, want)
+		}
+	}
+}
+
+func TestPolicyCompileOutput(t *testing.T) {
+	pol := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(pol, []byte("apiVersion: dnstune.io/v1alpha1\nkind: Policy\nclusterDNS: 10.96.0.10\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := run(t, "", "policy", "compile", pol, "-o", "xml"); code != 1 || out != "" || !strings.Contains(errOut, `--output must be yaml or json, got "xml"`) {
+		t.Errorf("-o xml: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, out, errOut := run(t, "", "policy", "compile", pol, "-o", "json")
+	if code != 0 {
+		t.Fatalf("-o json: exit %d, %q", code, errOut)
+	}
+	var list struct {
+		APIVersion, Kind string
+		Items            []map[string]any
+	}
+	dec := json.NewDecoder(strings.NewReader(out))
+	if err := dec.Decode(&list); err != nil {
+		t.Fatalf("-o json is not one JSON document: %v\n%s", err, out)
+	}
+	if dec.More() {
+		t.Error("-o json printed more than one JSON document")
+	}
+	if list.APIVersion != "v1" || list.Kind != "List" || len(list.Items) < 2 {
+		t.Errorf("-o json: %s %s with %d items", list.APIVersion, list.Kind, len(list.Items))
+	}
+	for _, it := range list.Items {
+		if it["kind"] == nil || it["apiVersion"] == nil {
+			t.Errorf("item without kind/apiVersion: %v", it)
 		}
 	}
 }

@@ -56,6 +56,12 @@ ValidatingAdmissionPolicy (Warn + Audit) that says, in audit namespaces,
 what would change, in the webhook's words (nodelocal ones only when the
 cluster DNS address is given).`,
 		Args: cobra.ExactArgs(1),
+		PreRunE: func(*cobra.Command, []string) error {
+			if output != "yaml" && output != "json" {
+				return fmt.Errorf("--output must be yaml or json, got %q", output)
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pol, err := policy.LoadFile(args[0])
 			if err != nil {
@@ -88,19 +94,23 @@ cluster DNS address is given).`,
 				docs = append(docs, objs.Audit, objs.AuditBinding)
 			}
 			w := cmd.OutOrStdout()
-			for i, d := range docs {
-				var b []byte
-				if output == "json" {
-					b, err = json.MarshalIndent(d, "", "  ")
-					b = append(b, '\n')
-				} else {
-					b, err = sigsyaml.Marshal(d)
-					if i > 0 {
-						b = append([]byte("---\n"), b...)
-					}
-				}
+			if output == "json" {
+				// One document, as kubectl get -o json prints several objects.
+				list := map[string]any{"apiVersion": "v1", "kind": "List", "metadata": map[string]any{}, "items": docs}
+				b, err := json.MarshalIndent(list, "", "  ")
 				if err != nil {
 					return err
+				}
+				_, err = w.Write(append(b, '\n'))
+				return err
+			}
+			for i, d := range docs {
+				b, err := sigsyaml.Marshal(d)
+				if err != nil {
+					return err
+				}
+				if i > 0 {
+					b = append([]byte("---\n"), b...)
 				}
 				if _, err := w.Write(b); err != nil {
 					return err
@@ -110,6 +120,6 @@ cluster DNS address is given).`,
 		},
 	}
 	cmd.Flags().StringVar(&clusterDNS, "cluster-dns", "", "cluster DNS address for nodelocal (overrides the policy's clusterDNS; default: read kube-system/kube-dns)")
-	cmd.Flags().StringVarP(&output, "output", "o", "yaml", "yaml or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "yaml", "yaml (a stream of documents) or json (one v1 List)")
 	return cmd
 }

@@ -41,6 +41,7 @@ const (
 )
 
 func main() {
+	framework.QuietControllerRuntime()
 	flag.Parse()
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "backends:", err)
