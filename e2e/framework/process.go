@@ -8,18 +8,19 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"go.uber.org/zap/zapcore"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"go.uber.org/zap/zapcore"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
 // Process is a child process whose output goes to a log file.

@@ -3,10 +3,11 @@ package kubenode
 import (
 	"context"
 	"fmt"
-	"github.com/dnstune/dnstune/e2e/framework"
 	"os"
 	"testing"
 	"time"
+
+	"github.com/dnstune/dnstune/e2e/framework"
 )
 
 // cluster is the real node every test of this package runs on.

@@ -14,6 +14,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"image/color"
@@ -490,7 +491,8 @@ func cli(env *framework.Env, args ...string) (time.Duration, float64, error) {
 	t := time.Now()
 	err = cmd.Run()
 	wall := time.Since(t)
-	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 2 {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 2 {
 		err = nil
 	}
 	if err != nil {
