@@ -24,6 +24,7 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/dnstune/dnstune/internal/daemon"
 	"github.com/dnstune/dnstune/internal/report"
 )
 
@@ -31,7 +32,7 @@ import (
 // metrics and health probes, with a metadata-only namespace cache, the
 // policy store (opened by the caller) and the cluster DNS discovery as
 // runnables. The handler counts into the store's metrics.
-func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *PolicyStore, log logr.Logger) (manager.Manager, error) {
+func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *daemon.PolicyStore, log logr.Logger) (manager.Manager, error) {
 	o.setDefaults()
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -56,7 +57,7 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *PolicyS
 			IdleTimeout: o.IdleTimeout, MaxConnections: o.MaxConnections, Log: log.WithName("webhook-server"),
 		}),
 		LeaderElection:                reports,
-		LeaderElectionID:              LeaderElectionID,
+		LeaderElectionID:              daemon.LeaderElectionID,
 		LeaderElectionNamespace:       o.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 		Cache: cache.Options{
@@ -69,8 +70,8 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *PolicyS
 		return nil, fmt.Errorf("failed to create manager: %w", err)
 	}
 	server := mgr.GetWebhookServer() // also adds it to the manager's runnables
-	metrics := store.metrics
-	dns := &clusterDNS{reader: mgr.GetAPIReader(), key: o.ClusterDNSService, every: o.ClusterDNSRefresh, log: log.WithName("cluster-dns")}
+	metrics := NewMetrics(crmetrics.Registry)
+	dns := &daemon.ClusterDNS{Reader: mgr.GetAPIReader(), Key: o.ClusterDNSService, Every: o.ClusterDNSRefresh, Log: log.WithName("cluster-dns")}
 	nsInformer, err := mgr.GetCache().GetInformer(ctx, namespaceMeta())
 	if err != nil {
 		return nil, fmt.Errorf("failed to set up the namespace cache: %w", err)

@@ -4,7 +4,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the webhook's domain metrics. Every label is bounded: profile
+// Metrics are the webhook's domain metrics (the policy store's are
+// daemon.PolicyMetrics). Every label is bounded: profile
 // names come from the policy, modes, results and reasons are fixed sets.
 type Metrics struct {
 	// Mutations counts admission decisions by profile, mode, result
@@ -39,29 +40,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "dnstune_audit_findings_total",
 			Help: "Pods that dnstune would have changed in audit mode, by profile and mode.",
 		}, []string{"profile", "mode"}),
-		PolicyReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dnstune_policy_reloads_total",
-			Help: "Policy loads by result (success, failure). A failure keeps the last good policy.",
-		}, []string{"result"}),
-		PolicyGeneration: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "dnstune_policy_generation",
-			Help: "Generation of the policy in use; grows by one with every successful reload.",
-		}),
-		PolicyLastReloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "dnstune_policy_last_reload_successful",
-			Help: "1 if the policy file on disk, as last read, is valid; 0 while it is invalid and an older policy is in use.",
-		}),
-		PolicyWatchErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dnstune_policy_watch_errors_total",
-			Help: "Errors reported by the policy file watch; reloads go on (events and polling).",
-		}),
 		NodeLocalEgressBlocked: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnstune_nodelocal_egress_blocked_total",
 			Help: "Pods pointed (mutated) or that would be pointed (audited) at the node-local DNS cache while their NetworkPolicies allow no DNS to it, by profile and result.",
 		}, []string{"profile", "result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Mutations, m.AuditFindings, m.PolicyReloads, m.PolicyGeneration, m.PolicyLastReloadOK, m.PolicyWatchErrors, m.NodeLocalEgressBlocked)
+		reg.MustRegister(m.Mutations, m.AuditFindings, m.NodeLocalEgressBlocked)
 	}
 	return m
 }

@@ -7,29 +7,20 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/dnstune/dnstune/internal/daemon"
 )
 
 // Defaults of Options, and of the webhook command's flags.
 const (
 	DefaultPort                     = 9443
-	DefaultMetricsBindAddress       = ":8080"
-	DefaultHealthProbeBindAddress   = ":8081"
 	DefaultRequestTimeout           = 10 * time.Second
-	DefaultClusterDNSRefresh        = 30 * time.Second
 	DefaultSelfManagedSecret        = "dnstune-system/dnstune-webhook-tls" // #nosec G101 -- a Secret's name, not a credential.
 	DefaultSelfManagedWebhookConfig = "dnstune"
-	DefaultLeaderElectionNamespace  = "dnstune-system"
-	// LeaderElectionID is the Lease the replicas elect the report writer with.
-	LeaderElectionID = "dnstune-webhook"
-	ReportsAuto      = "auto"
-	ReportsOff       = "off"
+	ReportsAuto                     = "auto"
+	ReportsOff                      = "off"
 )
-
-// DefaultClusterDNSService is the Service whose ClusterIP is the cluster DNS.
-var DefaultClusterDNSService = client.ObjectKey{Namespace: "kube-system", Name: "kube-dns"}
 
 // DefaultSelfManagedHosts are the webhook Service's names, the self-managed
 // certificate's default DNS names.
@@ -108,19 +99,19 @@ func (o *Options) setDefaults() {
 		o.Port = DefaultPort
 	}
 	if o.MetricsBindAddress == "" {
-		o.MetricsBindAddress = DefaultMetricsBindAddress
+		o.MetricsBindAddress = daemon.DefaultMetricsBindAddress
 	}
 	if o.HealthProbeBindAddress == "" {
-		o.HealthProbeBindAddress = DefaultHealthProbeBindAddress
+		o.HealthProbeBindAddress = daemon.DefaultHealthProbeBindAddress
 	}
 	if o.RequestTimeout == 0 {
 		o.RequestTimeout = DefaultRequestTimeout
 	}
 	if o.ClusterDNSService.Name == "" {
-		o.ClusterDNSService = DefaultClusterDNSService
+		o.ClusterDNSService = daemon.DefaultClusterDNSService
 	}
 	if o.PolicyPollInterval == 0 {
-		o.PolicyPollInterval = DefaultPolicyPollInterval
+		o.PolicyPollInterval = daemon.DefaultPolicyPollInterval
 	}
 	if o.SelfManagedSecret == "" {
 		o.SelfManagedSecret = DefaultSelfManagedSecret
@@ -132,13 +123,13 @@ func (o *Options) setDefaults() {
 		o.SelfManagedHosts = DefaultSelfManagedHosts()
 	}
 	if o.ClusterDNSRefresh == 0 {
-		o.ClusterDNSRefresh = DefaultClusterDNSRefresh
+		o.ClusterDNSRefresh = daemon.DefaultClusterDNSRefresh
 	}
 	if o.Reports == "" {
 		o.Reports = ReportsAuto
 	}
 	if o.LeaderElectionNamespace == "" {
-		o.LeaderElectionNamespace = DefaultLeaderElectionNamespace
+		o.LeaderElectionNamespace = daemon.DefaultLeaderElectionNamespace
 	}
 }
 
@@ -166,17 +157,4 @@ func (o *Options) Validate() error {
 }
 
 // RESTConfig returns the client configuration the options name.
-func (o *Options) RESTConfig() (*rest.Config, error) {
-	if o.Kubeconfig != "" {
-		cfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("failed to load kubeconfig %s: %w", o.Kubeconfig, err)
-		}
-		return cfg, nil
-	}
-	cfg, err := ctrl.GetConfig()
-	if err != nil {
-		return nil, fmt.Errorf("failed to find cluster credentials (in-cluster, $KUBECONFIG or --kubeconfig): %w", err)
-	}
-	return cfg, nil
-}
+func (o *Options) RESTConfig() (*rest.Config, error) { return daemon.RESTConfig(o.Kubeconfig) }

@@ -14,6 +14,7 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/dnstune/dnstune/certs"
+	"github.com/dnstune/dnstune/internal/daemon"
 )
 
 // Run loads the policy, then serves the webhook until ctx ends. The policy
@@ -24,7 +25,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	if err := o.Validate(); err != nil {
 		return err
 	}
-	store := NewPolicyStore(o.PolicyFile, log.WithName("policy"), NewMetrics(crmetrics.Registry))
+	store := daemon.NewPolicyStore(o.PolicyFile, log.WithName("policy"), daemon.NewPolicyMetrics(crmetrics.Registry))
 	store.PollInterval = o.PolicyPollInterval
 	if err := store.Open(); err != nil {
 		return fmt.Errorf("failed to load policy: %w", err)

@@ -11,7 +11,6 @@ import (
 
 	"github.com/go-logr/logr"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -24,9 +23,8 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/dnstune/dnstune/api/v1alpha1"
+	"github.com/dnstune/dnstune/internal/daemon"
 	"github.com/dnstune/dnstune/policy"
-	"github.com/dnstune/dnstune/webhook"
 )
 
 // FieldManager is the server-side apply field manager of the compiled objects.
@@ -53,23 +51,22 @@ type RunOptions struct {
 // yields. Readiness is "the objects of the policy in use are applied".
 func Run(ctx context.Context, o RunOptions, log logr.Logger) error {
 	if o.MetricsBindAddress == "" {
-		o.MetricsBindAddress = webhook.DefaultMetricsBindAddress
+		o.MetricsBindAddress = daemon.DefaultMetricsBindAddress
 	}
 	if o.HealthProbeBindAddress == "" {
-		o.HealthProbeBindAddress = webhook.DefaultHealthProbeBindAddress
+		o.HealthProbeBindAddress = daemon.DefaultHealthProbeBindAddress
 	}
 	if o.LeaderElectionNamespace == "" {
-		o.LeaderElectionNamespace = webhook.DefaultLeaderElectionNamespace
+		o.LeaderElectionNamespace = daemon.DefaultLeaderElectionNamespace
 	}
 	if o.Resync <= 0 {
 		o.Resync = time.Minute
 	}
-	store := webhook.NewPolicyStore(o.PolicyFile, log.WithName("policy"), webhook.NewMetrics(crmetrics.Registry))
+	store := daemon.NewPolicyStore(o.PolicyFile, log.WithName("policy"), daemon.NewPolicyMetrics(crmetrics.Registry))
 	if err := store.Open(); err != nil {
 		return fmt.Errorf("failed to load policy: %w", err)
 	}
-	wo := webhook.Options{Kubeconfig: o.Kubeconfig}
-	cfg, err := wo.RESTConfig()
+	cfg, err := daemon.RESTConfig(o.Kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -103,7 +100,7 @@ func newManager(cfg *rest.Config, o RunOptions, log logr.Logger) (manager.Manage
 		Metrics:                       metricsserver.Options{BindAddress: o.MetricsBindAddress},
 		HealthProbeBindAddress:        o.HealthProbeBindAddress,
 		LeaderElection:                true,
-		LeaderElectionID:              webhook.LeaderElectionID, // the install's Lease, either backend
+		LeaderElectionID:              daemon.LeaderElectionID, // the install's Lease, either backend
 		LeaderElectionNamespace:       o.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 	})
@@ -170,14 +167,7 @@ func (s *Syncer) clusterDNS(ctx context.Context) netip.Addr {
 	if s.DNS == nil {
 		return netip.Addr{}
 	}
-	var svc corev1.Service
-	if err := s.DNS.Get(ctx, webhook.DefaultClusterDNSService, &svc); err != nil {
-		return netip.Addr{}
-	}
-	a, err := netip.ParseAddr(svc.Spec.ClusterIP)
-	if err != nil || v1alpha1.CheckNameserver(a) != nil {
-		return netip.Addr{}
-	}
+	a, _ := daemon.LookupClusterDNS(ctx, s.DNS, daemon.DefaultClusterDNSService)
 	return a
 }
 

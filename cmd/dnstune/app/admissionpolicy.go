@@ -8,7 +8,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/dnstune/dnstune/internal/admissionpolicy"
-	"github.com/dnstune/dnstune/webhook"
+	"github.com/dnstune/dnstune/internal/daemon"
 )
 
 func newAdmissionPolicyCommand() *cobra.Command {
@@ -39,9 +39,9 @@ kube-apiserver then mutates pods itself, also while dnstune is down.`,
 	f := cmd.Flags()
 	f.StringVar(&o.PolicyFile, "policy", "", "policy file (required); edits re-render")
 	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig for out-of-cluster use (default: in-cluster, or $KUBECONFIG)")
-	f.StringVar(&o.MetricsBindAddress, "metrics-bind-address", webhook.DefaultMetricsBindAddress, `Prometheus metrics address ("0" disables)`)
-	f.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", webhook.DefaultHealthProbeBindAddress, "address of /healthz and /readyz (ready: the policy in use is applied)")
-	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", webhook.DefaultLeaderElectionNamespace, "namespace of the Lease the replicas elect the writer with")
+	f.StringVar(&o.MetricsBindAddress, "metrics-bind-address", daemon.DefaultMetricsBindAddress, `Prometheus metrics address ("0" disables)`)
+	f.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", daemon.DefaultHealthProbeBindAddress, "address of /healthz and /readyz (ready: the policy in use is applied)")
+	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", daemon.DefaultLeaderElectionNamespace, "namespace of the Lease the replicas elect the writer with")
 	f.DurationVar(&o.Resync, "resync", time.Minute, "re-apply this often without a policy change (repairs hand edits)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,9 +18,9 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/dnstune/dnstune/internal/daemon"
 	"github.com/dnstune/dnstune/internal/report"
 	"github.com/dnstune/dnstune/policy"
-	"github.com/dnstune/dnstune/webhook"
 )
 
 // PolicyConfigMap is where the install keeps the policy (key policy.yaml).
@@ -92,11 +91,7 @@ func (f *clusterFlags) scan(ctx context.Context, c client.Client) ([]report.Work
 	if err != nil {
 		return nil, err
 	}
-	var dns netip.Addr
-	var svc corev1.Service
-	if err := c.Get(ctx, webhook.DefaultClusterDNSService, &svc); err == nil {
-		dns, _ = netip.ParseAddr(svc.Spec.ClusterIP)
-	}
+	dns, _ := daemon.LookupClusterDNS(ctx, c, daemon.DefaultClusterDNSService) // unknown: nodelocal pods are judged as the webhook would skip them
 	ns := f.namespace
 	if f.all {
 		ns = ""

@@ -5,6 +5,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/dnstune/dnstune/certs"
+	"github.com/dnstune/dnstune/internal/daemon"
 	"github.com/dnstune/dnstune/internal/report"
 	"github.com/dnstune/dnstune/webhook"
 )
@@ -31,12 +32,12 @@ func newWebhookCommand() *cobra.Command {
 	f.StringVar(&o.PolicyFile, "policy", "", "policy file (required); edits are picked up without a restart")
 	f.StringVar(&o.CertDir, "cert-dir", "", "directory with tls.crt and tls.key (required); reloaded when they change")
 	f.IntVar(&o.Port, "port", webhook.DefaultPort, "TLS port for /mutate-v1-pod")
-	f.StringVar(&o.MetricsBindAddress, "metrics-bind-address", webhook.DefaultMetricsBindAddress, `Prometheus metrics address ("0" disables)`)
-	f.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", webhook.DefaultHealthProbeBindAddress, "address of /healthz and /readyz")
+	f.StringVar(&o.MetricsBindAddress, "metrics-bind-address", daemon.DefaultMetricsBindAddress, `Prometheus metrics address ("0" disables)`)
+	f.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", daemon.DefaultHealthProbeBindAddress, "address of /healthz and /readyz")
 	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig for out-of-cluster use (default: in-cluster, or $KUBECONFIG)")
 	f.BoolVar(&o.EnableHTTP2, "enable-http2", false, "offer HTTP/2 on the TLS port (off: avoids HTTP/2 rapid-reset attacks)")
-	f.DurationVar(&o.ClusterDNSRefresh, "cluster-dns-refresh", webhook.DefaultClusterDNSRefresh, "how often to re-read the kube-dns Service's ClusterIP")
-	f.DurationVar(&o.PolicyPollInterval, "policy-poll-interval", webhook.DefaultPolicyPollInterval, "how often to re-read the policy file without a file-system event")
+	f.DurationVar(&o.ClusterDNSRefresh, "cluster-dns-refresh", daemon.DefaultClusterDNSRefresh, "how often to re-read the kube-dns Service's ClusterIP")
+	f.DurationVar(&o.PolicyPollInterval, "policy-poll-interval", daemon.DefaultPolicyPollInterval, "how often to re-read the policy file without a file-system event")
 	f.BoolVar(&o.SelfManaged, "self-managed-certs", false, "keep a CA and serving certificate in --self-managed-secret and the webhook configuration's caBundle (no cert-manager); --cert-dir receives the certificate")
 	f.StringVar(&o.SelfManagedSecret, "self-managed-secret", webhook.DefaultSelfManagedSecret, "namespace/name of the Secret holding the self-managed CA and certificate")
 	f.StringVar(&o.SelfManagedWebhookConfig, "self-managed-webhook-config", webhook.DefaultSelfManagedWebhookConfig, "MutatingWebhookConfiguration whose caBundle is kept right")
@@ -51,7 +52,7 @@ func newWebhookCommand() *cobra.Command {
 	f.StringVar(&o.Reports, "reports", webhook.ReportsAuto, "auto: keep a PolicyReport per opted-in namespace when the PolicyReport CRD is installed (one leader writes); off: no reports, no leader election")
 	f.BoolVar(&o.SkipNetworkPolicies, "skip-networkpolicy-check", false, "do not watch NetworkPolicies; by default pods pointed at the node-local cache get a warning when their NetworkPolicies block DNS to it (needs list/watch on networkpolicies)")
 	f.DurationVar(&o.ReportInterval, "report-interval", report.DefaultReportInterval, "how often the report writer rescans without a policy or opt-in change")
-	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", webhook.DefaultLeaderElectionNamespace, "namespace of the Lease the replicas elect the report writer with")
+	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", daemon.DefaultLeaderElectionNamespace, "namespace of the Lease the replicas elect the report writer with")
 	f.StringVar(&o.PprofBindAddress, "pprof-bind-address", "", "serve net/http/pprof on this address (off by default; for profiling only)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging (one line per skipped pod)")
 	return cmd

@@ -1,4 +1,4 @@
-package webhook
+package daemon
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/dnstune/dnstune/policy"
 )
@@ -33,7 +32,7 @@ func TestPolicyStoreReload(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "policy.yaml")
 	write := func(s string) { writePolicy(t, file, s) }
 	write(policyV1)
-	m := NewMetrics(nil)
+	m := NewPolicyMetrics(nil)
 	s := NewPolicyStore(file, logr.Discard(), m)
 	if err := s.Open(); err != nil {
 		t.Fatal(err)
@@ -48,14 +47,14 @@ func TestPolicyStoreReload(t *testing.T) {
 	if ndots(s.Policy()) != 2 || s.Generation() != 1 {
 		t.Fatalf("bad edit replaced the policy: ndots=%d gen=%d", ndots(s.Policy()), s.Generation())
 	}
-	if testutil.ToFloat64(m.PolicyLastReloadOK) != 0 || testutil.ToFloat64(m.PolicyReloads.WithLabelValues("failure")) != 1 {
+	if testutil.ToFloat64(m.LastReloadOK) != 0 || testutil.ToFloat64(m.Reloads.WithLabelValues("failure")) != 1 {
 		t.Fatal("failure not counted")
 	}
 	write(policyV2)
 	if err := s.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if ndots(s.Policy()) != 3 || s.Generation() != 2 || testutil.ToFloat64(m.PolicyGeneration) != 2 || testutil.ToFloat64(m.PolicyLastReloadOK) != 1 {
+	if ndots(s.Policy()) != 3 || s.Generation() != 2 || testutil.ToFloat64(m.Generation) != 2 || testutil.ToFloat64(m.LastReloadOK) != 1 {
 		t.Fatalf("good edit not applied: ndots=%d gen=%d", ndots(s.Policy()), s.Generation())
 	}
 	if err := os.Remove(file); err != nil {
@@ -72,7 +71,7 @@ func TestPolicyStoreReload(t *testing.T) {
 func TestPolicyStoreStateFollowsFile(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "policy.yaml")
 	writePolicy(t, file, policyV1)
-	m := NewMetrics(nil)
+	m := NewPolicyMetrics(nil)
 	s := NewPolicyStore(file, logr.Discard(), m)
 	if err := s.Open(); err != nil {
 		t.Fatal(err)
@@ -92,7 +91,7 @@ func TestPolicyStoreStateFollowsFile(t *testing.T) {
 	for i, st := range steps {
 		writePolicy(t, file, st.content)
 		_ = s.Reload()
-		ok := testutil.ToFloat64(m.PolicyLastReloadOK) == 1
+		ok := testutil.ToFloat64(m.LastReloadOK) == 1
 		if ok != st.wantOK || s.FileOK() != st.wantOK || ndots(s.Policy()) != st.ndots || s.Generation() != st.gen {
 			t.Errorf("step %d: last_reload_successful=%v FileOK=%v ndots=%d gen=%d, want ok=%v ndots=%d gen=%d",
 				i, ok, s.FileOK(), ndots(s.Policy()), s.Generation(), st.wantOK, st.ndots, st.gen)
@@ -120,7 +119,7 @@ func TestPolicyStoreEditBeforeStart(t *testing.T) {
 func TestPolicyStoreWatchErrors(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "policy.yaml")
 	writePolicy(t, file, policyV1)
-	m := NewMetrics(nil)
+	m := NewPolicyMetrics(nil)
 	s := NewPolicyStore(file, logr.Discard(), m)
 	if err := s.Open(); err != nil {
 		t.Fatal(err)
@@ -141,7 +140,7 @@ func TestPolicyStoreWatchErrors(t *testing.T) {
 		t.Fatal("events not read after watch errors")
 	}
 	waitNdots(t, s, 3, 5*time.Second, "event after watch errors not handled")
-	if n := testutil.ToFloat64(m.PolicyWatchErrors); n != 3 {
+	if n := testutil.ToFloat64(m.WatchErrors); n != 3 {
 		t.Errorf("dnstune_policy_watch_errors_total = %v, want 3", n)
 	}
 }
@@ -193,26 +192,5 @@ func waitNdots(t *testing.T, s *PolicyStore, n int, limit time.Duration, msg str
 			t.Fatal(msg)
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func TestNamespaceLabelsFollowInformer(t *testing.T) {
-	n := &namespaceLabels{api: nil}
-	h := n.handler()
-	shop := namespaceMeta()
-	shop.Name, shop.Labels = "shop", map[string]string{"dnstune.io/inject": "enabled"}
-	h.OnAdd(shop, true)
-	if l, err := n.Labels(context.Background(), "shop"); err != nil || l["dnstune.io/inject"] != "enabled" {
-		t.Fatalf("after add: %v %v", l, err)
-	}
-	updated := namespaceMeta()
-	updated.Name, updated.Labels = "shop", map[string]string{"dnstune.io/inject": "audit"}
-	h.OnUpdate(shop, updated)
-	if l, _ := n.Labels(context.Background(), "shop"); l["dnstune.io/inject"] != "audit" {
-		t.Fatalf("after update: %v", l)
-	}
-	h.OnDelete(toolscache.DeletedFinalStateUnknown{Key: "shop", Obj: updated})
-	if _, ok := n.m.Load("shop"); ok {
-		t.Fatal("deleted namespace still cached")
 	}
 }

@@ -1,4 +1,4 @@
-package webhook
+package daemon
 
 import (
 	"bytes"
@@ -17,11 +17,6 @@ import (
 	"github.com/dnstune/dnstune/policy"
 )
 
-// DefaultPolicyPollInterval is how often the policy file is re-read even
-// without a file-system event (ConfigMap volumes swap a symlink, which some
-// file systems do not report).
-const DefaultPolicyPollInterval = 10 * time.Second
-
 // PolicyStore holds the policy in use and reloads it when its file changes.
 // A file that fails to load is logged and counted; the last good policy
 // stays in use. Policy() is lock-free and safe for concurrent use.
@@ -35,7 +30,7 @@ type PolicyStore struct {
 
 	path    string
 	log     logr.Logger
-	metrics *Metrics
+	metrics *PolicyMetrics
 
 	cur        atomic.Pointer[policy.Policy]
 	generation atomic.Int64
@@ -46,7 +41,7 @@ type PolicyStore struct {
 }
 
 // NewPolicyStore returns an empty store for the policy file at path. m may be nil.
-func NewPolicyStore(path string, log logr.Logger, m *Metrics) *PolicyStore {
+func NewPolicyStore(path string, log logr.Logger, m *PolicyMetrics) *PolicyStore {
 	return &PolicyStore{path: path, log: log, metrics: m}
 }
 
@@ -103,8 +98,8 @@ func (s *PolicyStore) Reload() error {
 	s.cur.Store(pol)
 	gen := s.generation.Add(1)
 	if s.metrics != nil {
-		s.metrics.PolicyReloads.WithLabelValues("success").Inc()
-		s.metrics.PolicyGeneration.Set(float64(gen))
+		s.metrics.Reloads.WithLabelValues("success").Inc()
+		s.metrics.Generation.Set(float64(gen))
 	}
 	s.setFileOK(true)
 	s.log.Info("policy loaded", "path", s.path, "generation", gen)
@@ -118,13 +113,13 @@ func (s *PolicyStore) setFileOK(ok bool) {
 		if ok {
 			v = 1
 		}
-		s.metrics.PolicyLastReloadOK.Set(v)
+		s.metrics.LastReloadOK.Set(v)
 	}
 }
 
 func (s *PolicyStore) failed(err error) error {
 	if s.metrics != nil {
-		s.metrics.PolicyReloads.WithLabelValues("failure").Inc()
+		s.metrics.Reloads.WithLabelValues("failure").Inc()
 	}
 	s.setFileOK(false)
 	if s.cur.Load() != nil {
@@ -207,7 +202,7 @@ func (s *PolicyStore) loop(ctx context.Context, w *watcher, interval time.Durati
 
 func (s *PolicyStore) watchError(err error) {
 	if s.metrics != nil {
-		s.metrics.PolicyWatchErrors.Inc()
+		s.metrics.WatchErrors.Inc()
 	}
 	msg := "policy file watch error; reloads continue (events and polling)"
 	if errors.Is(err, fsnotify.ErrEventOverflow) {
