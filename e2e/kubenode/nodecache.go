@@ -49,55 +49,24 @@ const (
 // reverse zones forward to kube-dns-upstream over TCP; "." forwards there
 // too, since kube-dns answers this cluster's external test zone and the
 // node's own resolver (what node-cache puts there) is not reachable here.
-const nodeLocalCorefile = `cluster.local:53 {
+// The cluster domain caches longer and serves the health endpoint.
+var nodeLocalCorefile = nodeLocalServer("cluster.local", "cache {\n        success 9984 30\n        denial 9984 5\n    }", "\n    health "+NodeLocalIP+":8080") +
+	nodeLocalServer("in-addr.arpa", "cache 30", "") + nodeLocalServer("ip6.arpa", "cache 30", "") + nodeLocalServer(".", "cache 30", "")
+
+func nodeLocalServer(zone, cache, extra string) string {
+	return zone + `:53 {
     errors
-    cache {
-        success 9984 30
-        denial 9984 5
-    }
+    ` + cache + `
     reload
     loop
     bind ` + NodeLocalIP + `
     forward . ` + KubeDNSUpstreamIP + ` {
         force_tcp
     }
-    prometheus ` + NodeLocalIP + `:9253
-    health ` + NodeLocalIP + `:8080
-}
-in-addr.arpa:53 {
-    errors
-    cache 30
-    reload
-    loop
-    bind ` + NodeLocalIP + `
-    forward . ` + KubeDNSUpstreamIP + ` {
-        force_tcp
-    }
-    prometheus ` + NodeLocalIP + `:9253
-}
-ip6.arpa:53 {
-    errors
-    cache 30
-    reload
-    loop
-    bind ` + NodeLocalIP + `
-    forward . ` + KubeDNSUpstreamIP + ` {
-        force_tcp
-    }
-    prometheus ` + NodeLocalIP + `:9253
-}
-.:53 {
-    errors
-    cache 30
-    reload
-    loop
-    bind ` + NodeLocalIP + `
-    forward . ` + KubeDNSUpstreamIP + ` {
-        force_tcp
-    }
-    prometheus ` + NodeLocalIP + `:9253
+    prometheus ` + NodeLocalIP + `:9253` + extra + `
 }
 `
+}
 
 // nodeLocalNotrack is node-cache's raw-table rules (iptables -t raw …
 // -j NOTRACK for port 53 to and from its address), as one nft table that
