@@ -200,10 +200,10 @@ func TestAlertRules(t *testing.T) {
 			t.Errorf("alert %s has no promtool test", n)
 		}
 	}
-	readme, _ := os.ReadFile(filepath.Join("..", "README.md"))
+	readme, _ := os.ReadFile(filepath.Join("..", "docs", "troubleshooting.md"))
 	for _, n := range want {
 		if !strings.Contains(string(readme), "`"+n+"`") {
-			t.Errorf("README's troubleshooting table does not name alert %s", n)
+			t.Errorf("docs/troubleshooting.md's table does not name alert %s", n)
 		}
 	}
 	// The PrometheusRule's spec is files/alerts.yaml.
