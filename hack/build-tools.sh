@@ -4,6 +4,7 @@
 # not rebuilt. kubectl comes from the machine (PATH).
 #
 # Usage: hack/build-tools.sh            control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) and kubelet
+#        hack/build-tools.sh kube-1.36  kube-apiserver v1.36.3 for the compiled policy's version test (bin/tools/kube-apiserver-v1.36.3/kube-apiserver)
 #        hack/build-tools.sh coredns    CoreDNS for the effect lab (bin/tools/coredns-<version>-<plugins>/coredns)
 #        hack/build-tools.sh helm       helm, for the chart (bin/tools/helm-<version>/helm)
 #        hack/build-tools.sh promtool   promtool, for the chart's alert rules (bin/tools/promtool-<version>/promtool)
@@ -52,6 +53,20 @@ if [ "$what" = helm ] || [ "$what" = promtool ]; then
   fi
   build "$what" "$dir" "$pkg" "$flags"
   echo "$out/$what"
+  exit 0
+fi
+
+if [ "$what" = kube-1.36 ]; then
+  # kube-apiserver of a 1.36 patch whose CEL mutation panicked on a JSONPatch
+  # value that is a list of Objects (kubernetes/kubernetes#142181, fixed in
+  # 1.36.5): the compiled admission policy is tested on it (make e2e).
+  v=$(grep -oE "k8s.io/kubernetes v[0-9.]+" "$root/hack/tools/kube-1.36/go.mod" | head -1 | cut -d" " -f2)
+  out=$root/bin/tools/kube-apiserver-$v
+  mkdir -p "$out"
+  minor=$(echo "$v" | cut -d. -f2)
+  build kube-apiserver "$root/hack/tools/kube-1.36" ./kube-apiserver "-s -w -X k8s.io/component-base/version.gitVersion=$v \
+ -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+  echo "$out/kube-apiserver"
   exit 0
 fi
 

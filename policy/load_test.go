@@ -125,6 +125,7 @@ func TestLoadErrors(t *testing.T) {
 			[]string{`3:16: clusterDomain: must be at most 185 characters`}},
 		{"ndots in range as hex is a number", head + "defaultProfile: a\nprofiles:\n  a: {options: {ndots: 0x20}}\n", []string{`5:24: profiles.a.options.ndots: must be between 0 and 15, got 0x20 (32)`}},
 		{"two documents", head + "---\nkind: Policy\n", []string{`3:1: a policy file holds exactly one YAML document`}},
+		{"clusterDomain label over 63 characters", head + "clusterDomain: " + strings.Repeat("a", 64) + ".local\n", []string{`3:16: clusterDomain: each label must be at most 63 characters`}},
 		{"excludeNamespaces glob", head + "excludeNamespaces: [kube-system, \"kube-*\"]\n", []string{`3:34: excludeNamespaces[1]: must be a namespace name, not a pattern: excludeNamespaces takes exact names`}},
 		{"excludeNamespaces with a slash", head + "excludeNamespaces:\n  - team/x\n", []string{`4:5: excludeNamespaces[0]: must be a namespace name (a lowercase DNS label of at most 63 characters)`}},
 		{"excludeNamespaces too long", head + "excludeNamespaces: [" + strings.Repeat("n", 64) + "]\n", []string{`3:21: excludeNamespaces[0]: must be a namespace name (a lowercase DNS label of at most 63 characters): must be no more than 63 characters`}},
@@ -216,5 +217,16 @@ func TestNodeLocalExamples(t *testing.T) {
 		if got := p.NodeLocalDNS.String(); got != want {
 			t.Errorf("%s: nodeLocalDNS %s, want %s", file, got, want)
 		}
+	}
+}
+
+// profiles: {} defines no profiles, so it gets the defaults, as its doc says.
+func TestEmptyProfilesGetDefaults(t *testing.T) {
+	p, err := Load("p.yaml", []byte("apiVersion: dnstune.io/v1alpha1\nkind: Policy\nprofiles: {}\n"))
+	if err != nil {
+		t.Fatalf("profiles: {} refused: %v", err)
+	}
+	if p.Profiles["resilient"] == nil || p.Profiles["nodelocal"] == nil || len(p.Profiles) != 2 {
+		t.Errorf("profiles %v, want resilient and nodelocal", p.Profiles)
 	}
 }

@@ -48,7 +48,7 @@ func SetDefaults(p *Policy) {
 	if p.DefaultProfile == "" {
 		p.DefaultProfile = DefaultProfileName
 	}
-	if p.Profiles == nil {
+	if len(p.Profiles) == 0 { // none, or profiles: {}: the types' doc says "gets resilient and nodelocal"
 		p.Profiles = map[string]Profile{DefaultProfileName: ResilientProfile(), NodeLocalProfileName: NodeLocalProfile()}
 	}
 	for name, prof := range p.Profiles {

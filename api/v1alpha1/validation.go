@@ -184,6 +184,11 @@ func CheckClusterDomain(d string) error {
 	if len(d) > MaxClusterDomainLen {
 		return fmt.Errorf("must be at most %d characters (so that <namespace>.svc.<domain> fits the 253 of a DNS name for a 63-character namespace), got %d", MaxClusterDomainLen, len(d))
 	}
+	for _, l := range strings.Split(d, ".") {
+		if len(l) > validation.DNS1123LabelMaxLength {
+			return fmt.Errorf("each label must be at most %d characters (a DNS label; kube-apiserver refuses longer ones in pod searches), got %q (%d)", validation.DNS1123LabelMaxLength, l, len(l))
+		}
+	}
 	return nil
 }
 

@@ -54,6 +54,11 @@ type Env struct {
 	Logf       func(format string, args ...any)
 }
 
+// APIServerEnv names the variable that points Start at another
+// kube-apiserver binary than the one in the assets (make e2e's version
+// matrix); etcd and kube-controller-manager stay the assets'.
+const APIServerEnv = "DNSTUNE_KUBE_APISERVER"
+
 // Options for Start.
 type Options struct {
 	// Dir for this run's files; a new temporary directory if empty.
@@ -123,6 +128,11 @@ func Start(ctx context.Context, o Options) (env *Env, err error) {
 	e.Env = &envtest.Environment{BinaryAssetsDirectory: assets, ControlPlaneStartTimeout: 2 * time.Minute, ControlPlaneStopTimeout: time.Minute}
 	api := e.Env.ControlPlane.GetAPIServer()
 	api.Out, api.Err = apiLog, apiLog
+	if p := os.Getenv(APIServerEnv); p != "" {
+		// The version matrix: another kube-apiserver, the rest as built.
+		api.Path = p
+		e.Logf("kube-apiserver from $%s: %s", APIServerEnv, p)
+	}
 	api.Configure().
 		Set("audit-policy-file", policyFile).
 		Set("audit-log-path", e.AuditLog).

@@ -155,12 +155,16 @@ func nodeLocalVariables(pol *policy.Policy, dns string) []admissionregistrationv
 }
 
 // optionsPatch appends the missing options (the pod's own win) and sets the
-// profile annotation.
+// profile annotation. No JSONPatch value is a list of Objects:
+// kube-apiserver 1.36.0 to 1.36.4 panic converting one
+// (kubernetes/kubernetes#142181), failing the create whatever the failure
+// policy says. A pod with a dnsConfig but no options gets an empty list
+// first, then each option on its own; an Object holding a list of Objects
+// (a new dnsConfig) converts fine there.
 const optionsPatch = `!variables.active ? [] :
   (!has(object.spec.dnsConfig) ?
     [JSONPatch{op: "add", path: "/spec/dnsConfig", value: Object.spec.dnsConfig{options: variables.missing.map(o, o.value == '' ? Object.spec.dnsConfig.options{name: o.name} : Object.spec.dnsConfig.options{name: o.name, value: o.value})}}] :
-   !has(object.spec.dnsConfig.options) ?
-    [JSONPatch{op: "add", path: "/spec/dnsConfig/options", value: variables.missing.map(o, o.value == '' ? Object.spec.dnsConfig.options{name: o.name} : Object.spec.dnsConfig.options{name: o.name, value: o.value})}] :
+    (!has(object.spec.dnsConfig.options) ? [JSONPatch{op: "add", path: "/spec/dnsConfig/options", value: []}] : []) +
     variables.missing.map(o, JSONPatch{op: "add", path: "/spec/dnsConfig/options/-", value: o.value == '' ? Object.spec.dnsConfig.options{name: o.name} : Object.spec.dnsConfig.options{name: o.name, value: o.value}})
   ) + ` + annotationPatch
 

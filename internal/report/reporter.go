@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -160,8 +162,8 @@ func (r *Reporter) optedIn(ctx context.Context) ([]string, error) {
 	}
 	var out []string
 	for _, ns := range list.Items {
-		if v := ns.Labels[policy.InjectLabel]; v == policy.InjectEnabled || v == policy.InjectAudit {
-			out = append(out, ns.Name)
+		if v := ns.Labels[policy.InjectLabel]; (v == policy.InjectEnabled || v == policy.InjectAudit) && ns.DeletionTimestamp == nil {
+			out = append(out, ns.Name) // a namespace being deleted takes no new reports
 		}
 	}
 	slices.Sort(out)
@@ -183,6 +185,9 @@ func (r *Reporter) scan(ctx context.Context, opted []string) error {
 	perProfile := map[string]int{}
 	pods := 0
 	for _, w := range ws {
+		if _, ok := byNS[w.Namespace]; !ok {
+			continue // its namespace is being deleted (optedIn leaves it out)
+		}
 		byNS[w.Namespace] = append(byNS[w.Namespace], w)
 		pods += w.UpToDate + w.OutOfDate + w.Skipped
 		if w.OutOfDate > 0 {
@@ -191,21 +196,31 @@ func (r *Reporter) scan(ctx context.Context, opted []string) error {
 	}
 	now := time.Now()
 	writes := 0
+	// One namespace's failed write (deleted meanwhile, say) does not stop
+	// the others' reports or the gauge; the scan's error names them all.
+	var errs []error
 	for ns, list := range byNS {
 		parts := PolicyReports(ns, list, now)
+		failed := false
 		for _, u := range parts {
 			h := contentHash(u)
 			if r.hashes[ns+"/"+u.GetName()] == h {
 				continue
 			}
 			if err := r.Writer.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("dnstune"), client.ForceOwnership); err != nil {
-				return fmt.Errorf("failed to write PolicyReport %s/%s: %w", ns, u.GetName(), err)
+				errs = append(errs, fmt.Errorf("failed to write PolicyReport %s/%s: %w", ns, u.GetName(), err))
+				failed = true
+				break
 			}
 			r.hashes[ns+"/"+u.GetName()] = h
 			writes++
 		}
+		if failed {
+			continue
+		}
 		if err := r.deleteParts(ctx, ns, len(parts)); err != nil {
-			return err
+			errs = append(errs, err)
+			continue
 		}
 		r.written[ns] = len(parts)
 	}
@@ -213,8 +228,9 @@ func (r *Reporter) scan(ctx context.Context, opted []string) error {
 		if _, ok := byNS[ns]; ok {
 			continue
 		}
-		if err := r.deleteParts(ctx, ns, 0); err != nil {
-			return fmt.Errorf("%w (namespace no longer opted in)", err)
+		if err := r.deleteParts(ctx, ns, 0); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("%w (namespace no longer opted in)", err))
+			continue
 		}
 		delete(r.written, ns)
 	}
@@ -225,8 +241,8 @@ func (r *Reporter) scan(ctx context.Context, opted []string) error {
 		}
 	}
 	r.Log.Info("reports updated", "namespaces", len(opted), "workloads", len(ws), "pods", pods, "outOfDate", sum(perProfile),
-		"written", writes, "scan", scanned.Round(time.Millisecond), "took", time.Since(start).Round(time.Millisecond))
-	return nil
+		"written", writes, "failed", len(errs), "scan", scanned.Round(time.Millisecond), "took", time.Since(start).Round(time.Millisecond))
+	return errors.Join(errs...)
 }
 
 // deleteParts deletes the namespace's reports from the keep-th on (those
