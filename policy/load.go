@@ -136,11 +136,13 @@ func (d *decoder) syntaxError(data []byte, err error) FieldError {
 	if line, col, msg, ok := yamlpos.SyntaxError(data, 1); ok {
 		return FieldError{File: d.file, Line: line, Column: col, Message: "invalid YAML: " + msg}
 	}
-	line := 1
+	line, col := 1, 1
 	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
 		line, _ = strconv.Atoi(m[1])
+	} else if l, c, ok := yamlpos.UnknownAlias(data, 1, err); ok {
+		line, col = l, c
 	}
-	return FieldError{File: d.file, Line: line, Column: 1, Message: "invalid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	return FieldError{File: d.file, Line: line, Column: col, Message: "invalid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
 }
 
 func (d *decoder) errorf(n *yaml.Node, fld, format string, args ...any) {

@@ -125,6 +125,7 @@ func TestLoadErrors(t *testing.T) {
 			[]string{`3:16: clusterDomain: must be at most 185 characters`}},
 		{"ndots in range as hex is a number", head + "defaultProfile: a\nprofiles:\n  a: {options: {ndots: 0x20}}\n", []string{`5:24: profiles.a.options.ndots: must be between 0 and 15, got 0x20 (32)`}},
 		{"two documents", head + "---\nkind: Policy\n", []string{`3:1: a policy file holds exactly one YAML document`}},
+		{"undefined alias, at the alias", head + "clusterDomain: *nosuch\n", []string{`3:16: invalid YAML: unknown anchor 'nosuch' referenced`}},
 		{"clusterDomain label over 63 characters", head + "clusterDomain: " + strings.Repeat("a", 64) + ".local\n", []string{`3:16: clusterDomain: each label must be at most 63 characters`}},
 		{"excludeNamespaces glob", head + "excludeNamespaces: [kube-system, \"kube-*\"]\n", []string{`3:34: excludeNamespaces[1]: must be a namespace name, not a pattern: excludeNamespaces takes exact names`}},
 		{"excludeNamespaces with a slash", head + "excludeNamespaces:\n  - team/x\n", []string{`4:5: excludeNamespaces[0]: must be a namespace name (a lowercase DNS label of at most 63 characters)`}},

@@ -18,6 +18,8 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -104,10 +106,23 @@ type DocError struct {
 	Document     int
 	Line, Column int
 	Err          error
+	// FirstLine is the file line the document starts on: the "line N" of
+	// yaml.v3's messages count from there, and are said as file lines.
+	FirstLine int
 }
 
+// yamlLine is a line number in a yaml.v3 message ("line 8: mapping key …").
+var yamlLine = regexp.MustCompile(`\bline (\d+)`)
+
 func (e *DocError) Error() string {
-	return fmt.Sprintf("%s:%d:%d: document %d: %v", e.File, e.Line, max(e.Column, 1), e.Document, e.Err)
+	msg := e.Err.Error()
+	if e.FirstLine > 1 {
+		msg = yamlLine.ReplaceAllStringFunc(msg, func(m string) string {
+			n, _ := strconv.Atoi(strings.TrimPrefix(m, "line "))
+			return "line " + strconv.Itoa(n+e.FirstLine-1)
+		})
+	}
+	return fmt.Sprintf("%s:%d:%d: document %d: %s", e.File, e.Line, max(e.Column, 1), e.Document, msg)
 }
 
 func (e *DocError) Unwrap() error { return e.Err }
@@ -133,9 +148,11 @@ func Mutate(in []byte, o Options) (*Output, error) {
 		}
 		var n yaml.Node
 		if err := yaml.Unmarshal(d.body, &n); err != nil {
-			de := &DocError{File: o.Filename, Document: i + 1, Line: d.line, Err: err}
+			de := &DocError{File: o.Filename, Document: i + 1, Line: d.line, Err: err, FirstLine: d.line}
 			if l, c, msg, ok := yamlpos.SyntaxError(d.body, d.line); ok {
-				de.Line, de.Column, de.Err = l, c, errors.New("invalid YAML: "+msg)
+				de.Line, de.Column, de.Err, de.FirstLine = l, c, errors.New("invalid YAML: "+msg), 0
+			} else if l, c, ok := yamlpos.UnknownAlias(d.body, d.line, err); ok {
+				de.Line, de.Column = l, c
 			}
 			return nil, de
 		}
@@ -149,7 +166,7 @@ func Mutate(in []byte, o Options) (*Output, error) {
 				labels := map[string]string{}
 				if l := child(meta, "labels"); l != nil {
 					if err := l.Decode(&labels); err != nil {
-						return nil, &DocError{File: o.Filename, Document: i + 1, Line: d.line + l.Line - 1, Column: l.Column, Err: fmt.Errorf("failed to read Namespace labels: %w", err)}
+						return nil, &DocError{File: o.Filename, Document: i + 1, Line: d.line + l.Line - 1, Column: l.Column, Err: fmt.Errorf("failed to read Namespace labels: %w", err), FirstLine: d.line}
 					}
 				}
 				namespaces[scalar(meta, "name")] = labels
@@ -170,6 +187,12 @@ func Mutate(in []byte, o Options) (*Output, error) {
 				return nil, err
 			}
 			if newBody != nil {
+				if st, ok := jsonDocument(d.body); ok {
+					// JSON in, JSON out, in the input's own style.
+					if newBody, err = renderJSON(newBody, st); err != nil {
+						return nil, &DocError{File: o.Filename, Document: i + 1, Line: d.line, Err: err}
+					}
+				}
 				out.changed = append(out.changed, changedDoc{offset: d.offset, old: d.body, new: newBody})
 				body = newBody
 			}
@@ -243,7 +266,7 @@ func (m *docMutation) note(n *yaml.Node, format string, args ...any) {
 }
 
 func (m *docMutation) fail(n *yaml.Node, err error) error {
-	return &DocError{File: m.o.Filename, Document: m.index, Line: m.fileLine(n), Column: n.Column, Err: err}
+	return &DocError{File: m.o.Filename, Document: m.index, Line: m.fileLine(n), Column: n.Column, Err: err, FirstLine: m.doc.line}
 }
 
 // run decides for every object of the document and returns the new body,

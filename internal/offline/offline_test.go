@@ -2,6 +2,7 @@ package offline
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"net/netip"
 	"os"
@@ -120,12 +121,56 @@ func TestMutateErrors(t *testing.T) {
 		{"pod with a bad spec", "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {containers: 3}\n", "in.yaml:4:20: document 1: failed to read the pod of Pod x"},
 		{"bad yaml in a later document names the file line", "apiVersion: v1\nkind: ConfigMap\n---\n# two\napiVersion: v1\nkind: Pod\nmetadata: {name: [x}\n", "in.yaml:7:18: document 2: invalid YAML"},
 		{"bad pod in a later document", "a: 1\n---\na: 2\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec:\n  containers: 3\n", "in.yaml:9:15: document 3:"},
+		// yaml.v3 counts its own "line N" from the document's start: said as file lines.
+		{"duplicate key in a later document, in file lines", "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Pod\nspec:\n  dnsConfig: {}\n  dnsConfig: {}\n",
+			`line 9: mapping key "dnsConfig" already defined at line 8`},
+		// yaml.v3 gives no position for an undefined alias: found at the alias.
+		{"undefined alias, at the alias", "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: *nosuch\n",
+			"in.yaml:8:9: document 2: yaml: unknown anchor 'nosuch' referenced"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Mutate([]byte(tt.in), Options{Policy: policy.Default(), Filename: "in.yaml"})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("want an error containing %q, got %v", tt.want, err)
+			}
+		})
+	}
+}
+
+// JSON in gives JSON out, in the input's style: one compact line stays one
+// line, an indented document keeps its indent; what it says is what the
+// YAML path makes of the same object.
+func TestJSONStaysJSON(t *testing.T) {
+	compact := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{"a":"1"}},"spec":{"containers":[{"name":"c","image":"x","ports":[{"containerPort":80}]}],"hostNetwork":false}}` + "\n"
+	indented := "{\n    \"apiVersion\": \"v1\",\n    \"kind\": \"Pod\",\n    \"metadata\": {\n        \"name\": \"p\"\n    },\n    \"spec\": {\n        \"containers\": [\n            {\"name\": \"c\", \"image\": \"x\"}\n        ]\n    }\n}\n"
+	for name, in := range map[string]string{"compact": compact, "indented": indented} {
+		t.Run(name, func(t *testing.T) {
+			res, err := Mutate([]byte(in), Options{Policy: policy.Default(), Namespace: "shop"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := res.Data
+			if !json.Valid(out) {
+				t.Fatalf("not JSON:\n%s", out)
+			}
+			lines := bytes.Count(bytes.TrimSpace(out), []byte("\n"))
+			if name == "compact" && lines != 0 {
+				t.Errorf("compact input came back on %d lines:\n%s", lines+1, out)
+			}
+			if name == "indented" && !bytes.Contains(out, []byte("\n    \"spec\": {\n        \"dnsConfig\"")) {
+				t.Errorf("indented input lost its 4-space indent:\n%s", out)
+			}
+			if !bytes.HasSuffix(out, []byte("}\n")) {
+				t.Errorf("trailing newline lost: %q", out[len(out)-3:])
+			}
+			var got map[string]any
+			if err := json.Unmarshal(out, &got); err != nil {
+				t.Fatal(err)
+			}
+			opts := got["spec"].(map[string]any)["dnsConfig"].(map[string]any)["options"].([]any)
+			if len(opts) != 4 || opts[0].(map[string]any)["value"] != "2" || got["metadata"].(map[string]any)["annotations"] == nil {
+				t.Errorf("not mutated as the resilient profile says: %s", out)
 			}
 		})
 	}

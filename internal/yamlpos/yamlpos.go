@@ -5,6 +5,7 @@ package yamlpos
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	goccy "github.com/goccy/go-yaml"
@@ -62,4 +63,25 @@ func unclosedFlow(src string, offset int) *token.Token {
 		return nil
 	}
 	return stack[len(stack)-1]
+}
+
+// unknownAnchor is yaml.v3's error for an alias whose anchor is not defined.
+var unknownAnchor = regexp.MustCompile(`unknown anchor '([^']+)' referenced`)
+
+// UnknownAlias finds, for yaml.v3's "unknown anchor 'x' referenced" (which
+// it reports with no position), the first alias *x in data: its line
+// (counted from firstLine) and column. ok is false for other errors, or
+// when no such alias is found.
+func UnknownAlias(data []byte, firstLine int, err error) (line, col int, ok bool) {
+	m := unknownAnchor.FindStringSubmatch(err.Error())
+	if m == nil {
+		return 0, 0, false
+	}
+	toks := lexer.Tokenize(string(data))
+	for i, t := range toks {
+		if t.Type == token.AliasType && i+1 < len(toks) && toks[i+1].Value == m[1] {
+			return t.Position.Line + firstLine - 1, t.Position.Column, true
+		}
+	}
+	return 0, 0, false
 }
