@@ -13,8 +13,6 @@ import (
 	"slices"
 
 	"sigs.k8s.io/yaml"
-
-	"github.com/dnstune/dnstune/e2e/framework"
 )
 
 // Dir is the chart's directory.
@@ -101,7 +99,7 @@ func QueryMetricNames() ([]string, error) {
 	}
 	var all []string
 	for _, e := range exprs {
-		names, err := framework.MetricNames(e)
+		names, err := MetricNames(e)
 		if err != nil {
 			return nil, fmt.Errorf("PromQL does not parse: %w", err)
 		}

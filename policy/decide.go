@@ -245,7 +245,7 @@ func (d *Decision) nodeLocal(pod *corev1.Pod, ns Namespace, pol *Policy, cluster
 	d.SetDNSPolicy = corev1.DNSNone
 	d.Nameservers, d.Searches = servers, searches
 	d.Changes = append(d.Changes,
-		"dnsPolicy "+string(orDefault(pod.Spec.DNSPolicy))+" -> None",
+		"dnsPolicy "+string(EffectiveDNSPolicy(pod.Spec.DNSPolicy))+" -> None",
 		"nameservers "+strings.Join(servers, ","),
 		"searches "+strings.Join(searches, ","))
 	return true
@@ -384,7 +384,9 @@ func onlyWindows(r corev1.NodeSelectorRequirement) bool {
 	return true
 }
 
-func orDefault(p corev1.DNSPolicy) corev1.DNSPolicy {
+// EffectiveDNSPolicy is a pod's dnsPolicy as kube-apiserver defaults it:
+// ClusterFirst when unset.
+func EffectiveDNSPolicy(p corev1.DNSPolicy) corev1.DNSPolicy {
 	if p == "" {
 		return corev1.DNSClusterFirst
 	}

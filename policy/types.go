@@ -129,6 +129,20 @@ type Policy struct {
 	ExcludeNamespaces []string
 }
 
+// WithClusterDNS returns the policy with its cluster DNS address set to a
+// (a copy: p is not changed), or p itself when a is invalid. Callers
+// decide who wins: the CLI's --cluster-dns overrides the policy's (flags
+// override files); a discovered address is given only when the policy
+// sets none.
+func (p *Policy) WithClusterDNS(a netip.Addr) *Policy {
+	if !a.IsValid() {
+		return p
+	}
+	c := *p
+	c.ClusterDNS = a
+	return &c
+}
+
 // Compile turns a defaulted, valid API policy into the form decisions use.
 // It panics on a policy Validate refuses: call it after Decode.
 func Compile(p *v1alpha1.Policy) *Policy {

@@ -95,3 +95,20 @@ func hasLabels(s *dto.Metric, want map[string]string) bool {
 	}
 	return n == len(want)
 }
+
+// ExposedNames are the sample names a scrape exposes: a counter or gauge
+// family's name, a histogram's _bucket, _sum and _count.
+func ExposedNames(m Metrics) map[string]bool {
+	out := map[string]bool{}
+	for name, f := range m {
+		switch f.GetType().String() {
+		case "HISTOGRAM":
+			out[name+"_bucket"], out[name+"_sum"], out[name+"_count"] = true, true, true
+		case "SUMMARY":
+			out[name], out[name+"_sum"], out[name+"_count"] = true, true, true
+		default:
+			out[name] = true
+		}
+	}
+	return out
+}

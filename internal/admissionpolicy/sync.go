@@ -173,10 +173,8 @@ func (s *Syncer) clusterDNS(ctx context.Context) netip.Addr {
 
 func (s *Syncer) sync(ctx context.Context, dns netip.Addr) error {
 	pol := s.Policy()
-	if !pol.ClusterDNS.IsValid() && dns.IsValid() {
-		p := *pol
-		p.ClusterDNS = dns
-		pol = &p
+	if !pol.ClusterDNS.IsValid() {
+		pol = pol.WithClusterDNS(dns) // discovered: only when the policy sets none
 	}
 	objs, err := Compile(pol, Options{NoParams: true})
 	if err != nil {

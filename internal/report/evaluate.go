@@ -100,7 +100,7 @@ func Evaluate(pod *corev1.Pod, template *corev1.PodTemplateSpec, ns policy.Names
 // sameDNS compares what the webhook sets: dnsPolicy, dnsConfig (options as
 // a set) and the profile annotation.
 func sameDNS(got, want *corev1.Pod) bool {
-	if orDefault(got.Spec.DNSPolicy) != orDefault(want.Spec.DNSPolicy) {
+	if policy.EffectiveDNSPolicy(got.Spec.DNSPolicy) != policy.EffectiveDNSPolicy(want.Spec.DNSPolicy) {
 		return false
 	}
 	if got.Annotations[policy.ProfileLabel] != want.Annotations[policy.ProfileLabel] {
@@ -128,13 +128,6 @@ func sortedOptions(o []corev1.PodDNSConfigOption) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-func orDefault(p corev1.DNSPolicy) corev1.DNSPolicy {
-	if p == "" {
-		return corev1.DNSClusterFirst
-	}
-	return p
 }
 
 // chosenProfile is the profile a plain pod created in ns gets now ("" if

@@ -53,13 +53,9 @@ built-in default policy (profile "resilient") applies. Warnings go to stderr.`,
 				}
 				pol = p
 			}
-			if dns.IsValid() {
-				// Flags override files (as in cert-manager): --cluster-dns
-				// wins over the policy's clusterDNS.
-				p := *pol
-				p.ClusterDNS = dns
-				pol = &p
-			}
+			// Flags override files (as in cert-manager): --cluster-dns wins
+			// over the policy's clusterDNS.
+			pol = pol.WithClusterDNS(dns)
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {

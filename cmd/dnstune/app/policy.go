@@ -75,9 +75,7 @@ cluster DNS address is given).`,
 				if err != nil {
 					return fmt.Errorf("--cluster-dns %s: %w", clusterDNS, err)
 				}
-				p := *pol
-				p.ClusterDNS = a
-				pol = &p
+				pol = pol.WithClusterDNS(a)
 			}
 			objs, err := admissionpolicy.Compile(pol, admissionpolicy.Options{})
 			if err != nil {

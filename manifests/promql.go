@@ -1,4 +1,4 @@
-package framework
+package manifests
 
 import (
 	"fmt"
@@ -31,21 +31,4 @@ func MetricNames(expr string) ([]string, error) {
 	})
 	slices.Sort(names)
 	return names, nil
-}
-
-// ExposedNames are the sample names a scrape exposes: a counter or gauge
-// family's name, a histogram's _bucket, _sum and _count.
-func ExposedNames(m Metrics) map[string]bool {
-	out := map[string]bool{}
-	for name, f := range m {
-		switch f.GetType().String() {
-		case "HISTOGRAM":
-			out[name+"_bucket"], out[name+"_sum"], out[name+"_count"] = true, true, true
-		case "SUMMARY":
-			out[name], out[name+"_sum"], out[name+"_count"] = true, true, true
-		default:
-			out[name] = true
-		}
-	}
-	return out
 }
