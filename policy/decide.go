@@ -68,7 +68,7 @@ type Decision struct {
 	Reason Reason
 	// Profile and Mode are set once a profile was chosen.
 	Profile string
-	Mode    Mode
+	Mode    v1alpha1.Mode
 	// SetDNSPolicy, when non-empty, is the dnsPolicy to set.
 	SetDNSPolicy corev1.DNSPolicy
 	// Nameservers, Searches and Options, when non-nil, replace the pod's
@@ -92,7 +92,7 @@ func (d *Decision) ChangesDNS() bool {
 // PointsAtNodeLocal reports whether the decision points the pod (or, in
 // audit, would point it) at the node-local cache.
 func (d *Decision) PointsAtNodeLocal() bool {
-	return d.Mode == ModeNodeLocal && (d.Action == Mutate || d.Action == AuditOnly) && d.Nameservers != nil
+	return d.Mode == v1alpha1.ModeNodeLocal && (d.Action == Mutate || d.Action == AuditOnly) && d.Nameservers != nil
 }
 
 // Summary is a one-line description of the changes.
@@ -127,7 +127,7 @@ func Decide(pod *corev1.Pod, ns Namespace, pol *Policy, clusterDNS netip.Addr) D
 		return skip
 	}
 	musl := muslContainer(pod)
-	if musl != nil && prof.Musl == MuslSkip {
+	if musl != nil && prof.Musl == v1alpha1.MuslSkip {
 		return Decision{Action: Skip, Reason: ReasonMusl, Profile: prof.Name, Mode: prof.Mode}
 	}
 	d := Decision{Profile: prof.Name, Mode: prof.Mode}
@@ -135,7 +135,7 @@ func Decide(pod *corev1.Pod, ns Namespace, pol *Policy, clusterDNS netip.Addr) D
 	if pod.Spec.DNSConfig != nil {
 		cfg = *pod.Spec.DNSConfig
 	}
-	if prof.Mode == ModeNodeLocal {
+	if prof.Mode == v1alpha1.ModeNodeLocal {
 		if !d.nodeLocal(pod, ns, pol, clusterDNS, cfg) {
 			return d
 		}
@@ -157,7 +157,7 @@ func Decide(pod *corev1.Pod, ns Namespace, pol *Policy, clusterDNS netip.Addr) D
 			d.Warnings = append(d.Warnings, w)
 		}
 	}
-	if enforcement == Audit {
+	if enforcement == v1alpha1.Audit {
 		d.Action = AuditOnly
 		d.Warnings = append(d.Warnings, "dnstune audit: would apply "+d.Summary())
 		return d
@@ -196,7 +196,7 @@ func skipReason(pod *corev1.Pod, ns Namespace, pol *Policy) Reason {
 // get, or nil when the namespace is not opted in, is excluded, or names a
 // profile the policy does not define. It is what Decide chooses before it
 // looks at the pod.
-func NamespaceProfile(ns Namespace, pol *Policy) (*Profile, Enforcement) {
+func NamespaceProfile(ns Namespace, pol *Policy) (*Profile, v1alpha1.Enforcement) {
 	if inject := ns.Labels[InjectLabel]; (inject != InjectEnabled && inject != InjectAudit) || slices.Contains(pol.ExcludeNamespaces, ns.Name) {
 		return nil, ""
 	}
@@ -208,10 +208,10 @@ func NamespaceProfile(ns Namespace, pol *Policy) (*Profile, Enforcement) {
 // namespace label, else the first matching rule, else the default; audit
 // when the namespace, the rule or the policy says so. A namespace naming a
 // missing profile gets nil and the skip decision to return.
-func chooseProfile(ns Namespace, pol *Policy) (*Profile, Enforcement, Decision) {
+func chooseProfile(ns Namespace, pol *Policy) (*Profile, v1alpha1.Enforcement, Decision) {
 	prof, enforcement := pol.choose(ns)
 	if ns.Labels[InjectLabel] == InjectAudit {
-		enforcement = Audit
+		enforcement = v1alpha1.Audit
 	}
 	if prof == nil {
 		return nil, "", Decision{Action: Skip, Reason: ReasonUnknownProfile, Warnings: []string{
@@ -298,7 +298,7 @@ func muslNdotsWarning(musl *corev1.Container, prof *Profile, own []corev1.PodDNS
 // muslWarnings warns, for an options profile relying on
 // single-request-reopen, about each container whose image looks musl-based.
 func muslWarnings(pod *corev1.Pod, prof *Profile, have []corev1.PodDNSConfigOption) []string {
-	if prof.Mode != ModeOptions || !prof.Options.SingleRequestReopen || hasOption(have, "single-request-reopen") {
+	if prof.Mode != v1alpha1.ModeOptions || !prof.Options.SingleRequestReopen || hasOption(have, "single-request-reopen") {
 		return nil
 	}
 	var out []string
@@ -306,7 +306,7 @@ func muslWarnings(pod *corev1.Pod, prof *Profile, have []corev1.PodDNSConfigOpti
 		if LooksMusl(c.Image) {
 			out = append(out, fmt.Sprintf(
 				"dnstune: container %q uses %q, which looks musl-based (Alpine): musl ignores single-request-reopen; use the %s profile (node-local DNS cache) to avoid 5-second DNS stalls",
-				c.Name, c.Image, DefaultNodeLocalName))
+				c.Name, c.Image, v1alpha1.NodeLocalProfileName))
 		}
 	}
 	return out
@@ -395,13 +395,13 @@ func EffectiveDNSPolicy(p corev1.DNSPolicy) corev1.DNSPolicy {
 
 // choose returns the profile for ns (nil if the namespace names a missing
 // one) and the enforcement that applies.
-func (pol *Policy) choose(ns Namespace) (*Profile, Enforcement) {
+func (pol *Policy) choose(ns Namespace) (*Profile, v1alpha1.Enforcement) {
 	enforcement := pol.Enforcement
 	name := pol.DefaultProfile
 	if r := pol.matchRule(ns); r != nil {
 		name = r.Profile
-		if r.Enforcement == Audit {
-			enforcement = Audit
+		if r.Enforcement == v1alpha1.Audit {
+			enforcement = v1alpha1.Audit
 		}
 	}
 	if label, ok := ns.Labels[ProfileLabel]; ok {

@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dnstune/dnstune/api/v1alpha1"
 )
 
 var (
@@ -44,10 +46,10 @@ func resilientOpts() []corev1.PodDNSConfigOption {
 }
 
 func withProfiles(pol *Policy) *Policy {
-	pol.Profiles["audited"] = &Profile{Name: "audited", Mode: ModeOptions, Options: Options{Ndots: intPtr(3)}}
+	pol.Profiles["audited"] = &Profile{Name: "audited", Mode: v1alpha1.ModeOptions, Options: Options{Ndots: intPtr(3)}}
 	pol.Rules = []Rule{
 		{Namespaces: []string{"payments-*"}, Profile: "nodelocal"},
-		{Namespaces: []string{"legacy"}, Profile: "audited", Enforcement: Audit},
+		{Namespaces: []string{"legacy"}, Profile: "audited", Enforcement: v1alpha1.Audit},
 	}
 	return pol
 }
@@ -259,7 +261,7 @@ func TestDecideMutations(t *testing.T) {
 			name: "rule selector matches labels", action: Mutate, profile: "audited-enforced",
 			pol: func() *Policy {
 				p := Default()
-				p.Profiles["audited-enforced"] = &Profile{Name: "audited-enforced", Mode: ModeOptions, Options: Options{Ndots: intPtr(3)}}
+				p.Profiles["audited-enforced"] = &Profile{Name: "audited-enforced", Mode: v1alpha1.ModeOptions, Options: Options{Ndots: intPtr(3)}}
 				sel, _ := metav1.LabelSelectorAsSelector(&metav1.LabelSelector{MatchLabels: map[string]string{"team": "legacy"}})
 				p.Rules = []Rule{{Selector: sel, Profile: "audited-enforced"}}
 				return p
@@ -280,7 +282,7 @@ func TestDecideMutations(t *testing.T) {
 		},
 		{
 			name: "global audit", action: AuditOnly, profile: "resilient", ns: enabledNS, pod: pod(),
-			pol:      func() *Policy { p := Default(); p.Enforcement = Audit; return p }(),
+			pol:      func() *Policy { p := Default(); p.Enforcement = v1alpha1.Audit; return p }(),
 			warnings: []string{"dnstune audit: would apply"},
 		},
 		{
@@ -302,14 +304,14 @@ func TestDecideMutations(t *testing.T) {
 		},
 		{
 			name: "musl image, musl: apply", action: Mutate, profile: "resilient", ns: enabledNS,
-			pol:      func() *Policy { p := Default(); p.Profiles["resilient"].Musl = MuslApply; return p }(),
+			pol:      func() *Policy { p := Default(); p.Profiles["resilient"].Musl = v1alpha1.MuslApply; return p }(),
 			pod:      pod(func(p *corev1.Pod) { p.Spec.Containers[0].Image = "python:3.12-alpine" }),
 			want:     func(p *corev1.Pod) { p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: resilientOpts()} },
 			warnings: []string{`dnstune: container "app" uses "python:3.12-alpine", which looks musl-based (Alpine): musl ignores single-request-reopen`},
 		},
 		{
 			name: "musl image, musl: skip", action: Skip, reason: ReasonMusl, profile: "resilient", ns: enabledNS,
-			pol: func() *Policy { p := Default(); p.Profiles["resilient"].Musl = MuslSkip; return p }(),
+			pol: func() *Policy { p := Default(); p.Profiles["resilient"].Musl = v1alpha1.MuslSkip; return p }(),
 			pod: pod(func(p *corev1.Pod) { p.Spec.Containers[0].Image = "alpine:3.20" }),
 		},
 		{

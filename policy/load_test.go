@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dnstune/dnstune/api/v1alpha1"
 )
 
 const validPolicy = `apiVersion: dnstune.io/v1alpha1
@@ -46,10 +48,10 @@ func TestLoadValid(t *testing.T) {
 	if got := pol.Profiles["resilient"].Options; *got.Ndots != 2 || *got.Timeout != 1 || *got.Attempts != 2 || !got.SingleRequestReopen {
 		t.Errorf("resilient options = %+v", got)
 	}
-	if pol.Profiles["nodelocal"].Mode != ModeNodeLocal {
+	if pol.Profiles["nodelocal"].Mode != v1alpha1.ModeNodeLocal {
 		t.Errorf("nodelocal mode = %q", pol.Profiles["nodelocal"].Mode)
 	}
-	if len(pol.Rules) != 2 || pol.Rules[1].Enforcement != Audit || pol.Rules[1].Selector == nil {
+	if len(pol.Rules) != 2 || pol.Rules[1].Enforcement != v1alpha1.Audit || pol.Rules[1].Selector == nil {
 		t.Errorf("rules = %+v", pol.Rules)
 	}
 }
@@ -60,7 +62,7 @@ func TestLoadDefaults(t *testing.T) {
 		t.Fatalf("Load: %v", err)
 	}
 	def := Default()
-	if pol.ClusterDomain != def.ClusterDomain || pol.NodeLocalDNS != def.NodeLocalDNS || pol.Enforcement != Enforce ||
+	if pol.ClusterDomain != def.ClusterDomain || pol.NodeLocalDNS != def.NodeLocalDNS || pol.Enforcement != v1alpha1.Enforce ||
 		pol.DefaultProfile != "resilient" || pol.ClusterDNS.IsValid() {
 		t.Errorf("defaults not applied: %+v", pol)
 	}

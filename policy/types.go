@@ -28,30 +28,6 @@ const (
 	InjectDisabled = "disabled"
 )
 
-// Names of the built-in profiles (defined in api/v1alpha1).
-const (
-	DefaultProfileName   = v1alpha1.DefaultProfileName
-	DefaultNodeLocalName = v1alpha1.NodeLocalProfileName
-)
-
-// Mode is how a profile changes a pod's DNS.
-type Mode = v1alpha1.Mode
-
-// Modes.
-const (
-	ModeOptions   = v1alpha1.ModeOptions
-	ModeNodeLocal = v1alpha1.ModeNodeLocal
-)
-
-// Enforcement says whether a decision is applied or only reported.
-type Enforcement = v1alpha1.Enforcement
-
-// Enforcements.
-const (
-	Enforce = v1alpha1.Enforce
-	Audit   = v1alpha1.Audit
-)
-
 // Options are the resolver options a profile adds. A nil pointer means the
 // option is not set by the profile.
 type Options struct {
@@ -62,21 +38,10 @@ type Options struct {
 // Profile is a named set of DNS changes.
 type Profile struct {
 	Name    string
-	Mode    Mode
+	Mode    v1alpha1.Mode
 	Options Options
-	Musl    Musl
+	Musl    v1alpha1.Musl
 }
-
-// Musl is what a profile does to pods running musl-based images
-// (v1alpha1.Musl).
-type Musl = v1alpha1.Musl
-
-// What a profile does to musl pods.
-const (
-	MuslKeepNdots = v1alpha1.MuslKeepNdots
-	MuslSkip      = v1alpha1.MuslSkip
-	MuslApply     = v1alpha1.MuslApply
-)
 
 // OptionsFor returns the options the profile adds to a pod, musl telling
 // whether the pod runs a musl-based image: under keepNdots, ndots is never
@@ -86,10 +51,10 @@ const (
 // takes a profile's options from here.
 func (p *Profile) OptionsFor(musl bool) Options {
 	o := p.Options
-	if !musl || p.Musl != MuslKeepNdots || (o.Ndots != nil && *o.Ndots >= v1alpha1.KubeletNdots) {
+	if !musl || p.Musl != v1alpha1.MuslKeepNdots || (o.Ndots != nil && *o.Ndots >= v1alpha1.KubeletNdots) {
 		return o
 	}
-	if p.Mode == ModeNodeLocal {
+	if p.Mode == v1alpha1.ModeNodeLocal {
 		five := v1alpha1.KubeletNdots
 		o.Ndots = &five
 	} else {
@@ -111,7 +76,7 @@ type Rule struct {
 	Namespaces  []string
 	Selector    labels.Selector
 	Profile     string
-	Enforcement Enforcement
+	Enforcement v1alpha1.Enforcement
 }
 
 // Policy is a loaded, validated, defaulted policy, compiled for decisions
@@ -122,7 +87,7 @@ type Policy struct {
 	// ClusterDNS is invalid (zero) when the policy leaves it to discovery.
 	ClusterDNS        netip.Addr
 	NodeLocalDNS      netip.Addr
-	Enforcement       Enforcement
+	Enforcement       v1alpha1.Enforcement
 	DefaultProfile    string
 	Profiles          map[string]*Profile
 	Rules             []Rule
@@ -174,6 +139,8 @@ func Compile(p *v1alpha1.Policy) *Policy {
 	return out
 }
 
+// compileProfile turns a defaulted profile (v1alpha1.SetProfileDefaults)
+// into the form decisions use.
 func compileProfile(name string, p v1alpha1.Profile) *Profile {
 	toInt := func(v *int32) *int {
 		if v == nil {
@@ -182,28 +149,26 @@ func compileProfile(name string, p v1alpha1.Profile) *Profile {
 		i := int(*v)
 		return &i
 	}
-	mode := p.Mode
-	if mode == "" {
-		mode = ModeOptions
-	}
-	musl := p.Musl
-	if musl == "" {
-		musl = MuslKeepNdots
-	}
-	return &Profile{Name: name, Mode: mode, Musl: musl, Options: Options{
+	return &Profile{Name: name, Mode: p.Mode, Musl: p.Musl, Options: Options{
 		Ndots: toInt(p.Options.Ndots), Timeout: toInt(p.Options.Timeout), Attempts: toInt(p.Options.Attempts),
 		SingleRequestReopen: p.Options.SingleRequestReopen != nil && *p.Options.SingleRequestReopen,
 	}}
 }
 
+// builtin compiles a built-in profile, defaulted as a policy's would be.
+func builtin(name string, p v1alpha1.Profile) *Profile {
+	v1alpha1.SetProfileDefaults(&p)
+	return compileProfile(name, p)
+}
+
 // ResilientProfile is the built-in default profile (v1alpha1.ResilientProfile), compiled.
 func ResilientProfile() *Profile {
-	return compileProfile(DefaultProfileName, v1alpha1.ResilientProfile())
+	return builtin(v1alpha1.DefaultProfileName, v1alpha1.ResilientProfile())
 }
 
 // NodeLocalProfile is the built-in node-local cache profile, compiled.
 func NodeLocalProfile() *Profile {
-	return compileProfile(DefaultNodeLocalName, v1alpha1.NodeLocalProfile())
+	return builtin(v1alpha1.NodeLocalProfileName, v1alpha1.NodeLocalProfile())
 }
 
 // Default returns the built-in policy: the "resilient" profile for every

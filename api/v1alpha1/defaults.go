@@ -52,12 +52,7 @@ func SetDefaults(p *Policy) {
 		p.Profiles = map[string]Profile{DefaultProfileName: ResilientProfile(), NodeLocalProfileName: NodeLocalProfile()}
 	}
 	for name, prof := range p.Profiles {
-		if prof.Mode == "" {
-			prof.Mode = ModeOptions
-		}
-		if prof.Musl == "" {
-			prof.Musl = MuslKeepNdots
-		}
+		SetProfileDefaults(&prof)
 		p.Profiles[name] = prof
 	}
 	if p.ExcludeNamespaces == nil {
@@ -70,4 +65,15 @@ func Default() *Policy {
 	p := &Policy{APIVersion: APIVersion, Kind: Kind}
 	SetDefaults(p)
 	return p
+}
+
+// SetProfileDefaults fills a profile's unset fields: mode options, musl
+// keepNdots. SetDefaults applies it to every profile of a policy.
+func SetProfileDefaults(p *Profile) {
+	if p.Mode == "" {
+		p.Mode = ModeOptions
+	}
+	if p.Musl == "" {
+		p.Musl = MuslKeepNdots
+	}
 }

@@ -86,7 +86,7 @@ func Compile(pol *policy.Policy, o Options) (out *Objects, err error) {
 	})
 	var optNames, localNames []string
 	for _, n := range names {
-		if pol.Profiles[n].Mode == policy.ModeNodeLocal {
+		if pol.Profiles[n].Mode == v1alpha1.ModeNodeLocal {
 			localNames = append(localNames, n)
 		} else {
 			optNames = append(optNames, n)
@@ -98,7 +98,7 @@ func Compile(pol *policy.Policy, o Options) (out *Objects, err error) {
 		{Name: "audited", Expression: auditExpression(pol)},
 		{Name: "containers", Expression: `object.spec.?initContainers.orValue([]).map(c, {'name': c.name, 'image': c.image}) + object.spec.containers.map(c, {'name': c.name, 'image': c.image})`},
 		{Name: "musl", Expression: `variables.containers.filter(c, ` + muslExpr(`c['image']`) + `)`},
-		{Name: "muslSkip", Expression: fmt.Sprintf(`size(variables.musl) > 0 && variables.profile in %s`, celStrings(muslProfiles(pol, names, func(p *policy.Profile) bool { return p.Musl == policy.MuslSkip })))},
+		{Name: "muslSkip", Expression: fmt.Sprintf(`size(variables.musl) > 0 && variables.profile in %s`, celStrings(muslProfiles(pol, names, func(p *policy.Profile) bool { return p.Musl == v1alpha1.MuslSkip })))},
 		{Name: "want", Expression: wantExpression(pol, names)},
 		{Name: "have", Expression: `object.spec.?dnsConfig.?options.orValue([])`},
 		{Name: "missing", Expression: `variables.want.filter(w, !variables.have.exists(h, h.name == w.name))`},
@@ -109,7 +109,7 @@ func Compile(pol *policy.Policy, o Options) (out *Objects, err error) {
 			out.Audit, out.AuditBinding = auditPolicy(pol, o, common, optNames, localNames)
 		}
 	}()
-	if pol.Enforcement == policy.Audit {
+	if pol.Enforcement == v1alpha1.Audit {
 		return out, nil // a cluster-wide dry run mutates nothing
 	}
 	if len(optNames) > 0 {
@@ -192,7 +192,7 @@ const annotationPatch = `(!variables.annotate ? [] :
 func auditPolicy(pol *policy.Policy, o Options, common []admissionregistrationv1.Variable, optNames, localNames []string) (*admissionregistrationv1.ValidatingAdmissionPolicy, *admissionregistrationv1.ValidatingAdmissionPolicyBinding) {
 	vars := slices.Clone(common)
 	audited := "variables.audited"
-	if pol.Enforcement == policy.Audit {
+	if pol.Enforcement == v1alpha1.Audit {
 		audited = "true"
 	}
 	known := optNames
@@ -255,7 +255,7 @@ func auditPolicy(pol *policy.Policy, o Options, common []admissionregistrationv1
 			MatchConditions:  matchConditions(),
 			Variables:        vars,
 			Validations: []admissionregistrationv1.Validation{
-				{Expression: "!variables.warnMusl", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): musl ignores single-request-reopen; use the ` + policy.DefaultNodeLocalName + ` profile (node-local DNS cache) to avoid 5-second DNS stalls'`},
+				{Expression: "!variables.warnMusl", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): musl ignores single-request-reopen; use the ` + v1alpha1.NodeLocalProfileName + ` profile (node-local DNS cache) to avoid 5-second DNS stalls'`},
 				{Expression: "!variables.warnNdotsKept", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): this pod gets ndots:` + strconv.Itoa(v1alpha1.KubeletNdots) + `, not profile ' + variables.profile + '\'s ndots:' + ` + ndotsOf + ` + ', because with a lower ndots musl fails name.namespace.svc lookups (it does not fall back to the search list); profile ' + variables.profile + '\'s musl: apply gives it ndots:' + ` + ndotsOf + ` + ' anyway'`},
 				{Expression: "!variables.warnOwnNdots", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): this pod sets ndots:' + variables.podNdots[0] + ' itself, which dnstune keeps, and with it musl fails name.namespace.svc lookups (it does not fall back to the search list); remove the pod\'s ndots option or set it to ` + strconv.Itoa(v1alpha1.KubeletNdots) + `'`},
 				{Expression: "!variables.wouldChange", MessageExpression: msg},
@@ -379,7 +379,7 @@ func auditExpression(pol *policy.Policy) string {
 		if err != nil {
 			continue
 		}
-		expr = fmt.Sprintf("(%s) ? %t : (%s)", cond, pol.Rules[i].Enforcement == policy.Audit, expr)
+		expr = fmt.Sprintf("(%s) ? %t : (%s)", cond, pol.Rules[i].Enforcement == v1alpha1.Audit, expr)
 	}
 	return fmt.Sprintf("variables.labels[?'%s'].orValue('') == 'audit' || (%s)", policy.InjectLabel, expr)
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dnstune/dnstune/api/v1alpha1"
 	"github.com/dnstune/dnstune/policy"
 )
 
@@ -45,7 +46,7 @@ func TestCompileShapes(t *testing.T) {
 		t.Errorf("namespace selector = %+v", sel)
 	}
 	audit := policy.Default()
-	audit.Enforcement = policy.Audit
+	audit.Enforcement = v1alpha1.Audit
 	if objs, _ := Compile(audit, Options{}); len(objs.Policies) != 0 {
 		t.Error("a cluster-wide audit policy must compile to nothing that mutates")
 	}

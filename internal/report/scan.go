@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/dnstune/dnstune/api/v1alpha1"
 	"github.com/dnstune/dnstune/policy"
 )
 
@@ -187,7 +188,7 @@ func addPod(byOwner map[string]*Workload, w *owners, p *corev1.Pod, ns policy.Na
 	}
 	r := Evaluate(p, tmpl, ns, o.Policy, o.ClusterDNS)
 	wl.Pods = append(wl.Pods, r)
-	if prof := o.Policy.Profiles[r.Profile]; wl.NodeLocalEgress == "" && r.Status != Skipped && prof != nil && prof.Mode == policy.ModeNodeLocal {
+	if prof := o.Policy.Profiles[r.Profile]; wl.NodeLocalEgress == "" && r.Status != Skipped && prof != nil && prof.Mode == v1alpha1.ModeNodeLocal {
 		wl.NodeLocalEgress = policy.EgressWarning(policy.CacheEgress(p, nps, o.Policy.NodeLocalDNS), ns.Name, o.Policy.NodeLocalDNS)
 	}
 	switch r.Status {
