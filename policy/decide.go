@@ -317,30 +317,13 @@ func muslWarnings(pod *corev1.Pod, prof *Profile, have []corev1.PodDNSConfigOpti
 // should make this unreachable, but a pod's own entries, or a bug, must
 // never turn a DNS tweak into a rejected create.
 func (d *Decision) validate(pod *corev1.Pod) field.ErrorList {
-	dnsPolicy := pod.Spec.DNSPolicy
-	if d.SetDNSPolicy != "" {
-		dnsPolicy = d.SetDNSPolicy
-	}
-	var cfg *corev1.PodDNSConfig
+	spec := corev1.PodSpec{DNSPolicy: pod.Spec.DNSPolicy}
 	if pod.Spec.DNSConfig != nil {
 		c := *pod.Spec.DNSConfig
-		cfg = &c
+		spec.DNSConfig = &c
 	}
-	if d.Nameservers != nil || d.Searches != nil || d.Options != nil {
-		if cfg == nil {
-			cfg = &corev1.PodDNSConfig{}
-		}
-		if d.Nameservers != nil {
-			cfg.Nameservers = d.Nameservers
-		}
-		if d.Searches != nil {
-			cfg.Searches = d.Searches
-		}
-		if d.Options != nil {
-			cfg.Options = d.Options
-		}
-	}
-	return ValidatePodDNS(dnsPolicy, cfg)
+	d.applyDNS(&spec) // exactly what Apply will write
+	return ValidatePodDNS(spec.DNSPolicy, spec.DNSConfig)
 }
 
 // OSLabel is the well-known node label of the node's operating system.
@@ -510,27 +493,35 @@ func (d *Decision) Apply(meta *map[string]string, spec *corev1.PodSpec) {
 	if d.Action != Mutate {
 		return
 	}
-	if d.SetDNSPolicy != "" {
-		spec.DNSPolicy = d.SetDNSPolicy
-	}
-	if d.Nameservers != nil || d.Searches != nil || d.Options != nil {
-		if spec.DNSConfig == nil {
-			spec.DNSConfig = &corev1.PodDNSConfig{}
-		}
-		if d.Nameservers != nil {
-			spec.DNSConfig.Nameservers = d.Nameservers
-		}
-		if d.Searches != nil {
-			spec.DNSConfig.Searches = d.Searches
-		}
-		if d.Options != nil {
-			spec.DNSConfig.Options = d.Options
-		}
-	}
+	d.applyDNS(spec)
 	if d.SetProfileAnnotation {
 		if *meta == nil {
 			*meta = map[string]string{}
 		}
 		(*meta)[ProfileLabel] = d.Profile
+	}
+}
+
+// applyDNS writes the decision's dnsPolicy and dnsConfig fields into spec:
+// the one place the resulting DNS settings are assembled (Apply writes
+// them, validate checks them).
+func (d *Decision) applyDNS(spec *corev1.PodSpec) {
+	if d.SetDNSPolicy != "" {
+		spec.DNSPolicy = d.SetDNSPolicy
+	}
+	if d.Nameservers == nil && d.Searches == nil && d.Options == nil {
+		return
+	}
+	if spec.DNSConfig == nil {
+		spec.DNSConfig = &corev1.PodDNSConfig{}
+	}
+	if d.Nameservers != nil {
+		spec.DNSConfig.Nameservers = d.Nameservers
+	}
+	if d.Searches != nil {
+		spec.DNSConfig.Searches = d.Searches
+	}
+	if d.Options != nil {
+		spec.DNSConfig.Options = d.Options
 	}
 }
