@@ -555,6 +555,7 @@ func TestCompiledAuditWarningsMatchWebhook(t *testing.T) {
 			p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: opts("ndots:2")}
 		}},
 		{"alpine-looking registry is not musl", "", func(p *corev1.Pod) { p.Spec.Containers[0].Image = "alpine.example.com:5000/app:1" }},
+		{"unknown profile label", "fast", nil},
 		{"nodelocal", "nodelocal", nil},
 		{"nodelocal with own servers and searches", "nodelocal", func(p *corev1.Pod) {
 			p.Spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"1.1.1.1"}, Searches: []string{"corp.example"}}

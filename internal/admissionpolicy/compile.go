@@ -14,6 +14,7 @@ package admissionpolicy
 
 import (
 	"fmt"
+	"maps"
 	"path"
 	"regexp"
 	"slices"
@@ -255,6 +256,10 @@ func auditPolicy(pol *policy.Policy, o Options, common []admissionregistrationv1
 			MatchConditions:  matchConditions(),
 			Variables:        vars,
 			Validations: []admissionregistrationv1.Validation{
+				// The webhook's unknown-profile warning (policy.ReasonUnknownProfile),
+				// in enforced and audit namespaces alike.
+				{Expression: fmt.Sprintf("variables.profile in %s", celStrings(slices.Sorted(maps.Keys(pol.Profiles)))),
+					MessageExpression: `'dnstune: namespace ' + namespaceObject.metadata.name + ' names profile "' + variables.profile + '", which the policy does not define; pod left unchanged'`},
 				{Expression: "!variables.warnMusl", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): musl ignores single-request-reopen; use the ` + v1alpha1.NodeLocalProfileName + ` profile (node-local DNS cache) to avoid 5-second DNS stalls'`},
 				{Expression: "!variables.warnNdotsKept", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): this pod gets ndots:` + strconv.Itoa(v1alpha1.KubeletNdots) + `, not profile ' + variables.profile + '\'s ndots:' + ` + ndotsOf + ` + ', because with a lower ndots musl fails name.namespace.svc lookups (it does not fall back to the search list); profile ' + variables.profile + '\'s musl: apply gives it ndots:' + ` + ndotsOf + ` + ' anyway'`},
 				{Expression: "!variables.warnOwnNdots", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): this pod sets ndots:' + variables.podNdots[0] + ' itself, which dnstune keeps, and with it musl fails name.namespace.svc lookups (it does not fall back to the search list); remove the pod\'s ndots option or set it to ` + strconv.Itoa(v1alpha1.KubeletNdots) + `'`},
