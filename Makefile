@@ -60,9 +60,10 @@ test-unit: chart-tools ## Unit tests, golden files, fuzz seed corpora, the chart
 	go test -count=1 -run '^$$' -bench . -benchtime 1x $$(go list ./... | grep -v /e2e) > /dev/null
 
 .PHONY: e2e-tools
-e2e-tools: ## Build kube-apiserver, kube-controller-manager and etcd from the Go module proxy (cached in bin/tools), and kube-apiserver v1.36.3 for the version test.
+e2e-tools: ## Build kube-apiserver, kube-controller-manager and etcd from the Go module proxy (cached in bin/tools), and the version matrix's kube-apiservers.
 	bash hack/build-tools.sh
-	bash hack/build-tools.sh kube-1.36
+	bash hack/build-tools.sh apiserver-1.37
+	bash hack/build-tools.sh apiserver-1.36
 
 .PHONY: lab-deps
 lab-deps: ## What the effect lab needs: CoreDNS (built), and nftables (installed when root and missing).
@@ -79,16 +80,20 @@ node-deps: ## What the real-node e2e needs (root): containerd, runc, the CNI plu
 	if [ -n "$$missing" ]; then echo "installing$$missing for the real-node e2e"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing > /dev/null; fi
 
-KUBE_136 := $(BIN)/tools/kube-apiserver-$(shell awk '/k8s.io\/kubernetes v/{print $$NF; exit}' hack/tools/kube-1.36/go.mod)/kube-apiserver
-E2E_136  := TestCompiledAdmissionPolicy|TestCompiledAuditWarnings|TestAdmissionPolicyBackend|TestInstall|TestOptedInNamespace|TestDeploymentPods|TestNodeLocalProfile|TestAuditNamespace|TestDNSPolicies|TestDecisionsPassAPIServerValidation
+# The version matrix: besides v1.37.1 (everything, above), these kube-apiservers
+# run the install, the admission scenarios and the compiled differential.
+MATRIX   := $(foreach m,apiserver-1.37 apiserver-1.36,$(BIN)/tools/kube-apiserver-$(shell awk '/k8s.io\/kubernetes v/{print $$NF; exit}' hack/tools/$(m)/go.mod)/kube-apiserver)
+E2E_MATRIX := TestCompiledAdmissionPolicy|TestCompiledAuditWarnings|TestAdmissionPolicyBackend|TestInstall|TestOptedInNamespace|TestDeploymentPods|TestNodeLocalProfile|TestAuditNamespace|TestDNSPolicies|TestDecisionsPassAPIServerValidation
 E2E_FILTER := grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|kubenode:|\s+\S+_test.go)'
 
 .PHONY: e2e
 e2e: e2e-tools chart-tools lab-deps node-deps ## E2E suite: real control plane calling the real webhook over TLS; reduced effect lab and the real node (root).
 	HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 30m $$(go list ./e2e/... | grep -v /kubenode) 2>&1 | tee $(BIN)/e2e.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
-	@# kube-apiserver v1.36.3 (CEL mutation panicked there on a list of Objects,
-	@# kubernetes/kubernetes#142181): the install, the scenarios and the compiled differential.
-	DNSTUNE_KUBE_APISERVER=$(KUBE_136) HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 20m -run '$(E2E_136)' ./e2e 2>&1 | tee $(BIN)/e2e-1.36.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
+	@# The version matrix (1.37.2, the newest 1.37 patch; 1.36.3, whose CEL mutation
+	@# panicked on a list of Objects, kubernetes/kubernetes#142181).
+	@for api in $(MATRIX); do echo "--- version matrix: $$api"; \
+	  DNSTUNE_KUBE_APISERVER=$$api HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 20m -run '$(E2E_MATRIX)' ./e2e 2>&1 | tee $(BIN)/e2e-$$(basename $$(dirname $$api)).log | $(E2E_FILTER) ; \
+	  [ $${PIPESTATUS[0]} = 0 ] || exit 1; done
 	@# The real node runs alone: it checks the host is left exactly as found,
 	@# and the lab's namespaces and nft tables must not be there meanwhile.
 	HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 20m ./e2e/kubenode 2>&1 | tee $(BIN)/e2e-node.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}

@@ -4,7 +4,7 @@
 # not rebuilt. kubectl comes from the machine (PATH).
 #
 # Usage: hack/build-tools.sh            control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) and kubelet
-#        hack/build-tools.sh kube-1.36  kube-apiserver v1.36.3 for the compiled policy's version test (bin/tools/kube-apiserver-v1.36.3/kube-apiserver)
+#        hack/build-tools.sh apiserver-1.36|apiserver-1.37  kube-apiserver of the version matrix (bin/tools/kube-apiserver-<version>/kube-apiserver)
 #        hack/build-tools.sh coredns    CoreDNS for the effect lab (bin/tools/coredns-<version>-<plugins>/coredns)
 #        hack/build-tools.sh helm       helm, for the chart (bin/tools/helm-<version>/helm)
 #        hack/build-tools.sh promtool   promtool, for the chart's alert rules (bin/tools/promtool-<version>/promtool)
@@ -56,19 +56,22 @@ if [ "$what" = helm ] || [ "$what" = promtool ]; then
   exit 0
 fi
 
-if [ "$what" = kube-1.36 ]; then
-  # kube-apiserver of a 1.36 patch whose CEL mutation panicked on a JSONPatch
-  # value that is a list of Objects (kubernetes/kubernetes#142181, fixed in
-  # 1.36.5): the compiled admission policy is tested on it (make e2e).
-  v=$(grep -oE "k8s.io/kubernetes v[0-9.]+" "$root/hack/tools/kube-1.36/go.mod" | head -1 | cut -d" " -f2)
+case "$what" in apiserver-*)
+  # kube-apiserver of another version, for make e2e's version matrix:
+  # apiserver-1.37 the newest 1.37 patch, apiserver-1.36 a 1.36 patch whose
+  # CEL mutation panicked on a JSONPatch value that is a list of Objects
+  # (kubernetes/kubernetes#142181, fixed in 1.36.5).
+  dir=$root/hack/tools/$what
+  [ -d "$dir" ] || { echo "no $dir" >&2; exit 1; }
+  v=$(grep -oE "k8s.io/kubernetes v[0-9.]+" "$dir/go.mod" | head -1 | cut -d" " -f2)
   out=$root/bin/tools/kube-apiserver-$v
   mkdir -p "$out"
   minor=$(echo "$v" | cut -d. -f2)
-  build kube-apiserver "$root/hack/tools/kube-1.36" ./kube-apiserver "-s -w -X k8s.io/component-base/version.gitVersion=$v \
+  build kube-apiserver "$dir" ./kube-apiserver "-s -w -X k8s.io/component-base/version.gitVersion=$v \
  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
   echo "$out/kube-apiserver"
   exit 0
-fi
+esac
 
 if [ "$what" = coredns ]; then
   COREDNS_VERSION=$(grep -oE "github.com/coredns/coredns v[0-9.]+" "$root/hack/tools/coredns/go.mod" | head -1 | cut -d" " -f2)

@@ -557,8 +557,12 @@ func goals(rs []result) string {
 	fmt.Fprintf(&b, "- webhook RSS ≤ 128 MiB with reports on: %s (peak %.0f MiB, %.0f MiB after the first scan);\n", mark(last.peakRSS <= 128), last.peakRSS, last.endRSS)
 	fmt.Fprintf(&b, "- watches do not grow with namespaces: %s (%.0f at every size: the namespace and NetworkPolicy informers; the report scan opens none);\n", mark(watchesConst), last.watches)
 	fmt.Fprintf(&b, "- every PolicyReport within 60 s of the leader's start: %s (%.1f s, most of it the %d server-side applies at the writer's %d requests/s);\n", mark(last.reportsIn <= time.Minute), last.reportsIn.Seconds(), last.reportsExpected, 50)
-	fmt.Fprintf(&b, "- admission p50 within 10%% of the empty cluster's: %s (%.2f ms against %.2f ms; the rounds' p50s spread %.2f–%.2f ms at this size, %.2f–%.2f ms empty);\n",
-		mark(last.p50 <= 1.1*last.p50Empty), last.p50, last.p50Empty, last.p50Range[0], last.p50Range[1], last.p50EmptyRange[0], last.p50EmptyRange[1])
+	noise := ""
+	if last.p50 < last.p50Empty {
+		noise = "; faster than the empty cluster, so what this run shows is this machine's run-to-run noise, not a cost of scale"
+	}
+	fmt.Fprintf(&b, "- admission p50 within 10%% of the empty cluster's: %s (%.2f ms against %.2f ms; the rounds' p50s spread %.2f–%.2f ms at this size, %.2f–%.2f ms empty%s);\n",
+		mark(last.p50 <= 1.1*last.p50Empty), last.p50, last.p50Empty, last.p50Range[0], last.p50Range[1], last.p50EmptyRange[0], last.p50EmptyRange[1], noise)
 	fmt.Fprintf(&b, "- `report -A` over every pod in ≤ 10 s: %s (%.1f s, %.0f MiB).\n\n", mark(last.reportWall <= 10*time.Second), last.reportWall.Seconds(), last.reportRSS)
 	return b.String()
 }

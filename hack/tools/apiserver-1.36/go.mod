@@ -1,4 +1,4 @@
-module github.com/dnstune/dnstune/hack/tools/kube-1.36
+module github.com/dnstune/dnstune/hack/tools/apiserver-1.36
 
 go 1.26.0
 
