@@ -459,7 +459,7 @@ func (s *splicer) appendItems(seq *yaml.Node, items []any) error {
 		s.add(at, at, b.String())
 		return nil
 	}
-	last := lastLine(seq.Content[len(seq.Content)-1])
+	last := s.lastLine(seq.Content[len(seq.Content)-1])
 	if last < 0 {
 		return fmt.Errorf("%w: multi-line entry", errCannotSplice)
 	}
@@ -485,13 +485,21 @@ func (s *splicer) appendItems(seq *yaml.Node, items []any) error {
 }
 
 // lastLine is the last line a node's text is on, as far as positions tell:
-// -1 when it may run further (block scalars, multi-line quoted or plain
-// scalars, aliases), which the caller does not edit past.
-func lastLine(n *yaml.Node) int {
+// -1 when it may run further (block scalars, multi-line plain scalars,
+// aliases), which the caller does not edit past. A quoted scalar that
+// wraps over lines ends on the line of its closing quote.
+func (s *splicer) lastLine(n *yaml.Node) int {
 	switch n.Kind {
 	case yaml.ScalarNode:
-		if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 || strings.ContainsAny(n.Value, "\n") {
+		if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
 			return -1
+		}
+		if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
+			return s.quotedLastLine(n)
+		}
+		start := s.offset(n.Line, n.Column)
+		if strings.ContainsAny(n.Value, "\n") || start+len(n.Value) > len(s.body) || string(s.body[start:start+len(n.Value)]) != n.Value {
+			return -1 // a plain scalar folded over lines (its text is not its value)
 		}
 		return n.Line
 	case yaml.AliasNode:
@@ -500,7 +508,7 @@ func lastLine(n *yaml.Node) int {
 	if isFlow(n) {
 		// One-line flow collections only: all content on the node's line.
 		for _, c := range n.Content {
-			if l := lastLine(c); l != n.Line {
+			if l := s.lastLine(c); l != n.Line {
 				return -1
 			}
 		}
@@ -508,13 +516,40 @@ func lastLine(n *yaml.Node) int {
 	}
 	line := n.Line
 	for _, c := range n.Content {
-		l := lastLine(c)
+		l := s.lastLine(c)
 		if l < 0 {
 			return -1
 		}
 		line = max(line, l)
 	}
 	return line
+}
+
+// quotedLastLine is the line of a quoted scalar's closing quote, or -1.
+func (s *splicer) quotedLastLine(n *yaml.Node) int {
+	start := s.offset(n.Line, n.Column)
+	b := s.body
+	if start < 0 || start >= len(b) || (b[start] != '"' && b[start] != '\'') {
+		return -1
+	}
+	q := b[start]
+	line := n.Line
+	for i := start + 1; i < len(b); i++ {
+		switch {
+		case b[i] == '\n':
+			line++
+		case q == '"' && b[i] == '\\':
+			if i+1 < len(b) && b[i+1] == '\n' {
+				line++
+			}
+			i++
+		case b[i] == q && q == '\'' && i+1 < len(b) && b[i+1] == '\'':
+			i++
+		case b[i] == q:
+			return line
+		}
+	}
+	return -1
 }
 
 // blockEntry renders key: value as block YAML lines, the first at the

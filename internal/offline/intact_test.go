@@ -461,3 +461,41 @@ func TestMutateNullsAndSharedMappingsInPlace(t *testing.T) {
 		})
 	}
 }
+
+// Two plain shapes once fell back to re-encoding and lost their comments:
+// options: holding only a comment (a null), and a pod's own option whose
+// double-quoted value wraps over two lines. Both are edited in place now.
+func TestMutateNullOptionsAndWrappedValuesInPlace(t *testing.T) {
+	for name, tc := range map[string]struct {
+		in   string
+		keep []string // lines of the input that must come out as they were
+		opts int
+	}{
+		"options: with only a comment": {
+			in:   "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  dnsConfig:\n    options:\n      # none yet\n  containers:\n  - name: c # the app\n    image: x\n",
+			keep: []string{"      # none yet\n", "  - name: c # the app\n"},
+			opts: 4,
+		},
+		"a wrapped double-quoted option value": {
+			in:   "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  dnsConfig:\n    options:\n    - name: edns0 # keep\n      value: \"a\n        b\"\n  containers:\n  - name: c # the app\n    image: x\n",
+			keep: []string{"    - name: edns0 # keep\n      value: \"a\n        b\"\n", "  - name: c # the app\n"},
+			opts: 5,
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			out := mutate(t, tc.in)
+			if len(out.Notes) != 0 {
+				t.Errorf("re-encoded: %v", out.Notes)
+			}
+			for _, k := range tc.keep {
+				if !strings.Contains(string(out.Data), k) {
+					t.Errorf("output lost %q:\n%s", k, out.Data)
+				}
+			}
+			pt := podOf(t, out.Data, 0)
+			if pt.Annotations[policy.ProfileLabel] != "resilient" || pt.Spec.DNSConfig == nil || len(pt.Spec.DNSConfig.Options) != tc.opts {
+				t.Errorf("pod not mutated as expected: %+v\n%s", pt.Spec.DNSConfig, out.Data)
+			}
+		})
+	}
+}

@@ -451,6 +451,12 @@ func spliceDNSConfig(s *splicer, cfg *yaml.Node, have *corev1.PodDNSConfig, d po
 		switch {
 		case n == nil:
 			add = append(add, ordered{"options", optionList(d.Options)})
+		case isNull(n) && len(have.Options) == 0:
+			// "options:" with nothing (or only a comment) under it: the
+			// value goes on the key's line, the comment stays.
+			if err := s.setNull(keyOf(cfg, "options"), n, optionList(d.Options)); err != nil {
+				return err
+			}
 		case len(have.Options) == 0 || len(d.Options) < len(have.Options) || !reflect.DeepEqual(d.Options[:len(have.Options)], have.Options):
 			return fmt.Errorf("%w: options reordered", errCannotSplice)
 		default:
@@ -783,6 +789,16 @@ func childKV(m *yaml.Node, key string) (*yaml.Node, *yaml.Node) {
 		}
 	}
 	return nil, nil
+}
+
+// keyOf is the key node of key in mapping m, or nil.
+func keyOf(m *yaml.Node, key string) *yaml.Node {
+	for i := 0; m != nil && m.Kind == yaml.MappingNode && i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i]
+		}
+	}
+	return nil
 }
 
 func child(m *yaml.Node, key string) *yaml.Node {
