@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dnstune/dnstune/e2e/framework"
 	"github.com/dnstune/dnstune/internal/admissionpolicy"
@@ -80,17 +79,7 @@ func TestRendersAndCompiledOutputsPassDryRun(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				var all []client.Object
-				for _, x := range objs.Policies {
-					all = append(all, x)
-				}
-				for _, x := range objs.Bindings {
-					all = append(all, x)
-				}
-				if objs.Audit != nil {
-					all = append(all, objs.Audit, objs.AuditBinding)
-				}
-				for _, x := range all {
+				for _, x := range objs.All() {
 					m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(x)
 					if err != nil {
 						t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/selection"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dnstune/dnstune/api/v1alpha1"
 	"github.com/dnstune/dnstune/policy"
@@ -60,6 +61,22 @@ type Objects struct {
 	// pods.dnstune.io/would-mutate, as the webhook's).
 	Audit        *admissionregistrationv1.ValidatingAdmissionPolicy
 	AuditBinding *admissionregistrationv1.ValidatingAdmissionPolicyBinding
+}
+
+// All is every object, in the order they are applied: the policies, their
+// bindings, then the audit policy and its binding when there is one.
+func (o *Objects) All() []client.Object {
+	var all []client.Object
+	for _, p := range o.Policies {
+		all = append(all, p)
+	}
+	for _, b := range o.Bindings {
+		all = append(all, b)
+	}
+	if o.Audit != nil {
+		all = append(all, o.Audit, o.AuditBinding)
+	}
+	return all
 }
 
 // AuditName is the ValidatingAdmissionPolicy's name; it prefixes its audit

@@ -181,16 +181,7 @@ func (s *Syncer) sync(ctx context.Context, dns netip.Addr) error {
 		return err
 	}
 	keep := map[string]bool{}
-	var all []client.Object
-	for _, p := range objs.Policies {
-		all = append(all, p)
-	}
-	for _, b := range objs.Bindings {
-		all = append(all, b)
-	}
-	if objs.Audit != nil {
-		all = append(all, objs.Audit, objs.AuditBinding)
-	}
+	all := objs.All()
 	for _, o := range all {
 		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
 		if err != nil {

@@ -81,16 +81,7 @@ cluster DNS address is given).`,
 			if err != nil {
 				return err
 			}
-			var docs []any
-			for _, p := range objs.Policies {
-				docs = append(docs, p)
-			}
-			for _, b := range objs.Bindings {
-				docs = append(docs, b)
-			}
-			if objs.Audit != nil {
-				docs = append(docs, objs.Audit, objs.AuditBinding)
-			}
+			docs := objs.All()
 			w := cmd.OutOrStdout()
 			if output == "json" {
 				// One document, as kubectl get -o json prints several objects.
