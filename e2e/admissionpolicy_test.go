@@ -57,6 +57,16 @@ func dnsCases() []dnsCase {
 		{"windows by spec.os", "", func(p *corev1.Pod) { p.Spec.OS = &corev1.PodOS{Name: corev1.Windows} }},
 		{"windows by nodeSelector", "", func(p *corev1.Pod) { p.Spec.NodeSelector = map[string]string{"kubernetes.io/os": "windows"} }},
 		{"unknown profile label", "fast", nil},
+		{"nodelocal over the nameserver limit", "nodelocal", func(p *corev1.Pod) {
+			p.Spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"1.1.1.1", "8.8.8.8"}}
+		}},
+		{"nodelocal over the search limit", "nodelocal", func(p *corev1.Pod) {
+			var s []string
+			for i := range 30 {
+				s = append(s, fmt.Sprintf("s%d.example", i))
+			}
+			p.Spec.DNSConfig = &corev1.PodDNSConfig{Searches: s}
+		}},
 		{"nodelocal", "nodelocal", nil},
 		{"nodelocal with own nameserver", "nodelocal", cfg(corev1.PodDNSConfig{Nameservers: []string{"1.1.1.1"}})},
 		{"nodelocal over the nameserver limit", "nodelocal", cfg(corev1.PodDNSConfig{Nameservers: []string{"1.1.1.1", "8.8.8.8"}})},

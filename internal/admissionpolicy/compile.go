@@ -230,6 +230,23 @@ func auditPolicy(pol *policy.Policy, o Options, common []admissionregistrationv1
 	}
 	vars = append(vars, admissionregistrationv1.Variable{Name: "wouldChange", Expression: fmt.Sprintf(
 		`%s && !variables.muslSkip && ((variables.profile in %s && size(variables.missing) > 0) || %s)`, audited, celStrings(optNames), local)})
+	// The webhook's over-the-limits skip (policy.ReasonOverLimits), in
+	// enforced and audit namespaces: the first limit passed, as checkLimits
+	// says it. Enforced pods are seen unchanged (the mutating policy left
+	// them alone for the same reason).
+	limitsCheck := []admissionregistrationv1.Validation{}
+	if len(known) > len(optNames) {
+		on := fmt.Sprintf(`variables.profile in %s && !variables.muslSkip`, celStrings(localNames))
+		n, s, c := `size(variables.servers)`, `size(variables.searches)`, `variables.searches.join(' ').size()`
+		limitsCheck = []admissionregistrationv1.Validation{
+			{Expression: fmt.Sprintf(`!(%s && %s > %d)`, on, n, policy.MaxNameservers),
+				MessageExpression: fmt.Sprintf(`'dnstune: nameservers would number ' + string(%s) + ', over the limit of %d; pod left unchanged'`, n, policy.MaxNameservers)},
+			{Expression: fmt.Sprintf(`!(%s && %s <= %d && %s > %d)`, on, n, policy.MaxNameservers, s, policy.MaxSearches),
+				MessageExpression: fmt.Sprintf(`'dnstune: searches would number ' + string(%s) + ', over the limit of %d; pod left unchanged'`, s, policy.MaxSearches)},
+			{Expression: fmt.Sprintf(`!(%s && %s <= %d && %s <= %d && %s > %d)`, on, n, policy.MaxNameservers, s, policy.MaxSearches, c, policy.MaxSearchListChars),
+				MessageExpression: fmt.Sprintf(`'dnstune: the search list would be ' + string(%s) + ' characters, over the limit of %d; pod left unchanged'`, c, policy.MaxSearchListChars)},
+		}
+	}
 	// The musl warning (policy.LooksMusl), for options profiles that add
 	// single-request-reopen: exact in audit namespaces (nothing mutated);
 	// in enforced ones the pod is seen after mutation, so "dnstune changed
@@ -272,7 +289,7 @@ func auditPolicy(pol *policy.Policy, o Options, common []admissionregistrationv1
 			MatchConstraints: mutatingPolicy("x", nil, "", nil).Spec.MatchConstraints,
 			MatchConditions:  matchConditions(),
 			Variables:        vars,
-			Validations: []admissionregistrationv1.Validation{
+			Validations: append([]admissionregistrationv1.Validation{
 				// The webhook's unknown-profile warning (policy.ReasonUnknownProfile),
 				// in enforced and audit namespaces alike.
 				{Expression: fmt.Sprintf("variables.profile in %s", celStrings(slices.Sorted(maps.Keys(pol.Profiles)))),
@@ -281,7 +298,7 @@ func auditPolicy(pol *policy.Policy, o Options, common []admissionregistrationv1
 				{Expression: "!variables.warnNdotsKept", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): this pod gets ndots:` + strconv.Itoa(v1alpha1.KubeletNdots) + `, not profile ' + variables.profile + '\'s ndots:' + ` + ndotsOf + ` + ', because with a lower ndots musl fails name.namespace.svc lookups (it does not fall back to the search list); profile ' + variables.profile + '\'s musl: apply gives it ndots:' + ` + ndotsOf + ` + ' anyway'`},
 				{Expression: "!variables.warnOwnNdots", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): this pod sets ndots:' + variables.podNdots[0] + ' itself, which dnstune keeps, and with it musl fails name.namespace.svc lookups (it does not fall back to the search list); remove the pod\'s ndots option or set it to ` + strconv.Itoa(v1alpha1.KubeletNdots) + `'`},
 				{Expression: "!variables.wouldChange", MessageExpression: msg},
-			},
+			}, limitsCheck...),
 			AuditAnnotations: []admissionregistrationv1.AuditAnnotation{{Key: "would-mutate",
 				ValueExpression: `variables.wouldChange ? (` + strings.ReplaceAll(msg, "'dnstune audit: would apply ", "'") + `) : ''`}},
 			FailurePolicy: &ignore,
