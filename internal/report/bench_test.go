@@ -73,8 +73,7 @@ func BenchmarkScan10000Pods(b *testing.B) {
 				d := policy.Decide(p, policy.Namespace{Name: "shop", Labels: map[string]string{policy.InjectLabel: policy.InjectEnabled}}, policy.Default(), kubeDNS)
 				d.Apply(&p.Annotations, &p.Spec)
 			}
-			stripped, _ := strip(p)
-			objs = append(objs, stripped.(*corev1.Pod))
+			objs = append(objs, stripPod(p))
 		}
 	}
 	c := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(objs...).Build()
@@ -107,7 +106,7 @@ func BenchmarkCacheMemory10000Pods(b *testing.B) {
 		fullBytes := heap() - before
 		stripped := make([]any, len(full))
 		for i, p := range full {
-			stripped[i], _ = strip(p.DeepCopy())
+			stripped[i] = stripPod(p.DeepCopy())
 		}
 		full = nil
 		after := heap() - before

@@ -12,9 +12,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
-	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -282,41 +280,14 @@ func sum(m map[string]int) int {
 	return n
 }
 
-// strip keeps, of each listed object, what the scan reads: metadata
-// without managed fields, and of pod specs the fields the decision reads.
-func strip(obj any) (any, error) {
-	if m, ok := obj.(metav1.Object); ok {
-		m.SetManagedFields(nil)
-	}
-	switch o := obj.(type) {
-	case *corev1.Pod:
-		stripSpec(&o.Spec)
-		o.Status = corev1.PodStatus{Phase: o.Status.Phase}
-	case *appsv1.ReplicaSet:
-		stripSpec(&o.Spec.Template.Spec)
-		o.Status = appsv1.ReplicaSetStatus{}
-	case *appsv1.Deployment:
-		stripSpec(&o.Spec.Template.Spec)
-		o.Status = appsv1.DeploymentStatus{}
-	case *appsv1.StatefulSet:
-		stripSpec(&o.Spec.Template.Spec)
-		o.Status = appsv1.StatefulSetStatus{}
-	case *appsv1.DaemonSet:
-		stripSpec(&o.Spec.Template.Spec)
-		o.Status = appsv1.DaemonSetStatus{}
-	case *batchv1.Job:
-		stripSpec(&o.Spec.Template.Spec)
-		o.Status = batchv1.JobStatus{}
-	case *batchv1.CronJob:
-		stripSpec(&o.Spec.JobTemplate.Spec.Template.Spec)
-		o.Status = batchv1.CronJobStatus{}
-	case *corev1.ReplicationController:
-		if o.Spec.Template != nil {
-			stripSpec(&o.Spec.Template.Spec)
-		}
-		o.Status = corev1.ReplicationControllerStatus{}
-	}
-	return obj, nil
+// stripPod keeps of a listed pod what the scan reads: metadata without
+// managed fields, of its spec the fields the decision reads, of its status
+// the phase. Owners keep only their stripped template (owners.keep).
+func stripPod(p *corev1.Pod) *corev1.Pod {
+	p.SetManagedFields(nil)
+	stripSpec(&p.Spec)
+	p.Status = corev1.PodStatus{Phase: p.Status.Phase}
+	return p
 }
 
 func stripSpec(s *corev1.PodSpec) {

@@ -127,7 +127,7 @@ func Scan(ctx context.Context, o Options) ([]Workload, error) {
 			if !ok || p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 				continue
 			}
-			_, _ = strip(p)
+			stripPod(p)
 			addPod(byOwner, w, p, ns, o, netpols[p.Namespace])
 		}
 	})
