@@ -64,14 +64,9 @@ func PolicyReports(namespace string, ws []Workload, now time.Time) []*unstructur
 	parts = append(parts, cur)
 	out := make([]*unstructured.Unstructured, len(parts))
 	for i, results := range parts {
-		out[i] = report(namespace, PartName(i), results)
+		out[i] = newReport(namespace, PartName(i), results)
 	}
 	return out
-}
-
-// PolicyReport is the namespace's first report (PolicyReports).
-func PolicyReport(namespace string, ws []Workload, now time.Time) *unstructured.Unstructured {
-	return PolicyReports(namespace, ws, now)[0]
 }
 
 func workloadResults(w Workload, now time.Time) []any {
@@ -107,7 +102,7 @@ func workloadResults(w Workload, now time.Time) []any {
 	return out
 }
 
-func report(namespace, name string, results []any) *unstructured.Unstructured {
+func newReport(namespace, name string, results []any) *unstructured.Unstructured {
 	summary := map[string]int64{"pass": 0, "fail": 0, "warn": 0, "error": 0, "skip": 0}
 	for _, r := range results {
 		summary[r.(map[string]any)["result"].(string)]++

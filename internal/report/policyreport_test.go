@@ -26,7 +26,7 @@ func TestPolicyReport(t *testing.T) {
 		{Kind: "StatefulSet", Namespace: "shop", Name: "db", UpToDate: 3},
 		{Kind: "Pod", Namespace: "shop", Name: "dns", Skipped: 1, SkipReasons: []policy.Reason{policy.ReasonDNSServer}},
 	}
-	u := PolicyReport("shop", ws, time.Unix(100, 0))
+	u := PolicyReports("shop", ws, time.Unix(100, 0))[0]
 	if u.GetAPIVersion() != "wgpolicyk8s.io/v1alpha2" || u.GetKind() != "PolicyReport" || u.GetName() != ReportName || u.GetNamespace() != "shop" {
 		t.Fatalf("object %s %s %s/%s", u.GetAPIVersion(), u.GetKind(), u.GetNamespace(), u.GetName())
 	}
@@ -44,7 +44,7 @@ func TestPolicyReport(t *testing.T) {
 			t.Errorf("result %d = %v", i, m)
 		}
 	}
-	if empty := PolicyReport("empty", nil, time.Now()); len(empty.Object["results"].([]any)) != 0 {
+	if empty := PolicyReports("empty", nil, time.Now()); len(empty) != 1 || len(empty[0].Object["results"].([]any)) != 0 {
 		t.Error("a namespace without workloads should get an empty results list")
 	}
 }
@@ -52,7 +52,7 @@ func TestPolicyReport(t *testing.T) {
 func TestPolicyReportNodeLocalEgress(t *testing.T) {
 	ws := []Workload{{Kind: "Deployment", Namespace: "shop", Name: "web", UpToDate: 2, Profile: "nodelocal",
 		NodeLocalEgress: "dnstune: NetworkPolicy shop/deny selects this pod for egress and allows no UDP or TCP port 53 to the node-local DNS cache 169.254.20.10"}}
-	u := PolicyReport("shop", ws, time.Unix(100, 0))
+	u := PolicyReports("shop", ws, time.Unix(100, 0))[0]
 	results, _, _ := unstructured.NestedSlice(u.Object, "results")
 	if len(results) != 2 {
 		t.Fatalf("%d results, want the workload's and its egress warning", len(results))

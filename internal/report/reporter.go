@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -226,7 +225,7 @@ func (r *Reporter) scan(ctx context.Context, opted []string) error {
 		if _, ok := byNS[ns]; ok {
 			continue
 		}
-		if err := r.deleteParts(ctx, ns, 0); err != nil && !apierrors.IsNotFound(err) {
+		if err := r.deleteParts(ctx, ns, 0); err != nil { // deleteParts ignores NotFound
 			errs = append(errs, fmt.Errorf("%w (namespace no longer opted in)", err))
 			continue
 		}
