@@ -201,9 +201,12 @@ func (m *Monitor) observe(f Family, thresh Thresholds, stat Stat) {
 	m.mu.Unlock()
 }
 
-func (m *Monitor) event(eventType, reason, msg string) {
-	if m.o.Events != nil {
-		m.o.Events.Event(eventType, reason, msg)
+func (m *Monitor) event(eventType, reason, msg string) { sendEvent(m.o.Events, eventType, reason, msg) }
+
+// sendEvent sends an Event to s, when there is a sink (not in a cluster: none).
+func sendEvent(s EventSink, eventType, reason, msg string) {
+	if s != nil {
+		s.Event(eventType, reason, msg)
 	}
 }
 

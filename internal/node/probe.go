@@ -72,9 +72,9 @@ type ProbeResult struct {
 type CacheProbe struct {
 	o ProbeOptions
 
-	mu   sync.Mutex
-	seen bool
-	last ProbeResult
+	mu    sync.Mutex
+	seen  bool // a probe has run
+	wasUp bool // what the last one found
 
 	up       *prometheus.GaugeVec
 	duration *prometheus.HistogramVec
@@ -144,28 +144,22 @@ func (p *CacheProbe) Probe(ctx context.Context) ProbeResult {
 		p.failures.WithLabelValues(addr, r.Reason).Inc()
 	}
 	p.mu.Lock()
-	prev, seen := p.last, p.seen
-	p.last, p.seen = r, true
+	wasUp, seen := p.wasUp, p.seen
+	p.wasUp, p.seen = r.Up, true
 	p.mu.Unlock()
 	switch {
-	case !r.Up && (!seen || prev.Up):
+	case !r.Up && (!seen || wasUp):
 		msg := fmt.Sprintf("node-local DNS cache %s does not answer: %s; pods pointed at it wait out their timeout before their next nameserver (musl pods: only the other nameserver answers)", p.Address(), r.Detail)
 		p.o.Log.Info(msg)
-		p.event("Warning", "NodeLocalDNSDown", msg)
-	case r.Up && seen && !prev.Up:
+		sendEvent(p.o.Events, "Warning", "NodeLocalDNSDown", msg)
+	case r.Up && seen && !wasUp:
 		msg := fmt.Sprintf("node-local DNS cache %s answers again (%s in %s)", p.Address(), r.Detail, r.Duration.Round(time.Microsecond))
 		p.o.Log.Info(msg)
-		p.event("Normal", "NodeLocalDNSUp", msg)
+		sendEvent(p.o.Events, "Normal", "NodeLocalDNSUp", msg)
 	case r.Up && !seen:
 		p.o.Log.Info("node-local DNS cache answers", "address", p.Address(), "answer", r.Detail, "duration", r.Duration.String())
 	}
 	return r
-}
-
-func (p *CacheProbe) event(eventType, reason, msg string) {
-	if p.o.Events != nil {
-		p.o.Events.Event(eventType, reason, msg)
-	}
 }
 
 // Run probes every Interval until ctx ends.
