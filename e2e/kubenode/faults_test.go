@@ -99,26 +99,9 @@ func stepFaults(t *testing.T, ctx context.Context, c *Cluster) {
 		sh(t, c, "kubectl -n dnstune-system rollout status deployment/dnstune-webhook --timeout=180s")
 	})
 	t.Run("kill-the-monitor", func(t *testing.T) {
-		pods, err := c.Clientset.CoreV1().Pods("dnstune-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=node"})
-		if err != nil || len(pods.Items) != 1 {
-			t.Fatalf("node agent pods: %v %v", err, pods)
-		}
-		pod := pods.Items[0]
-		var id string
-		var restarts int32
-		for _, s := range pod.Status.ContainerStatuses {
-			if s.Name == "monitor" {
-				id, restarts = strings.TrimPrefix(s.ContainerID, "containerd://"), s.RestartCount
-			}
-		}
-		if id == "" {
-			t.Fatalf("no monitor container in %s", pod.Name)
-		}
-		if out, err := c.AnchorCommand("ctr", "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", id).CombinedOutput(); err != nil {
-			t.Fatalf("kill the monitor container: %v: %s", err, out)
-		}
+		pod, restarts := killContainer(t, ctx, c, "dnstune-system", "app.kubernetes.io/component=node", "monitor")
 		if err := framework.Eventually(2*time.Minute, time.Second, func() error {
-			p, err := c.Clientset.CoreV1().Pods("dnstune-system").Get(ctx, pod.Name, metav1.GetOptions{})
+			p, err := c.Clientset.CoreV1().Pods("dnstune-system").Get(ctx, pod, metav1.GetOptions{})
 			if err != nil {
 				return err
 			}

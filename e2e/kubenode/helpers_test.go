@@ -1,10 +1,13 @@
 package kubenode
 
 import (
+	"context"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/dnstune/dnstune/e2e/framework"
 	"github.com/dnstune/dnstune/internal/resolvconf"
@@ -65,4 +68,29 @@ func lookup(t *testing.T, c *Cluster, ns, pod, binary, name string) lookupOutcom
 		t.Fatalf("%s: unexpected time in %q", binary, out)
 	}
 	return lookupOutcome{ok: f[1] == "ok", answer: strings.Join(f[3:], " "), ms: ms}
+}
+
+// killContainer SIGKILLs, through containerd (as the OOM killer or a crash
+// would end it: kubelet sees it die), the running container named container
+// of the one pod selector matches in ns, and returns that pod's name and the
+// container's restart count before the kill.
+func killContainer(t *testing.T, ctx context.Context, c *Cluster, ns, selector, container string) (string, int32) {
+	t.Helper()
+	pods, err := c.Clientset.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("pods %s in %s: %v %v", selector, ns, err, pods)
+	}
+	pod := pods.Items[0]
+	for _, s := range pod.Status.ContainerStatuses {
+		if s.Name != container || s.State.Running == nil {
+			continue
+		}
+		id := strings.TrimPrefix(s.ContainerID, "containerd://")
+		if out, err := c.AnchorCommand("ctr", "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", id).CombinedOutput(); err != nil {
+			t.Fatalf("kill container %s of %s/%s: %v: %s", container, ns, pod.Name, err, out)
+		}
+		return pod.Name, s.RestartCount
+	}
+	t.Fatalf("no running container %s in %s/%s", container, ns, pod.Name)
+	return "", 0
 }

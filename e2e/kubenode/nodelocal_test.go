@@ -172,11 +172,8 @@ func stepNodeLocal(t *testing.T, ctx context.Context, c *Cluster) {
 
 	// Killed: SIGKILL to the cache's container; kubelet restarts it. The
 	// gap is from the kill until the cache answers again.
-	id := containerID(t, ctx, c, "kube-system", "k8s-app=node-local-dns", "node-cache")
 	killed := time.Now()
-	if out, err := c.AnchorCommand("ctr", "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", id).CombinedOutput(); err != nil {
-		t.Fatalf("kill the cache: %v: %s", err, out)
-	}
+	killContainer(t, ctx, c, "kube-system", "k8s-app=node-local-dns", "node-cache")
 	during := measure("cache killed, restarting")
 	var gap time.Duration
 	if err := framework.Eventually(2*time.Minute, 50*time.Millisecond, func() error {
@@ -295,23 +292,4 @@ func waitNodeEvent(t *testing.T, ctx context.Context, c *Cluster, reason string)
 	}); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// containerID is the containerd ID of a running container of the pod
-// selected by selector.
-func containerID(t *testing.T, ctx context.Context, c *Cluster, ns, selector, container string) string {
-	t.Helper()
-	pods, err := c.Clientset.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range pods.Items {
-		for _, s := range p.Status.ContainerStatuses {
-			if s.Name == container && s.State.Running != nil {
-				return strings.TrimPrefix(s.ContainerID, "containerd://")
-			}
-		}
-	}
-	t.Fatalf("no running container %s in pods %s of %s", container, selector, ns)
-	return ""
 }
