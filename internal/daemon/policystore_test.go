@@ -28,15 +28,22 @@ func writePolicy(t *testing.T, file, s string) {
 	}
 }
 
-func TestPolicyStoreReload(t *testing.T) {
+// openStore writes policyV1 to a new policy file and opens a store on it.
+func openStore(t *testing.T, m *PolicyMetrics) (string, *PolicyStore) {
+	t.Helper()
 	file := filepath.Join(t.TempDir(), "policy.yaml")
-	write := func(s string) { writePolicy(t, file, s) }
-	write(policyV1)
-	m := NewPolicyMetrics(nil)
+	writePolicy(t, file, policyV1)
 	s := NewPolicyStore(file, logr.Discard(), m)
 	if err := s.Open(); err != nil {
 		t.Fatal(err)
 	}
+	return file, s
+}
+
+func TestPolicyStoreReload(t *testing.T) {
+	m := NewPolicyMetrics(nil)
+	file, s := openStore(t, m)
+	write := func(s string) { writePolicy(t, file, s) }
 	if err := s.Reload(); err != nil || s.Generation() != 1 {
 		t.Fatalf("unchanged file: err=%v generation=%d, want nil, 1", err, s.Generation())
 	}
@@ -69,13 +76,8 @@ func TestPolicyStoreReload(t *testing.T) {
 // good content -> different good content. Reverting a bad edit to the
 // content in use must clear the failure (DnstunePolicyBroken stops firing).
 func TestPolicyStoreStateFollowsFile(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "policy.yaml")
-	writePolicy(t, file, policyV1)
 	m := NewPolicyMetrics(nil)
-	s := NewPolicyStore(file, logr.Discard(), m)
-	if err := s.Open(); err != nil {
-		t.Fatal(err)
-	}
+	file, s := openStore(t, m)
 	steps := []struct {
 		content string
 		wantOK  bool
@@ -117,13 +119,8 @@ func TestPolicyStoreEditBeforeStart(t *testing.T) {
 // Watch errors are read (fsnotify blocks on an unread error), logged and
 // counted, and events keep being handled after one.
 func TestPolicyStoreWatchErrors(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "policy.yaml")
-	writePolicy(t, file, policyV1)
 	m := NewPolicyMetrics(nil)
-	s := NewPolicyStore(file, logr.Discard(), m)
-	if err := s.Open(); err != nil {
-		t.Fatal(err)
-	}
+	file, s := openStore(t, m)
 	events, errs := make(chan fsnotify.Event), make(chan error)
 	defer run(t, func(ctx context.Context) error { return s.loop(ctx, &watcher{events: events, errors: errs}, time.Hour) })()
 	for i := range 3 {
@@ -148,13 +145,8 @@ func TestPolicyStoreWatchErrors(t *testing.T) {
 // TestPolicyStoreWatch proves a file replaced the way a ConfigMap volume
 // replaces it (a new file renamed over the old) is picked up by the watcher.
 func TestPolicyStoreWatch(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "policy.yaml")
-	writePolicy(t, file, policyV1)
-	s := NewPolicyStore(file, logr.Discard(), nil)
-	if err := s.Open(); err != nil { // watching before the file changes
-		t.Fatal(err)
-	}
+	file, s := openStore(t, nil) // watching before the file changes
+	dir := filepath.Dir(file)
 	if s.w.events == nil {
 		t.Fatal("no file-system watch on the policy directory")
 	}
