@@ -83,7 +83,7 @@ node-deps: ## What the real-node e2e needs (root): containerd, runc, the CNI plu
 # The version matrix: besides v1.37.1 (everything, above), these kube-apiservers
 # run the install, the admission scenarios and the compiled differential.
 MATRIX   := $(foreach m,apiserver-1.37 apiserver-1.36,$(BIN)/tools/kube-apiserver-$(shell awk '/k8s.io\/kubernetes v/{print $$NF; exit}' hack/tools/$(m)/go.mod)/kube-apiserver)
-E2E_MATRIX := TestCompiledAdmissionPolicy|TestCompiledAuditWarnings|TestAdmissionPolicyBackend|TestInstall|TestOptedInNamespace|TestDeploymentPods|TestNodeLocalProfile|TestAuditNamespace|TestDNSPolicies|TestDecisionsPassAPIServerValidation
+E2E_MATRIX := TestCompiledAdmissionPolicy|TestCompiledWarnings|TestAdmissionPolicyBackend|TestInstall|TestOptedInNamespace|TestDeploymentPods|TestNodeLocalProfile|TestAuditNamespace|TestDNSPolicies|TestDecisionsPassAPIServerValidation
 E2E_FILTER := grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|kubenode:|\s+\S+_test.go)'
 
 .PHONY: e2e
@@ -112,7 +112,7 @@ lab: lab-deps ## Effect lab (root): real CoreDNS + glibc in network namespaces, 
 	go run ./e2e/lab/cmd -coredns "$$(bash hack/build-tools.sh coredns | tail -1)"
 
 .PHONY: bench
-bench: e2e-tools ## Go benchmarks + load harness (floor / reference / dnstune) + apiserver pod-create latency + backends side by side + the seeds' scale (30,000 pods, 2,000 namespaces); writes BENCHMARKS.md.
+bench: e2e-tools chart-tools ## Go benchmarks + load harness (floor / reference / dnstune) + apiserver pod-create latency + backends side by side + the seeds' scale (30,000 pods, 2,000 namespaces); writes BENCHMARKS.md.
 	go test -run '^$$' -bench . -benchmem -count 6 ./policy ./webhook | tee $(BIN)/gobench.txt
 	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/bench -gobench $(BIN)/gobench.txt
 	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/bench/backends

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,11 +19,15 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
+	"github.com/dnstune/dnstune/api/v1alpha1"
 	"github.com/dnstune/dnstune/cmd/dnstune/app"
 	"github.com/dnstune/dnstune/e2e/framework"
+	"github.com/dnstune/dnstune/internal/admissionpolicy"
 	"github.com/dnstune/dnstune/manifests"
+	"github.com/dnstune/dnstune/policy"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden renders")
@@ -284,5 +289,76 @@ func TestHelmBuiltLikeARelease(t *testing.T) {
 	}
 	if out, err := helm(t, "template", "dnstune", chart, "--namespace", "dnstune-system"); err != nil {
 		t.Errorf("helm template without --kube-version: %v\n%s", err, out)
+	}
+}
+
+// The admission-policy backend's RBAC names every object the compiler can
+// yield (under rules that audit and under none), and the per-mode policies
+// earlier versions compiled, which it deletes on upgrade: a name missing
+// here is a 403 at the first sync.
+func TestAdmissionPolicyRBACNamesEveryCompiledObject(t *testing.T) {
+	install, err := os.ReadFile("install-admission-policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := map[string]map[string]bool{} // resource -> names that may be patched and deleted
+	for _, doc := range strings.Split(string(install), "\n---\n") {
+		var role struct {
+			Kind  string `json:"kind"`
+			Rules []struct {
+				Resources     []string `json:"resources"`
+				ResourceNames []string `json:"resourceNames"`
+				Verbs         []string `json:"verbs"`
+			} `json:"rules"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &role); err != nil || role.Kind != "ClusterRole" {
+			continue
+		}
+		for _, r := range role.Rules {
+			if !slices.Contains(r.Verbs, "patch") || !slices.Contains(r.Verbs, "delete") {
+				continue
+			}
+			for _, res := range r.Resources {
+				if allowed[res] == nil {
+					allowed[res] = map[string]bool{}
+				}
+				for _, n := range r.ResourceNames {
+					allowed[res][n] = true
+				}
+			}
+		}
+	}
+	auditRules := policy.Default()
+	sel, err := labels.Parse("team=legacy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	auditRules.Rules = []policy.Rule{{Selector: sel, Profile: "resilient", Enforcement: v1alpha1.Audit}}
+	want := map[string][]string{
+		"mutatingadmissionpolicies":       admissionpolicy.LegacyNames,
+		"mutatingadmissionpolicybindings": admissionpolicy.LegacyNames,
+	}
+	for _, pol := range []*policy.Policy{policy.Default(), auditRules} {
+		objs, err := admissionpolicy.Compile(pol.WithClusterDNS(netip.MustParseAddr("10.96.0.10")), admissionpolicy.Options{NoParams: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objs.All() {
+			res := strings.ToLower(o.GetObjectKind().GroupVersionKind().Kind) + "s"
+			if strings.HasSuffix(res, "ys") {
+				res = strings.TrimSuffix(res, "ys") + "ies"
+			}
+			want[res] = append(want[res], o.GetName())
+		}
+	}
+	if len(want) != 4 {
+		t.Fatalf("compiled kinds: %v", want)
+	}
+	for res, names := range want {
+		for _, n := range names {
+			if !allowed[res][n] {
+				t.Errorf("install-admission-policy.yaml: no patch/delete on %s %q (allowed: %v)", res, n, allowed[res])
+			}
+		}
 	}
 }

@@ -1,15 +1,34 @@
-// Package admissionpolicy compiles a dnstune policy to the in-tree
-// MutatingAdmissionPolicy (admissionregistration.k8s.io/v1, GA since
-// Kubernetes 1.36): the same decision as the webhook, written in CEL and
-// JSONPatch, evaluated inside kube-apiserver, so pods keep being mutated
-// while dnstune's own pods are down.
+// Package admissionpolicy compiles a dnstune policy to kube-apiserver's
+// in-tree admission policies (admissionregistration.k8s.io/v1, GA since
+// Kubernetes 1.36): the webhook's decision in CEL and JSONPatch, evaluated
+// inside kube-apiserver, so pods keep being mutated while dnstune's own pods
+// are down.
 //
-// Two policies: one for the options profiles, one for nodelocal profiles
-// (which needs the kube-dns Service as its parameter when the policy gives
-// no clusterDNS; a missing Service then only stops nodelocal, as the
-// webhook's no-cluster-dns skip does). The skip rules are the binding's
-// selectors (opt-in label, excluded namespaces, pod opt-out, DNS servers)
-// and the policies' matchConditions (dnsPolicy/hostNetwork, Windows).
+// One MutatingAdmissionPolicy, dnstune, does both modes. Its variables (the
+// namespace's profile, whether the pod runs a musl image, the options it
+// lacks; for nodelocal, its nameservers and searches) are evaluated lazily,
+// at most once per pod, and one JSONPatch writes what the profile's mode
+// asks. kube-apiserver round-trips the whole pod through JSON for every
+// mutating policy whose match conditions pass, whether it patches or not:
+// one policy is one round trip. The skip rules are the binding's selectors
+// (opt-in label, excluded namespaces, pod opt-out, DNS servers) and the
+// match conditions (dnsPolicy and hostNetwork, Windows).
+//
+// Warnings and audit mode are ValidatingAdmissionPolicies, bound only where
+// they can say something, since each one that matches a pod adds its
+// evaluation to the create:
+//   - pods.dnstune.io, in audit namespaces (what the webhook would change,
+//     as a warning and the pods.dnstune.io/would-mutate audit annotation),
+//     and in enforced namespaces whose profile label names a profile the
+//     policy does not define;
+//   - warnings.dnstune.io, in enforced namespaces, for pods its match
+//     conditions say could get a warning: an image whose reference contains
+//     "alpine" (the musl warnings), or, under nodelocal profiles, their own
+//     nameservers or searches (kube-apiserver's limits).
+//
+// When the policy's rules decide audit (or the whole policy is audit),
+// which namespaces are audited is not a label selector: pods.dnstune.io is
+// then bound to every opted-in namespace and does all of it.
 package admissionpolicy
 
 import (
@@ -30,311 +49,175 @@ import (
 	"github.com/dnstune/dnstune/policy"
 )
 
-// Names of the compiled objects.
+// Names of the compiled objects. Each binding has its policy's name, but
+// for UnknownProfileName, a second binding of AuditName.
 const (
-	OptionsName   = "dnstune-options"
-	NodeLocalName = "dnstune-nodelocal"
+	// Name is the MutatingAdmissionPolicy's.
+	Name = "dnstune"
+	// AuditName is the audit ValidatingAdmissionPolicy's. It prefixes the
+	// audit annotation, so it is the webhook's name.
+	AuditName = "pods.dnstune.io"
+	// UnknownProfileName binds AuditName to enforced namespaces whose
+	// profile label names no profile of the policy.
+	UnknownProfileName = AuditName + "-unknown-profile"
+	// WarningsName is the ValidatingAdmissionPolicy of enforced namespaces'
+	// warnings.
+	WarningsName = "warnings.dnstune.io"
 )
+
+// LegacyNames are the mutating policies dnstune compiled before one policy
+// did both modes (one per mode). The in-cluster backend deletes them: they
+// carry its managed-by label.
+var LegacyNames = []string{"dnstune-options", "dnstune-nodelocal"}
 
 // Options for Compile.
 type Options struct {
-	// NamespaceSelector, when set, is added to the bindings' namespace
+	// NamespaceSelector, when set, is added to every binding's namespace
 	// selector (tests run the compiled policy beside the webhook).
 	NamespaceSelector map[string]string
-	// KubeDNS is the Service the nodelocal policy reads the cluster DNS
-	// address from when the policy sets none, default kube-system/kube-dns.
+	// KubeDNSNamespace and KubeDNSName name the Service the mutating policy
+	// reads the cluster DNS address from when the policy sets none and has
+	// nodelocal profiles, default kube-system/kube-dns.
 	KubeDNSNamespace, KubeDNSName string
-	// NoParams leaves the nodelocal policy out, rather than reading kube-dns
-	// as a parameter, when the policy gives no clusterDNS: creating a policy
+	// NoParams leaves nodelocal out, rather than reading kube-dns as a
+	// parameter, when the policy gives no clusterDNS: creating a policy
 	// with a paramKind needs "get" on every object of that kind (every
 	// Service), which the in-cluster backend avoids by compiling in the
 	// address it discovers.
 	NoParams bool
 }
 
-// Objects are the compiled policies and bindings, in apply order.
+// Objects are the compiled policies and bindings.
 type Objects struct {
-	Policies []*admissionregistrationv1.MutatingAdmissionPolicy
-	Bindings []*admissionregistrationv1.MutatingAdmissionPolicyBinding
-	// Audit warns, as the webhook does in audit mode, what it would change
-	// (validationActions Warn and Audit; the audit annotation is
-	// pods.dnstune.io/would-mutate, as the webhook's).
-	Audit        *admissionregistrationv1.ValidatingAdmissionPolicy
-	AuditBinding *admissionregistrationv1.ValidatingAdmissionPolicyBinding
+	// Mutating and MutatingBinding are nil when nothing is mutated (a
+	// cluster-wide audit).
+	Mutating        *admissionregistrationv1.MutatingAdmissionPolicy
+	MutatingBinding *admissionregistrationv1.MutatingAdmissionPolicyBinding
+	// Validating are the warning and audit policies, ValidatingBindings
+	// their bindings (Warn and Audit).
+	Validating         []*admissionregistrationv1.ValidatingAdmissionPolicy
+	ValidatingBindings []*admissionregistrationv1.ValidatingAdmissionPolicyBinding
 }
 
-// All is every object, in the order they are applied: the policies, their
-// bindings, then the audit policy and its binding when there is one.
+// All is every object, in the order they are applied: policies before the
+// bindings that name them.
 func (o *Objects) All() []client.Object {
 	var all []client.Object
-	for _, p := range o.Policies {
+	if o.Mutating != nil {
+		all = append(all, o.Mutating, o.MutatingBinding)
+	}
+	for _, p := range o.Validating {
 		all = append(all, p)
 	}
-	for _, b := range o.Bindings {
+	for _, b := range o.ValidatingBindings {
 		all = append(all, b)
-	}
-	if o.Audit != nil {
-		all = append(all, o.Audit, o.AuditBinding)
 	}
 	return all
 }
 
-// AuditName is the ValidatingAdmissionPolicy's name; it prefixes its audit
-// annotation, so it is the webhook's name.
-const AuditName = "pods.dnstune.io"
+// compiler holds what every part of the output is built from.
+type compiler struct {
+	pol *policy.Policy
+	o   Options
+	// names are every profile, opt the options profiles, local the
+	// nodelocal profiles the mutating policy applies (none when the cluster
+	// DNS is unknown and o.NoParams), sorted.
+	names, opt, local []string
+	// dns is the cluster DNS address as a CEL string expression ("" when
+	// nodelocal is left out); param, whether it is read from kube-dns.
+	dns   string
+	param bool
+	// profile is the CEL expression of the namespace's profile.
+	profile string
+	// auditRules is the CEL expression of "a rule audits this namespace",
+	// "" when no rule does.
+	auditRules string
+}
 
-// Compile returns the admission policies implementing pol. Audit (the
-// policy's, a rule's or a namespace's) is not mutation: such namespaces are
-// left alone here (warnings need a ValidatingAdmissionPolicy).
-func Compile(pol *policy.Policy, o Options) (out *Objects, err error) {
+// Compile returns the admission policies implementing pol.
+func Compile(pol *policy.Policy, o Options) (*Objects, error) {
 	if o.KubeDNSName == "" {
 		o.KubeDNSNamespace, o.KubeDNSName = "kube-system", "kube-dns"
 	}
-	out = &Objects{}
-	profileExpr, err := profileExpression(pol)
-	if err != nil {
+	c := &compiler{pol: pol, o: o, names: slices.Sorted(maps.Keys(pol.Profiles))}
+	var err error
+	if c.profile, err = profileExpression(pol); err != nil {
 		return nil, err
 	}
-	names := slices.Sorted(func(yield func(string) bool) {
-		for n := range pol.Profiles {
-			if !yield(n) {
-				return
-			}
-		}
-	})
-	var optNames, localNames []string
-	for _, n := range names {
+	c.auditRules = auditRulesExpression(pol)
+	var local []string
+	for _, n := range c.names {
 		if pol.Profiles[n].Mode == v1alpha1.ModeNodeLocal {
-			localNames = append(localNames, n)
+			local = append(local, n)
 		} else {
-			optNames = append(optNames, n)
+			c.opt = append(c.opt, n)
 		}
 	}
-	common := []admissionregistrationv1.Variable{
-		{Name: "labels", Expression: `namespaceObject.metadata.?labels.orValue({})`},
-		{Name: "profile", Expression: profileExpr},
-		{Name: "audited", Expression: auditExpression(pol)},
-		{Name: "containers", Expression: `object.spec.?initContainers.orValue([]).map(c, {'name': c.name, 'image': c.image}) + object.spec.containers.map(c, {'name': c.name, 'image': c.image})`},
-		{Name: "musl", Expression: `variables.containers.filter(c, ` + muslExpr(`c['image']`) + `)`},
-		{Name: "muslSkip", Expression: fmt.Sprintf(`size(variables.musl) > 0 && variables.profile in %s`, celStrings(muslProfiles(pol, names, func(p *policy.Profile) bool { return p.Musl == v1alpha1.MuslSkip })))},
-		{Name: "want", Expression: wantExpression(pol, names)},
-		{Name: "have", Expression: `object.spec.?dnsConfig.?options.orValue([])`},
-		{Name: "missing", Expression: `variables.want.filter(w, !variables.have.exists(h, h.name == w.name))`},
-		{Name: "annotate", Expression: `object.metadata.?annotations[?'` + policy.ProfileLabel + `'].orValue('') != variables.profile`},
+	switch {
+	case len(local) == 0:
+	case pol.ClusterDNS.IsValid():
+		c.local, c.dns = local, strconv.Quote(pol.ClusterDNS.String())
+	case !o.NoParams:
+		c.local, c.dns, c.param = local, `string(params.spec.clusterIP)`, true
 	}
-	defer func() {
-		if err == nil {
-			out.Audit, out.AuditBinding = auditPolicy(pol, o, common, optNames, localNames)
-		}
-	}()
-	if pol.Enforcement == v1alpha1.Audit {
-		return out, nil // a cluster-wide dry run mutates nothing
+	out := &Objects{}
+	if pol.Enforcement != v1alpha1.Audit && len(c.opt)+len(c.local) > 0 {
+		out.Mutating, out.MutatingBinding = c.mutating()
 	}
-	if len(optNames) > 0 {
-		vars := append(slices.Clone(common), admissionregistrationv1.Variable{
-			Name: "active", Expression: fmt.Sprintf(`!variables.audited && !variables.muslSkip && variables.profile in %s && size(variables.missing) > 0`, celStrings(optNames)),
-		})
-		out.Policies = append(out.Policies, mutatingPolicy(OptionsName, vars, optionsPatch, nil))
-		out.Bindings = append(out.Bindings, binding(OptionsName, pol, o, nil))
-	}
-	if len(localNames) > 0 && (pol.ClusterDNS.IsValid() || !o.NoParams) {
-		dns := `string(params.spec.clusterIP)`
-		var param *admissionregistrationv1.ParamKind
-		var ref *admissionregistrationv1.ParamRef
-		if pol.ClusterDNS.IsValid() {
-			dns = strconv.Quote(pol.ClusterDNS.String())
-		} else {
-			param = &admissionregistrationv1.ParamKind{APIVersion: "v1", Kind: "Service"}
-			allow := admissionregistrationv1.AllowAction // kube-dns missing: nodelocal skips, as the webhook does
-			ref = &admissionregistrationv1.ParamRef{Namespace: o.KubeDNSNamespace, Name: o.KubeDNSName, ParameterNotFoundAction: &allow}
-		}
-		vars := append(slices.Clone(common), nodeLocalVariables(pol, dns)...)
-		vars = append(vars,
-			admissionregistrationv1.Variable{Name: "withinLimits", Expression: fmt.Sprintf(`size(variables.servers) <= %d && size(variables.searches) <= %d && variables.searches.join(' ').size() <= %d`, policy.MaxNameservers, policy.MaxSearches, policy.MaxSearchListChars)},
-			admissionregistrationv1.Variable{Name: "active", Expression: fmt.Sprintf(`!variables.audited && !variables.muslSkip && variables.profile in %s && variables.withinLimits`, celStrings(localNames))},
-		)
-		out.Policies = append(out.Policies, mutatingPolicy(NodeLocalName, vars, nodeLocalPatch, param))
-		out.Bindings = append(out.Bindings, binding(NodeLocalName, pol, o, ref))
-	}
+	c.validating(out)
 	return out, nil
 }
 
-// nodeLocalVariables are the nameservers and searches a nodelocal pod gets:
-// the node-local cache and dns (a CEL string expression) first, then the
-// pod's own; the namespace's cluster searches first, then the pod's own;
-// each without repeats, as policy.Decide merges them.
-func nodeLocalVariables(pol *policy.Policy, dns string) []admissionregistrationv1.Variable {
-	return []admissionregistrationv1.Variable{
-		{Name: "front", Expression: fmt.Sprintf(`[%s, %s]`, strconv.Quote(pol.NodeLocalDNS.String()), dns)},
-		{Name: "servers", Expression: `variables.front + object.spec.?dnsConfig.?nameservers.orValue([]).filter(s, !(s in variables.front)).distinct()`},
-		{Name: "searchFront", Expression: fmt.Sprintf(`[namespaceObject.metadata.name + '.svc.%[1]s', 'svc.%[1]s', '%[1]s']`, pol.ClusterDomain)},
-		{Name: "searches", Expression: `variables.searchFront + object.spec.?dnsConfig.?searches.orValue([]).filter(s, !(s in variables.searchFront)).distinct()`},
+// mutating is the one MutatingAdmissionPolicy and its binding.
+func (c *compiler) mutating() (*admissionregistrationv1.MutatingAdmissionPolicy, *admissionregistrationv1.MutatingAdmissionPolicyBinding) {
+	vars := []admissionregistrationv1.Variable{
+		{Name: "labels", Expression: `namespaceObject.metadata.?labels.orValue({})`},
+		{Name: "profile", Expression: c.profile},
+		{Name: "musl", Expression: `object.spec.containers.exists(c, ` + muslExpr(`c.image`) + `) || object.spec.?initContainers.orValue([]).exists(c, ` + muslExpr(`c.image`) + `)`},
+		{Name: "want", Expression: c.wantExpression(`variables.musl`)},
+		{Name: "have", Expression: `object.spec.?dnsConfig.?options.orValue([])`},
+		{Name: "missing", Expression: `variables.want.filter(w, !variables.have.exists(h, h.name == w['name']))`},
+		{Name: "annotate", Expression: `object.metadata.?annotations[?'` + policy.ProfileLabel + `'].orValue('') != variables.profile`},
 	}
-}
-
-// optionsPatch appends the missing options (the pod's own win) and sets the
-// profile annotation. No JSONPatch value is a list of Objects:
-// kube-apiserver 1.36.0 to 1.36.4 panic converting one
-// (kubernetes/kubernetes#142181), failing the create whatever the failure
-// policy says. A pod with a dnsConfig but no options gets an empty list
-// first, then each option on its own; an Object holding a list of Objects
-// (a new dnsConfig) converts fine there.
-const optionsPatch = `!variables.active ? [] :
-  (!has(object.spec.dnsConfig) ?
-    [JSONPatch{op: "add", path: "/spec/dnsConfig", value: Object.spec.dnsConfig{options: variables.missing.map(o, o.value == '' ? Object.spec.dnsConfig.options{name: o.name} : Object.spec.dnsConfig.options{name: o.name, value: o.value})}}] :
-    (!has(object.spec.dnsConfig.options) ? [JSONPatch{op: "add", path: "/spec/dnsConfig/options", value: []}] : []) +
-    variables.missing.map(o, JSONPatch{op: "add", path: "/spec/dnsConfig/options/-", value: o.value == '' ? Object.spec.dnsConfig.options{name: o.name} : Object.spec.dnsConfig.options{name: o.name, value: o.value}})
-  ) + ` + annotationPatch
-
-// nodeLocalPatch sets dnsPolicy None, the node-local cache and cluster DNS
-// first, the namespace's searches, and the options.
-const nodeLocalPatch = `!variables.active ? [] :
-  [
-    JSONPatch{op: "add", path: "/spec/dnsPolicy", value: "None"},
-    JSONPatch{op: "add", path: "/spec/dnsConfig", value: Object.spec.dnsConfig{
-      nameservers: variables.servers,
-      searches: variables.searches,
-      options: object.spec.?dnsConfig.?options.orValue([]).map(h, has(h.value) ? Object.spec.dnsConfig.options{name: h.name, value: h.value} : Object.spec.dnsConfig.options{name: h.name}) +
-        variables.missing.map(o, o.value == '' ? Object.spec.dnsConfig.options{name: o.name} : Object.spec.dnsConfig.options{name: o.name, value: o.value})
-    }}
-  ] + ` + annotationPatch
-
-const annotationPatch = `(!variables.annotate ? [] :
-    !has(object.metadata.annotations) ?
-      [JSONPatch{op: "add", path: "/metadata/annotations", value: {"` + policy.ProfileLabel + `": variables.profile}}] :
-      [JSONPatch{op: "add", path: "/metadata/annotations/` + "dnstune.io~1profile" + `", value: variables.profile}])`
-
-// auditPolicy is the ValidatingAdmissionPolicy that says, in audit
-// namespaces (and under audit rules or a cluster-wide audit), what the
-// webhook would change, in the webhook's words.
-func auditPolicy(pol *policy.Policy, o Options, common []admissionregistrationv1.Variable, optNames, localNames []string) (*admissionregistrationv1.ValidatingAdmissionPolicy, *admissionregistrationv1.ValidatingAdmissionPolicyBinding) {
-	vars := slices.Clone(common)
-	audited := "variables.audited"
-	if pol.Enforcement == v1alpha1.Audit {
-		audited = "true"
+	// Who is left alone whatever the mode: a namespace a rule audits, a
+	// musl pod under musl: skip.
+	var leftAlone []string
+	if c.auditRules != "" {
+		vars = append(vars, admissionregistrationv1.Variable{Name: "audited", Expression: c.auditRules})
+		leftAlone = append(leftAlone, "variables.audited")
 	}
-	known := optNames
-	words := `variables.missing.map(o, o.value == '' ? o.name : o.name + ':' + o.value).join(' ')`
-	msg := `'dnstune audit: would apply profile ' + variables.profile + ' (options): add options ' + ` + words
-	if pol.ClusterDNS.IsValid() && len(localNames) > 0 {
-		known = append(slices.Clone(optNames), localNames...)
-		vars = append(vars, nodeLocalVariables(pol, strconv.Quote(pol.ClusterDNS.String()))...)
-		msg = fmt.Sprintf(`variables.profile in %s ?
-  'dnstune audit: would apply profile ' + variables.profile + ' (nodelocal): dnsPolicy ' + object.spec.?dnsPolicy.orValue('ClusterFirst') + ' -> None; nameservers ' + variables.servers.join(',') + '; searches ' + variables.searches.join(',') + (size(variables.missing) > 0 ? '; add options ' + %s : '') :
-  %s`, celStrings(localNames), words, msg)
+	if skip := c.profilesWhere(c.names, func(p *policy.Profile) bool { return p.Musl == v1alpha1.MuslSkip }); len(skip) > 0 {
+		leftAlone = append(leftAlone, fmt.Sprintf("(variables.profile in %s && variables.musl)", celStrings(skip)))
 	}
-	local := "false"
-	if len(known) > len(optNames) {
-		local = fmt.Sprintf(`(variables.profile in %s && size(variables.servers) <= %d && size(variables.searches) <= %d && variables.searches.join(' ').size() <= %d)`,
-			celStrings(localNames), policy.MaxNameservers, policy.MaxSearches, policy.MaxSearchListChars)
+	guard := func(skip string) string {
+		return strings.Join(append(slices.Clone(leftAlone), skip), " || ")
 	}
-	vars = append(vars, admissionregistrationv1.Variable{Name: "wouldChange", Expression: fmt.Sprintf(
-		`%s && !variables.muslSkip && ((variables.profile in %s && size(variables.missing) > 0) || %s)`, audited, celStrings(optNames), local)})
-	// The webhook's over-the-limits skip (policy.ReasonOverLimits), in
-	// enforced and audit namespaces: the first limit passed, as checkLimits
-	// says it. Enforced pods are seen unchanged (the mutating policy left
-	// them alone for the same reason).
-	limitsCheck := []admissionregistrationv1.Validation{}
-	if len(known) > len(optNames) {
-		on := fmt.Sprintf(`variables.profile in %s && !variables.muslSkip`, celStrings(localNames))
-		n, s, c := `size(variables.servers)`, `size(variables.searches)`, `variables.searches.join(' ').size()`
-		limitsCheck = []admissionregistrationv1.Validation{
-			{Expression: fmt.Sprintf(`!(%s && %s > %d)`, on, n, policy.MaxNameservers),
-				MessageExpression: fmt.Sprintf(`'dnstune: nameservers would number ' + string(%s) + ', over the limit of %d; pod left unchanged'`, n, policy.MaxNameservers)},
-			{Expression: fmt.Sprintf(`!(%s && %s <= %d && %s > %d)`, on, n, policy.MaxNameservers, s, policy.MaxSearches),
-				MessageExpression: fmt.Sprintf(`'dnstune: searches would number ' + string(%s) + ', over the limit of %d; pod left unchanged'`, s, policy.MaxSearches)},
-			{Expression: fmt.Sprintf(`!(%s && %s <= %d && %s <= %d && %s > %d)`, on, n, policy.MaxNameservers, s, policy.MaxSearches, c, policy.MaxSearchListChars),
-				MessageExpression: fmt.Sprintf(`'dnstune: the search list would be ' + string(%s) + ' characters, over the limit of %d; pod left unchanged'`, c, policy.MaxSearchListChars)},
-		}
+	patch := "[]"
+	if len(c.local) > 0 {
+		vars = append(vars, c.nodeLocalVariables()...)
+		vars = append(vars, admissionregistrationv1.Variable{Name: "withinLimits", Expression: limitsExpression})
+		patch = fmt.Sprintf("variables.profile in %s ? (%s ? [] : %s) : []", celStrings(c.local), guard("!variables.withinLimits"), nodeLocalPatch)
 	}
-	// The musl warning (policy.LooksMusl), for options profiles that add
-	// single-request-reopen: exact in audit namespaces (nothing mutated);
-	// in enforced ones the pod is seen after mutation, so "dnstune changed
-	// this pod" (its profile annotation) stands for "the pod did not set
-	// single-request-reopen itself".
-	var srr []string
-	for _, n := range optNames {
-		if pol.Profiles[n].Options.SingleRequestReopen {
-			srr = append(srr, n)
-		}
+	if len(c.opt) > 0 {
+		patch = fmt.Sprintf("variables.profile in %s ? (%s ? [] : %s) :\n%s", celStrings(c.opt), guard("size(variables.missing) == 0"), optionsPatch, patch)
 	}
-	// The ndots-kept warning: the same "changed" test, for profiles whose
-	// musl: keepNdots changes ndots for musl pods.
-	keep := muslProfiles(pol, known, func(p *policy.Profile) bool { return p.KeepsNdotsFor() })
-	changed := fmt.Sprintf(`((%s && variables.wouldChange) || (!(%s) && object.metadata.?annotations[?'%s'].orValue('') == variables.profile))`, audited, audited, policy.ProfileLabel)
-	vars = append(vars,
-		admissionregistrationv1.Variable{Name: "warnMusl", Expression: fmt.Sprintf(
-			`variables.profile in %s && size(variables.musl) > 0 && !variables.muslSkip && ((%s && variables.missing.exists(o, o.name == 'single-request-reopen')) || (!(%s) && object.metadata.?annotations[?'%s'].orValue('') == variables.profile))`,
-			celStrings(srr), audited, audited, policy.ProfileLabel)},
-		// The pod's own ndots (policy.muslNdotsWarning): options mode never
-		// adds ndots to a musl pod under keepNdots, so after mutation too
-		// an ndots option is the pod's own.
-		admissionregistrationv1.Variable{Name: "podNdots", Expression: `object.spec.?dnsConfig.?options.orValue([]).filter(o, o.name == 'ndots').map(o, o.?value.orValue(''))`},
-		admissionregistrationv1.Variable{Name: "warnNdotsKept", Expression: fmt.Sprintf(
-			`variables.profile in %s && size(variables.musl) > 0 && %s && size(variables.podNdots) == 0`, celStrings(keep), changed)},
-		admissionregistrationv1.Variable{Name: "warnOwnNdots", Expression: fmt.Sprintf(
-			`variables.profile in %s && size(variables.musl) > 0 && %s && size(variables.podNdots) > 0 && variables.podNdots[0].matches('^[0-9]{1,9}$') && int(variables.podNdots[0]) < %d`,
-			celStrings(keep), changed, v1alpha1.KubeletNdots)},
-	)
-	var profNdots []string
-	for _, n := range keep {
-		profNdots = append(profNdots, fmt.Sprintf("'%s': '%d'", n, *pol.Profiles[n].Options.Ndots))
+	var param *admissionregistrationv1.ParamKind
+	var ref *admissionregistrationv1.ParamRef
+	if c.param {
+		param = &admissionregistrationv1.ParamKind{APIVersion: "v1", Kind: "Service"}
+		// kube-dns missing: the policy is skipped, pods are admitted unchanged.
+		allow := admissionregistrationv1.AllowAction
+		ref = &admissionregistrationv1.ParamRef{Namespace: c.o.KubeDNSNamespace, Name: c.o.KubeDNSName, ParameterNotFoundAction: &allow}
 	}
-	ndotsOf := "{" + strings.Join(profNdots, ", ") + "}[variables.profile]"
-	ignore := admissionregistrationv1.Ignore
-	vap := &admissionregistrationv1.ValidatingAdmissionPolicy{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Name: AuditName, Labels: map[string]string{"app.kubernetes.io/managed-by": "dnstune"}},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
-			MatchConstraints: mutatingPolicy("x", nil, "", nil).Spec.MatchConstraints,
-			MatchConditions:  matchConditions(),
-			Variables:        vars,
-			Validations: append([]admissionregistrationv1.Validation{
-				// The webhook's unknown-profile warning (policy.ReasonUnknownProfile),
-				// in enforced and audit namespaces alike.
-				{Expression: fmt.Sprintf("variables.profile in %s", celStrings(slices.Sorted(maps.Keys(pol.Profiles)))),
-					MessageExpression: `'dnstune: namespace ' + namespaceObject.metadata.name + ' names profile "' + variables.profile + '", which the policy does not define; pod left unchanged'`},
-				{Expression: "!variables.warnMusl", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): musl ignores single-request-reopen; use the ` + v1alpha1.NodeLocalProfileName + ` profile (node-local DNS cache) to avoid 5-second DNS stalls'`},
-				{Expression: "!variables.warnNdotsKept", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): this pod gets ndots:` + strconv.Itoa(v1alpha1.KubeletNdots) + `, not profile ' + variables.profile + '\'s ndots:' + ` + ndotsOf + ` + ', because with a lower ndots musl fails name.namespace.svc lookups (it does not fall back to the search list); profile ' + variables.profile + '\'s musl: apply gives it ndots:' + ` + ndotsOf + ` + ' anyway'`},
-				{Expression: "!variables.warnOwnNdots", MessageExpression: `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): this pod sets ndots:' + variables.podNdots[0] + ' itself, which dnstune keeps, and with it musl fails name.namespace.svc lookups (it does not fall back to the search list); remove the pod\'s ndots option or set it to ` + strconv.Itoa(v1alpha1.KubeletNdots) + `'`},
-				{Expression: "!variables.wouldChange", MessageExpression: msg},
-			}, limitsCheck...),
-			AuditAnnotations: []admissionregistrationv1.AuditAnnotation{{Key: "would-mutate",
-				ValueExpression: `variables.wouldChange ? (` + strings.ReplaceAll(msg, "'dnstune audit: would apply ", "'") + `) : ''`}},
-			FailurePolicy: &ignore,
-		},
-	}
-	b := binding(AuditName, pol, o, nil)
-	inject := b.Spec.MatchResources.NamespaceSelector
-	delete(inject.MatchLabels, policy.InjectLabel)
-	inject.MatchExpressions = append(inject.MatchExpressions, metav1.LabelSelectorRequirement{Key: policy.InjectLabel, Operator: metav1.LabelSelectorOpIn, Values: []string{policy.InjectEnabled, policy.InjectAudit}})
-	vb := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicyBinding"},
-		ObjectMeta: metav1.ObjectMeta{Name: AuditName, Labels: map[string]string{"app.kubernetes.io/managed-by": "dnstune"}},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        AuditName,
-			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Warn, admissionregistrationv1.Audit},
-			MatchResources:    b.Spec.MatchResources,
-		},
-	}
-	return vap, vb
-}
-
-func mutatingPolicy(name string, vars []admissionregistrationv1.Variable, patch string, param *admissionregistrationv1.ParamKind) *admissionregistrationv1.MutatingAdmissionPolicy {
 	ignore := admissionregistrationv1.Ignore
 	p := &admissionregistrationv1.MutatingAdmissionPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingAdmissionPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "dnstune"}},
+		ObjectMeta: managed(Name),
 		Spec: admissionregistrationv1.MutatingAdmissionPolicySpec{
-			ParamKind: param,
-			MatchConstraints: &admissionregistrationv1.MatchResources{
-				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-					Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
-				}}},
-			},
-			MatchConditions: matchConditions(),
-			Variables:       vars,
+			ParamKind:        param,
+			MatchConstraints: podCreates(),
+			MatchConditions:  matchConditions(""),
+			Variables:        vars,
 			Mutations: []admissionregistrationv1.Mutation{{
 				PatchType: admissionregistrationv1.PatchTypeJSONPatch,
 				JSONPatch: &admissionregistrationv1.JSONPatch{Expression: patch},
@@ -349,16 +232,297 @@ func mutatingPolicy(name string, vars []admissionregistrationv1.Variable, patch 
 			ReinvocationPolicy: admissionregistrationv1.NeverReinvocationPolicy,
 		},
 	}
-	return p
+	b := &admissionregistrationv1.MutatingAdmissionPolicyBinding{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingAdmissionPolicyBinding"},
+		ObjectMeta: managed(Name),
+		Spec: admissionregistrationv1.MutatingAdmissionPolicyBindingSpec{
+			PolicyName:     Name,
+			ParamRef:       ref,
+			MatchResources: c.matchResources(policy.InjectEnabled),
+		},
+	}
+	return p, b
+}
+
+// The options profiles' patch appends the missing options (the pod's own
+// win) and sets the profile annotation. No JSONPatch value is a list of
+// Objects: kube-apiserver 1.36.0 to 1.36.4 panic converting one
+// (kubernetes/kubernetes#142181), failing the create whatever the failure
+// policy says. A pod with a dnsConfig but no options gets an empty list
+// first, then each option on its own; an Object holding a list of Objects
+// (a new dnsConfig) converts fine there.
+const (
+	option       = `(o['value'] == '' ? Object.spec.dnsConfig.options{name: o['name']} : Object.spec.dnsConfig.options{name: o['name'], value: o['value']})`
+	optionsPatch = `(!has(object.spec.dnsConfig) ?
+    [JSONPatch{op: "add", path: "/spec/dnsConfig", value: Object.spec.dnsConfig{options: variables.missing.map(o, ` + option + `)}}] :
+    (!has(object.spec.dnsConfig.options) ? [JSONPatch{op: "add", path: "/spec/dnsConfig/options", value: []}] : []) +
+    variables.missing.map(o, JSONPatch{op: "add", path: "/spec/dnsConfig/options/-", value: ` + option + `})
+  ) + ` + annotationPatch
+
+	// nodeLocalPatch sets dnsPolicy None, the node-local cache and cluster
+	// DNS first, the namespace's searches, and the options.
+	nodeLocalPatch = `[
+    JSONPatch{op: "add", path: "/spec/dnsPolicy", value: "None"},
+    JSONPatch{op: "add", path: "/spec/dnsConfig", value: Object.spec.dnsConfig{
+      nameservers: variables.servers,
+      searches: variables.searches,
+      options: variables.have.map(h, has(h.value) ? Object.spec.dnsConfig.options{name: h.name, value: h.value} : Object.spec.dnsConfig.options{name: h.name}) +
+        variables.missing.map(o, ` + option + `)
+    }}
+  ] + ` + annotationPatch
+
+	annotationPatch = `(!variables.annotate ? [] :
+    !has(object.metadata.annotations) ?
+      [JSONPatch{op: "add", path: "/metadata/annotations", value: {"` + policy.ProfileLabel + `": variables.profile}}] :
+      [JSONPatch{op: "add", path: "/metadata/annotations/` + "dnstune.io~1profile" + `", value: variables.profile}])`
+)
+
+// limitsExpression: the nodelocal result stays within kube-apiserver's
+// limits (policy.checkLimits).
+var limitsExpression = fmt.Sprintf(`size(variables.servers) <= %d && size(variables.searches) <= %d && variables.searches.join(' ').size() <= %d`,
+	policy.MaxNameservers, policy.MaxSearches, policy.MaxSearchListChars)
+
+// nodeLocalVariables are the nameservers and searches a nodelocal pod gets:
+// the node-local cache and the cluster DNS first, then the pod's own; the
+// namespace's cluster searches first, then the pod's own; each without
+// repeats, as policy.Decide merges them.
+func (c *compiler) nodeLocalVariables() []admissionregistrationv1.Variable {
+	return []admissionregistrationv1.Variable{
+		{Name: "front", Expression: fmt.Sprintf(`[%s, %s]`, strconv.Quote(c.pol.NodeLocalDNS.String()), c.dns)},
+		{Name: "servers", Expression: `variables.front + object.spec.?dnsConfig.?nameservers.orValue([]).filter(s, !(s in variables.front)).distinct()`},
+		{Name: "searchFront", Expression: fmt.Sprintf(`[namespaceObject.metadata.name + '.svc.%[1]s', 'svc.%[1]s', '%[1]s']`, c.pol.ClusterDomain)},
+		{Name: "searches", Expression: `variables.searchFront + object.spec.?dnsConfig.?searches.orValue([]).filter(s, !(s in variables.searchFront)).distinct()`},
+	}
+}
+
+// validating adds the warning and audit policies and their bindings.
+func (c *compiler) validating(out *Objects) {
+	// Nodelocal warnings need the cluster DNS address compiled in: a
+	// validating policy reading kube-dns would skip everything without it.
+	local := c.local
+	if c.param {
+		local = nil
+	}
+	add := func(p *admissionregistrationv1.ValidatingAdmissionPolicy, bindings ...*admissionregistrationv1.ValidatingAdmissionPolicyBinding) {
+		out.Validating = append(out.Validating, p)
+		out.ValidatingBindings = append(out.ValidatingBindings, bindings...)
+	}
+	if c.pol.Enforcement == v1alpha1.Audit {
+		add(c.validatingPolicy(AuditName, "true", local), c.validatingBinding(AuditName, AuditName, policy.InjectEnabled, policy.InjectAudit))
+		return
+	}
+	if c.auditRules != "" {
+		// Audited namespaces are the rules' say: bind everywhere.
+		add(c.validatingPolicy(AuditName, "variables.audited", local), c.validatingBinding(AuditName, AuditName, policy.InjectEnabled, policy.InjectAudit))
+		return
+	}
+	unknown := c.validatingBinding(UnknownProfileName, AuditName, policy.InjectEnabled)
+	sel := unknown.Spec.MatchResources.NamespaceSelector
+	sel.MatchExpressions = append(sel.MatchExpressions,
+		metav1.LabelSelectorRequirement{Key: policy.ProfileLabel, Operator: metav1.LabelSelectorOpExists},
+		metav1.LabelSelectorRequirement{Key: policy.ProfileLabel, Operator: metav1.LabelSelectorOpNotIn, Values: slices.Clone(c.names)})
+	add(c.validatingPolicy(AuditName, "true", local), c.validatingBinding(AuditName, AuditName, policy.InjectAudit), unknown)
+	if w := c.validatingPolicy(WarningsName, "false", local); w != nil {
+		add(w, c.validatingBinding(WarningsName, WarningsName, policy.InjectEnabled))
+	}
+}
+
+// validatingPolicy is a ValidatingAdmissionPolicy giving the webhook's
+// warnings in its words. audited is a CEL bool expression: "true" for audit
+// namespaces, "false" for enforced ones (warningsName's, which also gets
+// the could-warn match condition and no audit), or variables.audited.
+// local are the nodelocal profiles it judges. It is nil when an enforced
+// namespace's pod can get no warning.
+func (c *compiler) validatingPolicy(name, audited string, local []string) *admissionregistrationv1.ValidatingAdmissionPolicy {
+	pol := c.pol
+	enforcedOnly := audited == "false"
+	known := append(slices.Clone(c.opt), local...)
+	var srr []string // options profiles that add single-request-reopen
+	for _, n := range c.opt {
+		if pol.Profiles[n].Options.SingleRequestReopen {
+			srr = append(srr, n)
+		}
+	}
+	// The ndots warnings are for profiles whose musl: keepNdots changes
+	// ndots for musl pods.
+	keep := c.profilesWhere(known, func(p *policy.Profile) bool { return p.KeepsNdotsFor() })
+	keepLocal := c.profilesWhere(local, func(p *policy.Profile) bool { return p.KeepsNdotsFor() })
+	var couldWarn []string
+	if len(srr)+len(keep) > 0 {
+		couldWarn = append(couldWarn, `object.spec.containers.exists(c, c.image.contains('alpine')) || object.spec.?initContainers.orValue([]).exists(c, c.image.contains('alpine'))`)
+	}
+	if len(local) > 0 {
+		// A pod dnstune made nodelocal is within the limits by construction.
+		couldWarn = append(couldWarn, `object.spec.?dnsPolicy.orValue('') != 'None' && (object.spec.?dnsConfig.?nameservers.orValue([]).size() > 0 || object.spec.?dnsConfig.?searches.orValue([]).size() > 0)`)
+	}
+	if enforcedOnly && len(couldWarn) == 0 {
+		return nil
+	}
+	vars := []admissionregistrationv1.Variable{
+		{Name: "labels", Expression: `namespaceObject.metadata.?labels.orValue({})`},
+		{Name: "profile", Expression: c.profile},
+	}
+	if audited == "variables.audited" {
+		vars = append(vars, admissionregistrationv1.Variable{Name: "audited", Expression: fmt.Sprintf("variables.labels[?'%s'].orValue('') == '%s' || %s", policy.InjectLabel, policy.InjectAudit, c.auditRules)})
+	}
+	vars = append(vars,
+		admissionregistrationv1.Variable{Name: "containers", Expression: `object.spec.?initContainers.orValue([]).map(c, {'name': c.name, 'image': c.image}) + object.spec.containers.map(c, {'name': c.name, 'image': c.image})`},
+		admissionregistrationv1.Variable{Name: "musl", Expression: `variables.containers.filter(c, ` + muslExpr(`c['image']`) + `)`},
+		admissionregistrationv1.Variable{Name: "muslSkip", Expression: fmt.Sprintf(`size(variables.musl) > 0 && variables.profile in %s`, celStrings(c.profilesWhere(c.names, func(p *policy.Profile) bool { return p.Musl == v1alpha1.MuslSkip })))},
+		admissionregistrationv1.Variable{Name: "want", Expression: c.wantExpression(`size(variables.musl) > 0`)},
+		admissionregistrationv1.Variable{Name: "have", Expression: `object.spec.?dnsConfig.?options.orValue([])`},
+		admissionregistrationv1.Variable{Name: "missing", Expression: `variables.want.filter(w, !variables.have.exists(h, h.name == w['name']))`},
+	)
+	if len(local) > 0 {
+		vars = append(vars, c.nodeLocalVariables()...)
+	}
+	words := `variables.missing.map(o, o['value'] == '' ? o['name'] : o['name'] + ':' + o['value']).join(' ')`
+	msg := `'dnstune audit: would apply profile ' + variables.profile + ' (options): add options ' + ` + words
+	wouldLocal := "false"
+	if len(local) > 0 {
+		msg = fmt.Sprintf(`variables.profile in %s ?
+  'dnstune audit: would apply profile ' + variables.profile + ' (nodelocal): dnsPolicy ' + object.spec.?dnsPolicy.orValue('ClusterFirst') + ' -> None; nameservers ' + variables.servers.join(',') + '; searches ' + variables.searches.join(',') + (size(variables.missing) > 0 ? '; add options ' + %s : '') :
+  %s`, celStrings(local), words, msg)
+		wouldLocal = fmt.Sprintf(`(variables.profile in %s && %s)`, celStrings(local), limitsExpression)
+	}
+	// A pod dnstune made nodelocal (enforced namespaces only: the match
+	// conditions let it through) would not change again.
+	vars = append(vars, admissionregistrationv1.Variable{Name: "wouldChange", Expression: fmt.Sprintf(
+		`%s && object.spec.?dnsPolicy.orValue('') != 'None' && !variables.muslSkip && ((variables.profile in %s && size(variables.missing) > 0) || %s)`, audited, celStrings(c.opt), wouldLocal)})
+	// "dnstune changed this pod": exact where it is audited (nothing was
+	// mutated: it would change); in enforced namespaces the pod is seen
+	// after mutation, and the profile annotation stands for it.
+	changed := fmt.Sprintf(`((%[1]s && variables.wouldChange) || (!(%[1]s) && object.metadata.?annotations[?'%[2]s'].orValue('') == variables.profile))`, audited, policy.ProfileLabel)
+	if audited == "true" {
+		changed = "variables.wouldChange"
+	}
+	if enforcedOnly {
+		changed = fmt.Sprintf(`object.metadata.?annotations[?'%s'].orValue('') == variables.profile`, policy.ProfileLabel)
+	}
+	// The pod's own ndots (policy.muslNdotsWarning). Under keepNdots an
+	// options profile never adds ndots to a musl pod, so after mutation too
+	// an ndots option is the pod's own; a nodelocal one adds ndots:5, which
+	// after mutation can't be told from a pod's own ndots:5 (counted as
+	// dnstune's: the pod gets the "gets ndots:5" warning).
+	noOwnNdots := `size(variables.podNdots) == 0`
+	if len(keepLocal) > 0 && audited != "true" {
+		noOwnNdots = fmt.Sprintf(`(size(variables.podNdots) == 0 || (!(%s) && variables.profile in %s && variables.podNdots[0] == '%d'))`, audited, celStrings(keepLocal), v1alpha1.KubeletNdots)
+	}
+	vars = append(vars,
+		admissionregistrationv1.Variable{Name: "warnMusl", Expression: fmt.Sprintf(
+			`variables.profile in %s && size(variables.musl) > 0 && !variables.muslSkip && ((%s && variables.missing.exists(o, o['name'] == 'single-request-reopen')) || (!(%s) && object.metadata.?annotations[?'%s'].orValue('') == variables.profile))`,
+			celStrings(srr), audited, audited, policy.ProfileLabel)},
+		admissionregistrationv1.Variable{Name: "podNdots", Expression: `variables.have.filter(o, o.name == 'ndots').map(o, o.?value.orValue(''))`},
+		admissionregistrationv1.Variable{Name: "warnNdotsKept", Expression: fmt.Sprintf(
+			`variables.profile in %s && size(variables.musl) > 0 && %s && %s`, celStrings(keep), changed, noOwnNdots)},
+		admissionregistrationv1.Variable{Name: "warnOwnNdots", Expression: fmt.Sprintf(
+			`variables.profile in %s && size(variables.musl) > 0 && %s && size(variables.podNdots) > 0 && variables.podNdots[0].matches('^[0-9]{1,9}$') && int(variables.podNdots[0]) < %d`,
+			celStrings(keep), changed, v1alpha1.KubeletNdots)},
+	)
+	var profNdots []string
+	for _, n := range keep {
+		profNdots = append(profNdots, fmt.Sprintf("'%s': '%d'", n, *pol.Profiles[n].Options.Ndots))
+	}
+	ndotsOf := "{" + strings.Join(profNdots, ", ") + "}[variables.profile]"
+	musl := `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): `
+	var validations []admissionregistrationv1.Validation
+	if !enforcedOnly {
+		// The webhook's unknown-profile warning (policy.ReasonUnknownProfile).
+		validations = append(validations, admissionregistrationv1.Validation{Expression: fmt.Sprintf("variables.profile in %s", celStrings(c.names)),
+			MessageExpression: `'dnstune: namespace ' + namespaceObject.metadata.name + ' names profile "' + variables.profile + '", which the policy does not define; pod left unchanged'`})
+	}
+	validations = append(validations,
+		admissionregistrationv1.Validation{Expression: "!variables.warnMusl", MessageExpression: musl + `musl ignores single-request-reopen; use the ` + v1alpha1.NodeLocalProfileName + ` profile (node-local DNS cache) to avoid 5-second DNS stalls'`},
+		admissionregistrationv1.Validation{Expression: "!variables.warnNdotsKept", MessageExpression: musl + `this pod gets ndots:` + strconv.Itoa(v1alpha1.KubeletNdots) + `, not profile ' + variables.profile + '\'s ndots:' + ` + ndotsOf + ` + ', because with a lower ndots musl fails name.namespace.svc lookups (it does not fall back to the search list); profile ' + variables.profile + '\'s musl: apply gives it ndots:' + ` + ndotsOf + ` + ' anyway'`},
+		admissionregistrationv1.Validation{Expression: "!variables.warnOwnNdots", MessageExpression: musl + `this pod sets ndots:' + variables.podNdots[0] + ' itself, which dnstune keeps, and with it musl fails name.namespace.svc lookups (it does not fall back to the search list); remove the pod\'s ndots option or set it to ` + strconv.Itoa(v1alpha1.KubeletNdots) + `'`},
+	)
+	if !enforcedOnly {
+		validations = append(validations, admissionregistrationv1.Validation{Expression: "!variables.wouldChange", MessageExpression: msg})
+	}
+	if len(local) > 0 {
+		// The webhook's over-the-limits skip (policy.ReasonOverLimits): the
+		// first limit passed, as checkLimits says it. Enforced pods are seen
+		// unchanged (the mutating policy left them alone for the same reason).
+		on := fmt.Sprintf(`variables.profile in %s && !variables.muslSkip`, celStrings(local))
+		n, s, ch := `size(variables.servers)`, `size(variables.searches)`, `variables.searches.join(' ').size()`
+		validations = append(validations,
+			admissionregistrationv1.Validation{Expression: fmt.Sprintf(`!(%s && %s > %d)`, on, n, policy.MaxNameservers),
+				MessageExpression: fmt.Sprintf(`'dnstune: nameservers would number ' + string(%s) + ', over the limit of %d; pod left unchanged'`, n, policy.MaxNameservers)},
+			admissionregistrationv1.Validation{Expression: fmt.Sprintf(`!(%s && %s <= %d && %s > %d)`, on, n, policy.MaxNameservers, s, policy.MaxSearches),
+				MessageExpression: fmt.Sprintf(`'dnstune: searches would number ' + string(%s) + ', over the limit of %d; pod left unchanged'`, s, policy.MaxSearches)},
+			admissionregistrationv1.Validation{Expression: fmt.Sprintf(`!(%s && %s <= %d && %s <= %d && %s > %d)`, on, n, policy.MaxNameservers, s, policy.MaxSearches, ch, policy.MaxSearchListChars),
+				MessageExpression: fmt.Sprintf(`'dnstune: the search list would be ' + string(%s) + ' characters, over the limit of %d; pod left unchanged'`, ch, policy.MaxSearchListChars)},
+		)
+	}
+	// Where a pod can have been made nodelocal by the mutating policy, the
+	// match conditions let it through (as dnsPolicy None), for its warnings.
+	madeNodeLocal := ""
+	if len(local) > 0 && audited != "true" {
+		madeNodeLocal = fmt.Sprintf(`(object.spec.?dnsPolicy.orValue('') == 'None' && object.metadata.?annotations[?'%s'].hasValue() && object.spec.?dnsConfig.?nameservers.orValue([]).size() > 0 && object.spec.dnsConfig.nameservers[0] == %s)`,
+			policy.ProfileLabel, strconv.Quote(pol.NodeLocalDNS.String()))
+	}
+	conds := matchConditions(madeNodeLocal)
+	if enforcedOnly {
+		conds = append(conds, admissionregistrationv1.MatchCondition{Name: "could-warn", Expression: strings.Join(couldWarn, " || ")})
+	}
+	ignore := admissionregistrationv1.Ignore
+	vap := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicy"},
+		ObjectMeta: managed(name),
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			MatchConstraints: podCreates(),
+			MatchConditions:  conds,
+			Variables:        vars,
+			Validations:      validations,
+			FailurePolicy:    &ignore,
+		},
+	}
+	if !enforcedOnly {
+		vap.Spec.AuditAnnotations = []admissionregistrationv1.AuditAnnotation{{Key: "would-mutate",
+			ValueExpression: `variables.wouldChange ? (` + strings.ReplaceAll(msg, "'dnstune audit: would apply ", "'") + `) : ''`}}
+	}
+	return vap
+}
+
+// validatingBinding binds policyName (Warn and Audit) to the opted-in
+// namespaces whose inject label is one of inject.
+func (c *compiler) validatingBinding(name, policyName string, inject ...string) *admissionregistrationv1.ValidatingAdmissionPolicyBinding {
+	return &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicyBinding"},
+		ObjectMeta: managed(name),
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policyName,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Warn, admissionregistrationv1.Audit},
+			MatchResources:    c.matchResources(inject...),
+		},
+	}
+}
+
+func managed(name string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "dnstune"}}
+}
+
+func podCreates() *admissionregistrationv1.MatchResources {
+	return &admissionregistrationv1.MatchResources{
+		ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+			Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+			Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+		}}},
+	}
 }
 
 // matchConditions are the webhook configuration's (pods that use the
 // cluster DNS: policy.UsesClusterDNS) and the Windows skip
-// (policy.RunsOnWindows).
-func matchConditions() []admissionregistrationv1.MatchCondition {
+// (policy.RunsOnWindows). alsoNone, when set, is a CEL condition under
+// which a pod with dnsPolicy None still matches.
+func matchConditions(alsoNone string) []admissionregistrationv1.MatchCondition {
+	owned := `!(object.spec.?dnsPolicy.orValue('ClusterFirst') in ['Default', 'None'])`
+	if alsoNone != "" {
+		owned += " || " + alsoNone
+	}
 	return []admissionregistrationv1.MatchCondition{
 		{Name: "cluster-dns-in-use", Expression: `!object.spec.?hostNetwork.orValue(false) || object.spec.?dnsPolicy.orValue('') == 'ClusterFirstWithHostNet'`},
-		{Name: "dns-policy-not-owned", Expression: `!(object.spec.?dnsPolicy.orValue('ClusterFirst') in ['Default', 'None'])`},
+		{Name: "dns-policy-not-owned", Expression: owned},
 		{Name: "not-windows", Expression: `!(
   object.spec.?os.?name.orValue('') == 'windows' ||
   object.spec.?nodeSelector[?'` + policy.OSLabel + `'].orValue('') == 'windows' ||
@@ -368,30 +532,25 @@ func matchConditions() []admissionregistrationv1.MatchCondition {
 	}
 }
 
-func binding(name string, pol *policy.Policy, o Options, ref *admissionregistrationv1.ParamRef) *admissionregistrationv1.MutatingAdmissionPolicyBinding {
-	nsSel := &metav1.LabelSelector{
-		MatchLabels: map[string]string{policy.InjectLabel: policy.InjectEnabled},
+// matchResources selects the namespaces whose inject label is one of
+// inject, not excluded, and the pods neither opted out nor DNS servers.
+func (c *compiler) matchResources(inject ...string) *admissionregistrationv1.MatchResources {
+	nsSel := &metav1.LabelSelector{MatchLabels: map[string]string{}}
+	if len(inject) == 1 {
+		nsSel.MatchLabels[policy.InjectLabel] = inject[0]
+	} else {
+		nsSel.MatchExpressions = append(nsSel.MatchExpressions, metav1.LabelSelectorRequirement{Key: policy.InjectLabel, Operator: metav1.LabelSelectorOpIn, Values: slices.Clone(inject)})
 	}
-	for k, v := range o.NamespaceSelector {
-		nsSel.MatchLabels[k] = v
+	maps.Copy(nsSel.MatchLabels, c.o.NamespaceSelector)
+	if len(c.pol.ExcludeNamespaces) > 0 {
+		nsSel.MatchExpressions = append(nsSel.MatchExpressions, metav1.LabelSelectorRequirement{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: slices.Clone(c.pol.ExcludeNamespaces)})
 	}
-	if len(pol.ExcludeNamespaces) > 0 {
-		nsSel.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: slices.Clone(pol.ExcludeNamespaces)}}
-	}
-	return &admissionregistrationv1.MutatingAdmissionPolicyBinding{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingAdmissionPolicyBinding"},
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "dnstune"}},
-		Spec: admissionregistrationv1.MutatingAdmissionPolicyBindingSpec{
-			PolicyName: name,
-			ParamRef:   ref,
-			MatchResources: &admissionregistrationv1.MatchResources{
-				NamespaceSelector: nsSel,
-				ObjectSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
-					{Key: policy.InjectLabel, Operator: metav1.LabelSelectorOpNotIn, Values: []string{policy.InjectDisabled}},
-					{Key: "k8s-app", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-dns", "node-local-dns"}},
-				}},
-			},
-		},
+	return &admissionregistrationv1.MatchResources{
+		NamespaceSelector: nsSel,
+		ObjectSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+			{Key: policy.InjectLabel, Operator: metav1.LabelSelectorOpNotIn, Values: []string{policy.InjectDisabled}},
+			{Key: "k8s-app", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-dns", "node-local-dns"}},
+		}},
 	}
 }
 
@@ -409,18 +568,22 @@ func profileExpression(pol *policy.Policy) (string, error) {
 	return fmt.Sprintf("'%s' in variables.labels ? variables.labels['%s'] : (%s)", policy.ProfileLabel, policy.ProfileLabel, expr), nil
 }
 
-// auditExpression: a namespace in audit (label, or a matching audit rule
-// before any other match) is not mutated.
-func auditExpression(pol *policy.Policy) string {
+// auditRulesExpression is "the first rule matching the namespace audits
+// it", or "" when no rule audits (the namespace label's audit is the
+// bindings' business).
+func auditRulesExpression(pol *policy.Policy) string {
+	if !slices.ContainsFunc(pol.Rules, func(r policy.Rule) bool { return r.Enforcement == v1alpha1.Audit }) {
+		return ""
+	}
 	expr := "false"
 	for i := len(pol.Rules) - 1; i >= 0; i-- {
 		cond, err := ruleCondition(pol.Rules[i])
 		if err != nil {
-			continue
+			continue // profileExpression has refused it
 		}
 		expr = fmt.Sprintf("(%s) ? %t : (%s)", cond, pol.Rules[i].Enforcement == v1alpha1.Audit, expr)
 	}
-	return fmt.Sprintf("variables.labels[?'%s'].orValue('') == 'audit' || (%s)", policy.InjectLabel, expr)
+	return "(" + expr + ")"
 }
 
 func ruleCondition(r policy.Rule) (string, error) {
@@ -497,11 +660,11 @@ func globRegexp(g string) (string, error) {
 	return b.String(), nil
 }
 
-// muslProfiles are the names among names whose profile satisfies f.
-func muslProfiles(pol *policy.Policy, names []string, f func(*policy.Profile) bool) []string {
+// profilesWhere are the names among names whose profile satisfies f.
+func (c *compiler) profilesWhere(names []string, f func(*policy.Profile) bool) []string {
 	var out []string
 	for _, n := range names {
-		if f(pol.Profiles[n]) {
+		if f(c.pol.Profiles[n]) {
 			out = append(out, n)
 		}
 	}
@@ -509,42 +672,47 @@ func muslProfiles(pol *policy.Policy, names []string, f func(*policy.Profile) bo
 }
 
 // wantExpression is the chosen profile's options (policy.Profile.OptionsFor:
-// a pod with a musl-based image may get others), in the webhook's order
-// (ndots, timeout, attempts, single-request-reopen); value ” = none.
-func wantExpression(pol *policy.Policy, names []string) string {
-	return fmt.Sprintf("variables.profile in %s ? (size(variables.musl) > 0 ? {%s} : {%s})[variables.profile].map(o, {'name': o['name'], 'value': o['value']}) : []",
-		celStrings(names), optionEntries(pol, names, true), optionEntries(pol, names, false))
+// a pod with a musl-based image may get others, musl being a CEL bool), in
+// the webhook's order (ndots, timeout, attempts, single-request-reopen), as
+// {'name', 'value'} maps, an empty value for none. A chain of conditionals,
+// so only the chosen profile's list is built.
+func (c *compiler) wantExpression(musl string) string {
+	expr := "[]"
+	for _, n := range slices.Backward(c.names) {
+		plain, forMusl := optionList(c.pol.Profiles[n].OptionsFor(false)), optionList(c.pol.Profiles[n].OptionsFor(true))
+		if plain != forMusl {
+			plain = fmt.Sprintf("(%s ? %s : %s)", musl, forMusl, plain)
+		}
+		expr = fmt.Sprintf("variables.profile == %s ? %s :\n  %s", strconv.Quote(n), plain, expr)
+	}
+	return expr
 }
 
-func optionEntries(pol *policy.Policy, names []string, musl bool) string {
-	var entries []string
-	for _, n := range names {
-		o := pol.Profiles[n].OptionsFor(musl)
-		var opts []string
-		add := func(name string, v *int) {
-			if v != nil {
-				opts = append(opts, fmt.Sprintf("{'name': '%s', 'value': '%d'}", name, *v))
-			}
+func optionList(o policy.Options) string {
+	var opts []string
+	add := func(name string, v *int) {
+		if v != nil {
+			opts = append(opts, fmt.Sprintf("{'name': '%s', 'value': '%d'}", name, *v))
 		}
-		add("ndots", o.Ndots)
-		add("timeout", o.Timeout)
-		add("attempts", o.Attempts)
-		if o.SingleRequestReopen {
-			opts = append(opts, "{'name': 'single-request-reopen', 'value': ''}")
-		}
-		entries = append(entries, fmt.Sprintf("%s: [%s]", strconv.Quote(n), strings.Join(opts, ", ")))
 	}
-	return strings.Join(entries, ", ")
+	add("ndots", o.Ndots)
+	add("timeout", o.Timeout)
+	add("attempts", o.Attempts)
+	if o.SingleRequestReopen {
+		opts = append(opts, "{'name': 'single-request-reopen', 'value': ''}")
+	}
+	return "[" + strings.Join(opts, ", ") + "]"
 }
 
 // muslExpr is policy.LooksMusl in CEL for the image reference img: the
-// image is named alpine, or its tag contains "alpine".
+// image is named alpine, or its tag contains "alpine". The first test, that
+// the reference contains "alpine" at all, settles it for most images.
 func muslExpr(img string) string {
 	ref := img + `.split('@')[0]`
 	hasTag := ref + `.lastIndexOf(':') > ` + ref + `.lastIndexOf('/')`
 	name := `(` + hasTag + ` ? ` + ref + `.substring(0, ` + ref + `.lastIndexOf(':')) : ` + ref + `)`
 	tag := `(` + hasTag + ` ? ` + ref + `.substring(` + ref + `.lastIndexOf(':') + 1) : '')`
-	return `(` + name + `.substring(` + name + `.lastIndexOf('/') + 1) == 'alpine' || ` + tag + `.contains('alpine'))`
+	return `(` + img + `.contains('alpine') && (` + name + `.substring(` + name + `.lastIndexOf('/') + 1) == 'alpine' || ` + tag + `.contains('alpine')))`
 }
 
 func celStrings(s []string) string {

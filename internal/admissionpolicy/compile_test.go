@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
 	"github.com/dnstune/dnstune/api/v1alpha1"
 	"github.com/dnstune/dnstune/policy"
 )
@@ -28,26 +31,94 @@ func TestGlobRegexp(t *testing.T) {
 	}
 }
 
+// One mutating policy for both modes; validating policies bound only where
+// they have something to say.
 func TestCompileShapes(t *testing.T) {
 	pol := policy.Default()
 	objs, err := Compile(pol, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(objs.Policies) != 2 || len(objs.Bindings) != 2 {
-		t.Fatalf("%d policies, %d bindings", len(objs.Policies), len(objs.Bindings))
+	m, mb := objs.Mutating, objs.MutatingBinding
+	if m == nil || m.Name != Name || mb.Spec.PolicyName != Name {
+		t.Fatalf("mutating policy %+v, binding %+v", m, mb)
 	}
-	local := objs.Policies[1]
-	if local.Name != NodeLocalName || local.Spec.ParamKind == nil || objs.Bindings[1].Spec.ParamRef == nil || objs.Bindings[1].Spec.ParamRef.Name != "kube-dns" {
-		t.Errorf("nodelocal without clusterDNS must read kube-dns: %+v", local.Spec.ParamKind)
+	patch := m.Spec.Mutations[0].JSONPatch.Expression
+	for _, want := range []string{`variables.profile in ["resilient"]`, `variables.profile in ["nodelocal"]`, `/spec/dnsPolicy`} {
+		if !strings.Contains(patch, want) {
+			t.Errorf("the one patch does not hold %q:\n%s", want, patch)
+		}
 	}
-	sel := objs.Bindings[0].Spec.MatchResources.NamespaceSelector
+	if m.Spec.ParamKind == nil || mb.Spec.ParamRef == nil || mb.Spec.ParamRef.Name != "kube-dns" {
+		t.Errorf("nodelocal without clusterDNS must read kube-dns: %+v", m.Spec.ParamKind)
+	}
+	sel := mb.Spec.MatchResources.NamespaceSelector
 	if sel.MatchLabels[policy.InjectLabel] != policy.InjectEnabled || len(sel.MatchExpressions) != 1 || !strings.Contains(strings.Join(sel.MatchExpressions[0].Values, ","), "kube-system") {
 		t.Errorf("namespace selector = %+v", sel)
 	}
+	// Without the cluster DNS and parameters, nodelocal is left out.
+	noParams, err := Compile(pol, Options{NoParams: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := noParams.Mutating.Spec.Mutations[0].JSONPatch.Expression; strings.Contains(p, "nodelocal") || noParams.Mutating.Spec.ParamKind != nil {
+		t.Errorf("NoParams without clusterDNS still does nodelocal:\n%s", p)
+	}
+
+	bindings := map[string]string{}
+	for _, b := range objs.ValidatingBindings {
+		bindings[b.Name] = b.Spec.PolicyName + " " + metav1LabelSelector(b.Spec.MatchResources.NamespaceSelector)
+	}
+	const excluded = "kubernetes.io/metadata.name notin (kube-node-lease,kube-public,kube-system)"
+	want := map[string]string{
+		AuditName:          AuditName + " dnstune.io/inject=audit," + excluded,
+		UnknownProfileName: AuditName + " dnstune.io/inject=enabled,dnstune.io/profile,dnstune.io/profile notin (nodelocal,resilient)," + excluded,
+		WarningsName:       WarningsName + " dnstune.io/inject=enabled," + excluded,
+	}
+	if len(bindings) != len(want) {
+		t.Errorf("validating bindings %v, want %v", bindings, want)
+	}
+	for n, w := range want {
+		if bindings[n] != w {
+			t.Errorf("binding %s: %q, want %q", n, bindings[n], w)
+		}
+	}
+	for _, v := range objs.Validating {
+		if v.Name != WarningsName {
+			continue
+		}
+		conds := v.Spec.MatchConditions
+		if last := conds[len(conds)-1]; last.Name != "could-warn" || !strings.Contains(last.Expression, "alpine") {
+			t.Errorf("the warnings policy must match only pods that could get a warning: %+v", last)
+		}
+	}
+
+	// Rules that audit: one validating policy, everywhere.
+	rules := policy.Default()
+	sel2, _ := labels.Parse("team=legacy")
+	rules.Rules = []policy.Rule{{Selector: sel2, Profile: "resilient", Enforcement: v1alpha1.Audit}}
+	objs, err = Compile(rules, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs.Validating) != 1 || len(objs.ValidatingBindings) != 1 || objs.ValidatingBindings[0].Spec.MatchResources.NamespaceSelector.MatchExpressions[0].Operator != "In" {
+		t.Errorf("audit rules: %d validating policies, bindings %+v", len(objs.Validating), objs.ValidatingBindings)
+	}
+	if !strings.Contains(objs.Mutating.Spec.Mutations[0].JSONPatch.Expression, "variables.audited") {
+		t.Error("the mutating policy must leave the namespaces a rule audits alone")
+	}
+
 	audit := policy.Default()
 	audit.Enforcement = v1alpha1.Audit
-	if objs, _ := Compile(audit, Options{}); len(objs.Policies) != 0 {
-		t.Error("a cluster-wide audit policy must compile to nothing that mutates")
+	if objs, _ := Compile(audit, Options{}); objs.Mutating != nil || len(objs.Validating) != 1 {
+		t.Error("a cluster-wide audit policy must compile to nothing that mutates, and one audit policy")
 	}
+}
+
+func metav1LabelSelector(s *metav1.LabelSelector) string {
+	sel, err := metav1.LabelSelectorAsSelector(s)
+	if err != nil {
+		return err.Error()
+	}
+	return sel.String()
 }

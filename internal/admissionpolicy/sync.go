@@ -11,13 +11,14 @@ import (
 
 	"github.com/go-logr/logr"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -74,7 +75,7 @@ func Run(ctx context.Context, o RunOptions, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
-	s := &Syncer{Client: mgr.GetClient(), DNS: mgr.GetAPIReader(), Policy: store.Policy, Generation: store.Generation, Resync: o.Resync, Log: log.WithName("sync")}
+	s := &Syncer{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Policy: store.Policy, Generation: store.Generation, Resync: o.Resync, Log: log.WithName("sync")}
 	for _, r := range []manager.Runnable{store, s} {
 		if err := mgr.Add(r); err != nil {
 			return err
@@ -113,8 +114,9 @@ func newManager(cfg *rest.Config, o RunOptions, log logr.Logger) (manager.Manage
 // the webhook skips such pods (no-cluster-dns).
 type Syncer struct {
 	Client client.Client
-	// DNS reads the kube-dns Service (RBAC: get on that one Service).
-	DNS        client.Reader
+	// Reader reads live, uncached: the kube-dns Service (RBAC: get on that
+	// one Service) and the objects dnstune applied (list).
+	Reader     client.Reader
 	Policy     func() *policy.Policy
 	Generation func() int64
 	Resync     time.Duration
@@ -164,10 +166,10 @@ func (s *Syncer) Start(ctx context.Context) error {
 
 // clusterDNS reads the kube-dns ClusterIP, invalid when unknown.
 func (s *Syncer) clusterDNS(ctx context.Context) netip.Addr {
-	if s.DNS == nil {
+	if s.Reader == nil {
 		return netip.Addr{}
 	}
-	a, _ := daemon.LookupClusterDNS(ctx, s.DNS, daemon.DefaultClusterDNSService)
+	a, _ := daemon.LookupClusterDNS(ctx, s.Reader, daemon.DefaultClusterDNSService)
 	return a
 }
 
@@ -194,42 +196,46 @@ func (s *Syncer) sync(ctx context.Context, dns netip.Addr) error {
 		}
 		keep[obj.GetKind()+"/"+obj.GetName()] = true
 	}
-	managed := client.MatchingLabels{"app.kubernetes.io/managed-by": "dnstune"}
-	var bindings admissionregistrationv1.MutatingAdmissionPolicyBindingList
-	if err := s.Client.List(ctx, &bindings, managed); err != nil {
-		return err
-	}
-	for i := range bindings.Items {
-		if b := &bindings.Items[i]; !keep["MutatingAdmissionPolicyBinding/"+b.Name] {
-			if err := client.IgnoreNotFound(s.Client.Delete(ctx, b)); err != nil {
-				return err
-			}
-			s.Log.Info("deleted a binding the policy no longer yields", "name", b.Name)
-		}
-	}
-	var policies admissionregistrationv1.MutatingAdmissionPolicyList
-	if err := s.Client.List(ctx, &policies, managed); err != nil {
-		return err
-	}
-	for i := range policies.Items {
-		if p := &policies.Items[i]; !keep["MutatingAdmissionPolicy/"+p.Name] {
-			if err := client.IgnoreNotFound(s.Client.Delete(ctx, p)); err != nil {
-				return err
-			}
-			s.Log.Info("deleted a policy the policy file no longer yields", "name", p.Name)
-		}
-	}
-	if !keep["ValidatingAdmissionPolicy/"+AuditName] {
-		for _, o := range []client.Object{
-			&admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: AuditName}},
-			&admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: AuditName}},
-		} {
-			if err := client.IgnoreNotFound(s.Client.Delete(ctx, o)); err != nil {
-				return err
-			}
+	// What earlier policies (or versions of dnstune) yielded and this one
+	// does not: bindings before the policies they name.
+	for _, list := range []client.ObjectList{
+		&admissionregistrationv1.MutatingAdmissionPolicyBindingList{},
+		&admissionregistrationv1.ValidatingAdmissionPolicyBindingList{},
+		&admissionregistrationv1.MutatingAdmissionPolicyList{},
+		&admissionregistrationv1.ValidatingAdmissionPolicyList{},
+	} {
+		if err := s.deleteStale(ctx, list, keep); err != nil {
+			return err
 		}
 	}
 	s.applied = dns
 	s.Log.Info("compiled admission policies applied", "generation", s.Generation(), "objects", len(all), "clusterDNS", pol.ClusterDNS.String())
+	return nil
+}
+
+// deleteStale deletes the dnstune-managed objects of list's kind that keep
+// (kind/name) does not hold.
+func (s *Syncer) deleteStale(ctx context.Context, list client.ObjectList, keep map[string]bool) error {
+	if err := s.Reader.List(ctx, list, client.MatchingLabels{"app.kubernetes.io/managed-by": "dnstune"}); err != nil {
+		return err
+	}
+	items, err := meta.ExtractList(list)
+	if err != nil {
+		return err
+	}
+	for _, item := range items {
+		o := item.(client.Object)
+		gvk, err := apiutil.GVKForObject(o, s.Client.Scheme())
+		if err != nil {
+			return err
+		}
+		if keep[gvk.Kind+"/"+o.GetName()] {
+			continue
+		}
+		if err := client.IgnoreNotFound(s.Client.Delete(ctx, o)); err != nil {
+			return err
+		}
+		s.Log.Info("deleted what the policy no longer yields", "kind", gvk.Kind, "name", o.GetName())
+	}
 	return nil
 }
