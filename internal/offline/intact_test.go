@@ -1,6 +1,8 @@
 package offline
 
 import (
+	"github.com/dnstune/dnstune/internal/yamledit"
+
 	"bytes"
 	"fmt"
 	"net/netip"
@@ -55,7 +57,7 @@ func podOf(t *testing.T, data []byte, i int, path ...string) corev1.PodTemplateS
 		cur = cur.(map[string]any)[k]
 	}
 	var pt corev1.PodTemplateSpec
-	if err := decodeInto(mustNode(t, cur), &pt); err != nil {
+	if err := yamledit.DecodeInto(mustNode(t, cur), &pt); err != nil {
 		t.Fatal(err)
 	}
 	return pt

@@ -2,8 +2,8 @@
 // cluster: the same decision the webhook makes, on every pod-bearing object
 // of a multi-document YAML stream.
 //
-// Only dnstune's changes change. A document is edited in place, from the
-// positions of its YAML nodes: the new dnsPolicy, dnsConfig entries and the
+// Only dnstune's changes change. A document is edited in place by
+// internal/yamledit, from the positions of its YAML nodes: the new dnsPolicy, dnsConfig entries and the
 // profile annotation are spliced into the text, and every other byte
 // (comments, blank lines, quoting, indentation, CRLF line endings, "---"
 // lines) is kept. Each edit is checked by parsing the result: should it not
@@ -25,6 +25,7 @@ import (
 	"gopkg.in/yaml.v3"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/dnstune/dnstune/internal/yamledit"
 	"github.com/dnstune/dnstune/internal/yamlpos"
 	"github.com/dnstune/dnstune/policy"
 )
@@ -139,19 +140,19 @@ func Mutate(in []byte, o Options) (*Output, error) {
 	if o.Filename == "" {
 		o.Filename = "-"
 	}
-	docs := splitStream(in)
+	docs := yamledit.SplitStream(in)
 	parsed := make([]*yaml.Node, len(docs))
 	namespaces := map[string]map[string]string{}
 	for i, d := range docs {
-		if sepContent(d.sep) {
+		if yamledit.SepContent(d.Sep) {
 			continue // "--- |" documents hold no Kubernetes object
 		}
 		var n yaml.Node
-		if err := yaml.Unmarshal(d.body, &n); err != nil {
-			de := &DocError{File: o.Filename, Document: i + 1, Line: d.line, Err: err, FirstLine: d.line}
-			if l, c, msg, ok := yamlpos.SyntaxError(d.body, d.line); ok {
+		if err := yaml.Unmarshal(d.Body, &n); err != nil {
+			de := &DocError{File: o.Filename, Document: i + 1, Line: d.Line, Err: err, FirstLine: d.Line}
+			if l, c, msg, ok := yamlpos.SyntaxError(d.Body, d.Line); ok {
 				de.Line, de.Column, de.Err, de.FirstLine = l, c, errors.New("invalid YAML: "+msg), 0
-			} else if l, c, ok := yamlpos.UnknownAlias(d.body, d.line, err); ok {
+			} else if l, c, ok := yamlpos.UnknownAlias(d.Body, d.Line, err); ok {
 				de.Line, de.Column = l, c
 			}
 			return nil, de
@@ -162,14 +163,14 @@ func Mutate(in []byte, o Options) (*Output, error) {
 		parsed[i] = n.Content[0]
 		for _, obj := range objects(parsed[i]) {
 			if obj.gvk() == "v1/Namespace" {
-				meta := child(obj.node, "metadata")
+				meta := yamledit.Child(obj.node, "metadata")
 				labels := map[string]string{}
-				if l := child(meta, "labels"); l != nil {
+				if l := yamledit.Child(meta, "labels"); l != nil {
 					if err := l.Decode(&labels); err != nil {
-						return nil, &DocError{File: o.Filename, Document: i + 1, Line: d.line + l.Line - 1, Column: l.Column, Err: fmt.Errorf("failed to read Namespace labels: %w", err), FirstLine: d.line}
+						return nil, &DocError{File: o.Filename, Document: i + 1, Line: d.Line + l.Line - 1, Column: l.Column, Err: fmt.Errorf("failed to read Namespace labels: %w", err), FirstLine: d.Line}
 					}
 				}
-				namespaces[scalar(meta, "name")] = labels
+				namespaces[yamledit.Scalar(meta, "name")] = labels
 			}
 		}
 	}
@@ -178,8 +179,8 @@ func Mutate(in []byte, o Options) (*Output, error) {
 	var buf bytes.Buffer
 	buf.Grow(len(in))
 	for i, d := range docs {
-		buf.Write(d.sep)
-		body := d.body
+		buf.Write(d.Sep)
+		body := d.Body
 		if root := parsed[i]; root != nil {
 			m := &docMutation{o: o, doc: d, index: i + 1, root: root, namespaces: namespaces, out: out}
 			newBody, err := m.run()
@@ -187,13 +188,13 @@ func Mutate(in []byte, o Options) (*Output, error) {
 				return nil, err
 			}
 			if newBody != nil {
-				if st, ok := jsonDocument(d.body); ok {
+				if st, ok := yamledit.DetectJSON(d.Body); ok {
 					// JSON in, JSON out, in the input's own style.
-					if newBody, err = renderJSON(newBody, st); err != nil {
-						return nil, &DocError{File: o.Filename, Document: i + 1, Line: d.line, Err: err}
+					if newBody, err = yamledit.RenderJSON(newBody, st); err != nil {
+						return nil, &DocError{File: o.Filename, Document: i + 1, Line: d.Line, Err: err}
 					}
 				}
-				out.changed = append(out.changed, changedDoc{offset: d.offset, old: d.body, new: newBody})
+				out.changed = append(out.changed, changedDoc{offset: d.Offset, old: d.Body, new: newBody})
 				body = newBody
 			}
 		}
@@ -217,8 +218,8 @@ func (o object) gvk() string { return o.apiVersion + "/" + o.kind }
 // List, or a typed list (kind <Kind>List with items) whose items may leave
 // out apiVersion and kind.
 func objects(root *yaml.Node) []object {
-	apiVersion, kind := scalar(root, "apiVersion"), scalar(root, "kind")
-	items := child(root, "items")
+	apiVersion, kind := yamledit.Scalar(root, "apiVersion"), yamledit.Scalar(root, "kind")
+	items := yamledit.Child(root, "items")
 	if items == nil || items.Kind != yaml.SequenceNode || !strings.HasSuffix(kind, "List") {
 		return []object{{node: root, apiVersion: apiVersion, kind: kind}}
 	}
@@ -227,7 +228,7 @@ func objects(root *yaml.Node) []object {
 		if it.Kind != yaml.MappingNode {
 			continue
 		}
-		ia, ik := scalar(it, "apiVersion"), scalar(it, "kind")
+		ia, ik := yamledit.Scalar(it, "apiVersion"), yamledit.Scalar(it, "kind")
 		if kind != "List" {
 			if ia == "" {
 				ia = apiVersion
@@ -243,7 +244,7 @@ func objects(root *yaml.Node) []object {
 
 type docMutation struct {
 	o          Options
-	doc        document
+	doc        yamledit.Document
 	index      int
 	root       *yaml.Node
 	namespaces map[string]map[string]string
@@ -259,14 +260,14 @@ type planned struct {
 	d    policy.Decision
 }
 
-func (m *docMutation) fileLine(n *yaml.Node) int { return m.doc.line + n.Line - 1 }
+func (m *docMutation) fileLine(n *yaml.Node) int { return m.doc.Line + n.Line - 1 }
 
 func (m *docMutation) note(n *yaml.Node, format string, args ...any) {
 	m.out.Notes = append(m.out.Notes, fmt.Sprintf("%s:%d: document %d: %s", m.o.Filename, m.fileLine(n), m.index, fmt.Sprintf(format, args...)))
 }
 
 func (m *docMutation) fail(n *yaml.Node, err error) error {
-	return &DocError{File: m.o.Filename, Document: m.index, Line: m.fileLine(n), Column: n.Column, Err: err, FirstLine: m.doc.line}
+	return &DocError{File: m.o.Filename, Document: m.index, Line: m.fileLine(n), Column: n.Column, Err: err, FirstLine: m.doc.Line}
 }
 
 // run decides for every object of the document and returns the new body,
@@ -278,25 +279,25 @@ func (m *docMutation) run() ([]byte, error) {
 		if !ok {
 			continue
 		}
-		meta := child(obj.node, "metadata")
-		res := Result{Kind: obj.kind, Name: scalar(meta, "name"), Namespace: scalar(meta, "namespace"), Document: m.index, Line: m.fileLine(obj.node)}
+		meta := yamledit.Child(obj.node, "metadata")
+		res := Result{Kind: obj.kind, Name: yamledit.Scalar(meta, "name"), Namespace: yamledit.Scalar(meta, "namespace"), Document: m.index, Line: m.fileLine(obj.node)}
 		if res.Namespace == "" {
 			res.Namespace = m.o.Namespace
 		}
 		tmpl := obj.node
 		for _, k := range path {
-			if tmpl = child(tmpl, k); tmpl == nil {
+			if tmpl = yamledit.Child(tmpl, k); tmpl == nil {
 				break
 			}
 		}
-		if tmpl == nil || tmpl.Kind != yaml.MappingNode || child(tmpl, "spec") == nil {
+		if tmpl == nil || tmpl.Kind != yaml.MappingNode || yamledit.Child(tmpl, "spec") == nil {
 			where := strings.Join(append(append([]string(nil), path...), "spec"), ".")
 			m.note(obj.node, "%s %s has no %s (a patch or fragment?): passed through unchanged", obj.kind, res.Name, where)
 			continue
 		}
 		var pod corev1.Pod
-		if err := decodeInto(tmpl, &pod); err != nil {
-			return nil, m.fail(errorNode(tmpl, err), fmt.Errorf("failed to read the pod of %s %s: %w", obj.kind, res.Name, err))
+		if err := yamledit.DecodeInto(tmpl, &pod); err != nil {
+			return nil, m.fail(yamledit.ErrorNode(tmpl, err), fmt.Errorf("failed to read the pod of %s %s: %w", obj.kind, res.Name, err))
 		}
 		nsLabels, ok := m.namespaces[res.Namespace]
 		if !ok {
@@ -327,38 +328,38 @@ func (m *docMutation) run() ([]byte, error) {
 
 // splice makes the changes as text edits on the document.
 func (m *docMutation) splice(plans []planned) ([]byte, error) {
-	s := newSplicer(m.doc.body, m.root)
+	s := yamledit.New(m.doc.Body, m.root)
 	for _, p := range plans {
 		if err := spliceDecision(s, p); err != nil {
 			return nil, err
 		}
 	}
-	return s.apply()
+	return s.Apply()
 }
 
-func spliceDecision(s *splicer, p planned) error {
+func spliceDecision(s *yamledit.Editor, p planned) error {
 	d := p.d
-	spec := child(p.tmpl, "spec")
-	if spec.Kind != yaml.MappingNode || s.isShared(spec) {
-		return fmt.Errorf("%w: spec is not a plain mapping", errCannotSplice)
+	spec := yamledit.Child(p.tmpl, "spec")
+	if spec.Kind != yaml.MappingNode || s.IsShared(spec) {
+		return fmt.Errorf("%w: spec is not a plain mapping", yamledit.ErrCannotEdit)
 	}
-	var specEdits []ordered // keys to add to spec (one insertion point)
+	var specEdits []yamledit.KV // keys to add to spec (one insertion point)
 	if d.SetDNSPolicy != "" {
-		if v := child(spec, "dnsPolicy"); v != nil {
-			if err := s.replaceScalar(v, string(d.SetDNSPolicy)); err != nil {
+		if v := yamledit.Child(spec, "dnsPolicy"); v != nil {
+			if err := s.ReplaceScalar(v, string(d.SetDNSPolicy)); err != nil {
 				return err
 			}
 		} else {
-			specEdits = append(specEdits, ordered{"dnsPolicy", string(d.SetDNSPolicy)})
+			specEdits = append(specEdits, yamledit.KV{Key: "dnsPolicy", Value: string(d.SetDNSPolicy)})
 		}
 	}
 	if d.Nameservers != nil || d.Searches != nil || d.Options != nil {
-		k, cfg := childKV(spec, "dnsConfig")
+		k, cfg := yamledit.ChildKV(spec, "dnsConfig")
 		switch {
 		case cfg == nil:
-			specEdits = append(specEdits, ordered{"dnsConfig", dnsConfigValue(d)})
-		case isNull(cfg):
-			if err := s.setNull(k, cfg, dnsConfigValue(d)); err != nil {
+			specEdits = append(specEdits, yamledit.KV{Key: "dnsConfig", Value: dnsConfigValue(d)})
+		case yamledit.IsNull(cfg):
+			if err := s.SetNull(k, cfg, dnsConfigValue(d)); err != nil {
 				return err
 			}
 		default:
@@ -375,35 +376,35 @@ func spliceDecision(s *splicer, p planned) error {
 	if !d.SetProfileAnnotation {
 		return nil
 	}
-	annotation := []ordered{{policy.ProfileLabel, d.Profile}}
-	mk, meta := childKV(p.tmpl, "metadata")
+	annotation := []yamledit.KV{{Key: policy.ProfileLabel, Value: d.Profile}}
+	mk, meta := yamledit.ChildKV(p.tmpl, "metadata")
 	switch {
 	case meta == nil:
-		return addKeys(s, p.tmpl, []ordered{{"metadata", []ordered{{"annotations", annotation}}}})
-	case isNull(meta):
-		return s.setNull(mk, meta, []ordered{{"annotations", annotation}})
-	case meta.Kind != yaml.MappingNode || s.isShared(meta):
-		return fmt.Errorf("%w: metadata is not a plain mapping", errCannotSplice)
+		return addKeys(s, p.tmpl, []yamledit.KV{{Key: "metadata", Value: []yamledit.KV{{Key: "annotations", Value: annotation}}}})
+	case yamledit.IsNull(meta):
+		return s.SetNull(mk, meta, []yamledit.KV{{Key: "annotations", Value: annotation}})
+	case meta.Kind != yaml.MappingNode || s.IsShared(meta):
+		return fmt.Errorf("%w: metadata is not a plain mapping", yamledit.ErrCannotEdit)
 	}
-	ak, ann := childKV(meta, "annotations")
+	ak, ann := yamledit.ChildKV(meta, "annotations")
 	switch {
 	case ann == nil:
-		return addKeys(s, meta, []ordered{{"annotations", annotation}})
-	case isNull(ann):
-		return s.setNull(ak, ann, annotation)
-	case ann.Kind == yaml.AliasNode || s.isShared(ann):
+		return addKeys(s, meta, []yamledit.KV{{Key: "annotations", Value: annotation}})
+	case yamledit.IsNull(ann):
+		return s.SetNull(ak, ann, annotation)
+	case ann.Kind == yaml.AliasNode || s.IsShared(ann):
 		// Others see this mapping through an alias: add through a merge key.
-		return s.addThroughMerge(ann, policy.ProfileLabel, d.Profile)
+		return s.AddThroughMerge(ann, policy.ProfileLabel, d.Profile)
 	case ann.Kind != yaml.MappingNode:
-		return fmt.Errorf("%w: annotations is not a mapping", errCannotSplice)
+		return fmt.Errorf("%w: annotations is not a mapping", yamledit.ErrCannotEdit)
 	}
-	return s.setKey(ann, policy.ProfileLabel, d.Profile)
+	return s.SetKey(ann, policy.ProfileLabel, d.Profile)
 }
 
 // addKeys adds several keys to a mapping at one insertion point.
-func addKeys(s *splicer, m *yaml.Node, kvs []ordered) error {
+func addKeys(s *yamledit.Editor, m *yaml.Node, kvs []yamledit.KV) error {
 	for i := len(kvs) - 1; i >= 0; i-- { // each goes first: add in reverse
-		if err := s.addKey(m, kvs[i].key, kvs[i].value); err != nil {
+		if err := s.AddKey(m, kvs[i].Key, kvs[i].Value); err != nil {
 			return err
 		}
 	}
@@ -414,31 +415,31 @@ func addKeys(s *splicer, m *yaml.Node, kvs []ordered) error {
 // decision puts in front of the pod's own are inserted before them; options
 // it adds are appended after the pod's own. The pod's entries, and their
 // comments, stay as written.
-func spliceDNSConfig(s *splicer, cfg *yaml.Node, have *corev1.PodDNSConfig, d policy.Decision) error {
-	if cfg.Kind != yaml.MappingNode || s.isShared(cfg) || len(cfg.Content) == 0 && !isFlow(cfg) {
-		return fmt.Errorf("%w: dnsConfig is not a plain mapping", errCannotSplice)
+func spliceDNSConfig(s *yamledit.Editor, cfg *yaml.Node, have *corev1.PodDNSConfig, d policy.Decision) error {
+	if cfg.Kind != yaml.MappingNode || s.IsShared(cfg) || len(cfg.Content) == 0 && !yamledit.IsFlow(cfg) {
+		return fmt.Errorf("%w: dnsConfig is not a plain mapping", yamledit.ErrCannotEdit)
 	}
 	if have == nil {
 		have = &corev1.PodDNSConfig{}
 	}
-	var add []ordered
+	var add []yamledit.KV
 	front := func(key string, want, had []string) error {
 		if want == nil {
 			return nil
 		}
-		n := child(cfg, key)
+		n := yamledit.Child(cfg, key)
 		if n == nil || len(had) == 0 {
 			if n != nil {
-				return fmt.Errorf("%w: empty %s", errCannotSplice, key)
+				return fmt.Errorf("%w: empty %s", yamledit.ErrCannotEdit, key)
 			}
-			add = append(add, ordered{key, strList(want)})
+			add = append(add, yamledit.KV{Key: key, Value: strList(want)})
 			return nil
 		}
 		k := len(want) - len(had)
 		if k < 0 || !reflect.DeepEqual(want[k:], had) {
-			return fmt.Errorf("%w: %s reordered", errCannotSplice, key)
+			return fmt.Errorf("%w: %s reordered", yamledit.ErrCannotEdit, key)
 		}
-		return s.prependItems(n, want[:k])
+		return s.PrependItems(n, want[:k])
 	}
 	if err := front("nameservers", d.Nameservers, have.Nameservers); err != nil {
 		return err
@@ -447,20 +448,20 @@ func spliceDNSConfig(s *splicer, cfg *yaml.Node, have *corev1.PodDNSConfig, d po
 		return err
 	}
 	if d.Options != nil {
-		n := child(cfg, "options")
+		n := yamledit.Child(cfg, "options")
 		switch {
 		case n == nil:
-			add = append(add, ordered{"options", optionList(d.Options)})
-		case isNull(n) && len(have.Options) == 0:
+			add = append(add, yamledit.KV{Key: "options", Value: optionList(d.Options)})
+		case yamledit.IsNull(n) && len(have.Options) == 0:
 			// "options:" with nothing (or only a comment) under it: the
 			// value goes on the key's line, the comment stays.
-			if err := s.setNull(keyOf(cfg, "options"), n, optionList(d.Options)); err != nil {
+			if err := s.SetNull(yamledit.KeyOf(cfg, "options"), n, optionList(d.Options)); err != nil {
 				return err
 			}
 		case len(have.Options) == 0 || len(d.Options) < len(have.Options) || !reflect.DeepEqual(d.Options[:len(have.Options)], have.Options):
-			return fmt.Errorf("%w: options reordered", errCannotSplice)
+			return fmt.Errorf("%w: options reordered", yamledit.ErrCannotEdit)
 		default:
-			if err := s.appendItems(n, optionList(d.Options[len(have.Options):])); err != nil {
+			if err := s.AppendItems(n, optionList(d.Options[len(have.Options):])); err != nil {
 				return err
 			}
 		}
@@ -479,9 +480,9 @@ func strList(v []string) []any {
 func optionList(opts []corev1.PodDNSConfigOption) []any {
 	out := make([]any, len(opts))
 	for i, o := range opts {
-		kv := []ordered{{"name", o.Name}}
+		kv := []yamledit.KV{{Key: "name", Value: o.Name}}
 		if o.Value != nil {
-			kv = append(kv, ordered{"value", *o.Value})
+			kv = append(kv, yamledit.KV{Key: "value", Value: *o.Value})
 		}
 		out[i] = kv
 	}
@@ -490,16 +491,16 @@ func optionList(opts []corev1.PodDNSConfigOption) []any {
 
 // dnsConfigValue is the whole dnsConfig the decision gives, for a pod that
 // has none.
-func dnsConfigValue(d policy.Decision) []ordered {
-	var kv []ordered
+func dnsConfigValue(d policy.Decision) []yamledit.KV {
+	var kv []yamledit.KV
 	if d.Nameservers != nil {
-		kv = append(kv, ordered{"nameservers", strList(d.Nameservers)})
+		kv = append(kv, yamledit.KV{Key: "nameservers", Value: strList(d.Nameservers)})
 	}
 	if d.Searches != nil {
-		kv = append(kv, ordered{"searches", strList(d.Searches)})
+		kv = append(kv, yamledit.KV{Key: "searches", Value: strList(d.Searches)})
 	}
 	if d.Options != nil {
-		kv = append(kv, ordered{"options", optionList(d.Options)})
+		kv = append(kv, yamledit.KV{Key: "options", Value: optionList(d.Options)})
 	}
 	return kv
 }
@@ -511,7 +512,7 @@ func (m *docMutation) verify(body []byte, plans []planned) error {
 	if err := m.root.Decode(&want); err != nil {
 		return err
 	}
-	want = normalize(want)
+	want = yamledit.Normalize(want)
 	for _, p := range plans {
 		if err := applyGeneric(want, p); err != nil {
 			return err
@@ -521,7 +522,7 @@ func (m *docMutation) verify(body []byte, plans []planned) error {
 	if err := yaml.Unmarshal(body, &got); err != nil {
 		return fmt.Errorf("edited document does not parse: %w", err)
 	}
-	if !reflect.DeepEqual(normalize(got), want) {
+	if !reflect.DeepEqual(yamledit.Normalize(got), want) {
 		return errors.New("edited document differs from the intended change")
 	}
 	return nil
@@ -578,7 +579,7 @@ func genericAt(doc any, obj object, path []string) (map[string]any, error) {
 	if obj.node != nil && root != nil {
 		if items, ok := root["items"].([]any); ok && strings.HasSuffix(fmt.Sprint(root["kind"]), "List") {
 			target = nil
-			name := scalar(child(obj.node, "metadata"), "name")
+			name := yamledit.Scalar(yamledit.Child(obj.node, "metadata"), "name")
 			for _, it := range items {
 				im, _ := it.(map[string]any)
 				meta, _ := im["metadata"].(map[string]any)
@@ -601,39 +602,6 @@ func genericAt(doc any, obj object, path []string) (map[string]any, error) {
 	return target, nil
 }
 
-// normalize deep-copies a decoded YAML value into JSON's types (string
-// keys, float64 numbers), so documents compare by meaning and shared
-// (aliased) values become separate copies.
-func normalize(v any) any {
-	switch t := v.(type) {
-	case map[string]any:
-		out := make(map[string]any, len(t))
-		for k, x := range t {
-			out[k] = normalize(x)
-		}
-		return out
-	case map[any]any:
-		out := make(map[string]any, len(t))
-		for k, x := range t {
-			out[fmt.Sprint(k)] = normalize(x)
-		}
-		return out
-	case []any:
-		out := make([]any, len(t))
-		for i, x := range t {
-			out[i] = normalize(x)
-		}
-		return out
-	case int:
-		return float64(t)
-	case int64:
-		return float64(t)
-	case uint64:
-		return float64(t)
-	}
-	return v
-}
-
 func toGeneric(v any) any {
 	b, _ := json.Marshal(v)
 	var out any
@@ -645,18 +613,18 @@ func toGeneric(v any) any {
 // change reaches another place through an anchor), the changes made on the
 // nodes, and the document encoded again.
 func (m *docMutation) reencode(plans []planned) ([]byte, error) {
-	root := expandAliases(m.root)
+	root := yamledit.ExpandAliases(m.root)
 	for _, p := range plans {
 		tmpl := root
 		var items []*yaml.Node
 		if p.obj.node != m.root {
-			if it := child(root, "items"); it != nil {
+			if it := yamledit.Child(root, "items"); it != nil {
 				items = it.Content
 			}
-			name := scalar(child(p.obj.node, "metadata"), "name")
+			name := yamledit.Scalar(yamledit.Child(p.obj.node, "metadata"), "name")
 			tmpl = nil
 			for _, it := range items {
-				if scalar(child(it, "metadata"), "name") == name {
+				if yamledit.Scalar(yamledit.Child(it, "metadata"), "name") == name {
 					tmpl = it
 					break
 				}
@@ -666,26 +634,26 @@ func (m *docMutation) reencode(plans []planned) ([]byte, error) {
 			if tmpl == nil {
 				break
 			}
-			tmpl = child(tmpl, k)
+			tmpl = yamledit.Child(tmpl, k)
 		}
 		if tmpl == nil {
 			return nil, errors.New("pod template not found")
 		}
 		pod := p.pod.DeepCopy()
 		p.d.Apply(&pod.Annotations, &pod.Spec)
-		spec := ensure(tmpl, "spec")
+		spec := yamledit.Ensure(tmpl, "spec")
 		if p.d.SetDNSPolicy != "" {
-			set(spec, "dnsPolicy", scalarNode(string(p.d.SetDNSPolicy)))
+			yamledit.Set(spec, "dnsPolicy", yamledit.ScalarNode(string(p.d.SetDNSPolicy)))
 		}
 		if p.d.ChangesDNS() {
-			n, err := toNode(pod.Spec.DNSConfig)
+			n, err := yamledit.ToNode(pod.Spec.DNSConfig)
 			if err != nil {
 				return nil, err
 			}
-			set(spec, "dnsConfig", n)
+			yamledit.Set(spec, "dnsConfig", n)
 		}
 		if p.d.SetProfileAnnotation {
-			set(ensure(ensure(tmpl, "metadata"), "annotations"), policy.ProfileLabel, scalarNode(p.d.Profile))
+			yamledit.Set(yamledit.Ensure(yamledit.Ensure(tmpl, "metadata"), "annotations"), policy.ProfileLabel, yamledit.ScalarNode(p.d.Profile))
 		}
 	}
 	var b bytes.Buffer
@@ -698,156 +666,8 @@ func (m *docMutation) reencode(plans []planned) ([]byte, error) {
 		return nil, fmt.Errorf("failed to encode YAML: %w", err)
 	}
 	out := b.Bytes()
-	if nl := lineEnding(m.doc.body); nl != "\n" {
+	if nl := yamledit.LineEnding(m.doc.Body); nl != "\n" {
 		out = bytes.ReplaceAll(out, []byte("\n"), []byte(nl))
 	}
 	return out, nil
-}
-
-// expandAliases returns a deep copy of n in which every alias is replaced
-// by a copy of what it points at, and no node keeps an anchor.
-func expandAliases(n *yaml.Node) *yaml.Node {
-	if n == nil {
-		return nil
-	}
-	if n.Kind == yaml.AliasNode {
-		return expandAliases(n.Alias)
-	}
-	c := *n
-	c.Anchor = ""
-	c.Content = make([]*yaml.Node, len(n.Content))
-	for i, x := range n.Content {
-		c.Content[i] = expandAliases(x)
-	}
-	return &c
-}
-
-// errorNode finds the node a JSON decoding error is about (its field path,
-// e.g. spec.containers), or returns n.
-func errorNode(n *yaml.Node, err error) *yaml.Node {
-	var te *json.UnmarshalTypeError
-	if !errors.As(err, &te) || te.Field == "" {
-		return n
-	}
-	cur := n
-	for _, k := range strings.Split(te.Field, ".") {
-		next := child(cur, k)
-		if next == nil {
-			break
-		}
-		cur = next
-	}
-	return cur
-}
-
-func decodeInto(n *yaml.Node, out any) error {
-	var v any
-	if err := n.Decode(&v); err != nil {
-		return err
-	}
-	b, err := json.Marshal(normalize(v))
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, out)
-}
-
-func toNode(v any) (*yaml.Node, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	var n yaml.Node
-	if err := yaml.Unmarshal(b, &n); err != nil {
-		return nil, err
-	}
-	n.Content[0].Style = 0 // block style, like the rest of a manifest
-	for _, c := range n.Content[0].Content {
-		clearFlow(c)
-	}
-	return n.Content[0], nil
-}
-
-func clearFlow(n *yaml.Node) {
-	n.Style &^= yaml.FlowStyle
-	if n.Kind == yaml.ScalarNode && n.Style&yaml.DoubleQuotedStyle != 0 && plainSafe(n.Value) {
-		n.Style = 0 // quote only when YAML needs it
-	}
-	for _, c := range n.Content {
-		clearFlow(c)
-	}
-}
-
-// childKV returns the key and value nodes of key in mapping m (nil, nil if absent).
-func childKV(m *yaml.Node, key string) (*yaml.Node, *yaml.Node) {
-	if m == nil || m.Kind != yaml.MappingNode {
-		return nil, nil
-	}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			return m.Content[i], m.Content[i+1]
-		}
-	}
-	return nil, nil
-}
-
-// keyOf is the key node of key in mapping m, or nil.
-func keyOf(m *yaml.Node, key string) *yaml.Node {
-	for i := 0; m != nil && m.Kind == yaml.MappingNode && i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			return m.Content[i]
-		}
-	}
-	return nil
-}
-
-func child(m *yaml.Node, key string) *yaml.Node {
-	if m != nil && m.Kind == yaml.AliasNode {
-		m = m.Alias
-	}
-	if m == nil || m.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			return m.Content[i+1]
-		}
-	}
-	return nil
-}
-
-func scalar(m *yaml.Node, key string) string {
-	n := child(m, key)
-	if n != nil && n.Kind == yaml.AliasNode {
-		n = n.Alias
-	}
-	if n != nil && n.Kind == yaml.ScalarNode {
-		return n.Value
-	}
-	return ""
-}
-
-func scalarNode(v string) *yaml.Node {
-	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v}
-}
-
-// set replaces the value of key in mapping m, or appends key: v.
-func set(m *yaml.Node, key string, v *yaml.Node) {
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			m.Content[i+1] = v
-			return
-		}
-	}
-	m.Content = append(m.Content, scalarNode(key), v)
-}
-
-// ensure returns the mapping under key, creating it (or replacing a null).
-func ensure(m *yaml.Node, key string) *yaml.Node {
-	if c := child(m, key); c != nil && c.Kind == yaml.MappingNode {
-		return c
-	}
-	c := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
-	set(m, key, c)
-	return c
 }

@@ -1,4 +1,4 @@
-package offline
+package yamledit
 
 import (
 	"bytes"
@@ -9,22 +9,22 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// jsonStyle says how a JSON document is laid out, so that its mutated form
+// JSONStyle says how a JSON document is laid out, so that its mutated form
 // is JSON again in the same style: compact (one line) or indented by indent.
-type jsonStyle struct {
+type JSONStyle struct {
 	indented bool
 	indent   string
 	trailing string // what follows the closing brace (a newline, usually)
 }
 
-// jsonDocument reports whether a document's body is JSON (its first
+// DetectJSON reports whether a document's body is JSON (its first
 // character is '{' and it parses as JSON), and its style.
-func jsonDocument(body []byte) (jsonStyle, bool) {
+func DetectJSON(body []byte) (JSONStyle, bool) {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 || trimmed[0] != '{' || !json.Valid(trimmed) {
-		return jsonStyle{}, false
+		return JSONStyle{}, false
 	}
-	st := jsonStyle{trailing: string(body[bytes.LastIndexByte(body, '}')+1:])}
+	st := JSONStyle{trailing: string(body[bytes.LastIndexByte(body, '}')+1:])}
 	if i := bytes.IndexByte(trimmed, '\n'); i >= 0 {
 		st.indented = true
 		rest := trimmed[i+1:]
@@ -36,10 +36,10 @@ func jsonDocument(body []byte) (jsonStyle, bool) {
 	return st, true
 }
 
-// renderJSON writes the mutated document (YAML with flow splices, as the
+// RenderJSON writes the mutated document (YAML with flow splices, as the
 // in-place editor leaves a JSON document) as JSON in the input's style,
 // keys in their order.
-func renderJSON(newBody []byte, st jsonStyle) ([]byte, error) {
+func RenderJSON(newBody []byte, st JSONStyle) ([]byte, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(newBody, &doc); err != nil || len(doc.Content) == 0 {
 		return nil, fmt.Errorf("re-read the mutated JSON document: %w", err)
@@ -52,7 +52,7 @@ func renderJSON(newBody []byte, st jsonStyle) ([]byte, error) {
 	return []byte(b.String()), nil
 }
 
-func writeJSON(b *strings.Builder, n *yaml.Node, st jsonStyle, depth int) error {
+func writeJSON(b *strings.Builder, n *yaml.Node, st JSONStyle, depth int) error {
 	nl := func(d int) {
 		if st.indented {
 			b.WriteString("\n" + strings.Repeat(st.indent, d))

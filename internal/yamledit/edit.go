@@ -1,4 +1,4 @@
-package offline
+package yamledit
 
 import (
 	"encoding/json"
@@ -12,10 +12,10 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// errCannotSplice says an edit needs a shape the in-place editor does not
+// ErrCannotEdit says an edit needs a shape the in-place editor does not
 // handle (e.g. an alias, a multi-line scalar at an insertion point); the
 // caller falls back to re-encoding the document.
-var errCannotSplice = errors.New("cannot edit in place")
+var ErrCannotEdit = errors.New("cannot edit in place")
 
 // textEdit replaces body[start:end] with text.
 type textEdit struct {
@@ -23,10 +23,10 @@ type textEdit struct {
 	text       string
 }
 
-// splicer edits one document's text in place, from the positions of its
+// Editor edits one document's text in place, from the positions of its
 // yaml.v3 nodes, so that every byte it does not need to change stays as it
 // was: comments, blank lines, quoting, indentation, line endings.
-type splicer struct {
+type Editor struct {
 	body      []byte
 	lineStart []int // byte offset of each line (0-based index = line-1)
 	nl        string
@@ -40,8 +40,10 @@ type splicer struct {
 	edits  []textEdit
 }
 
-func newSplicer(body []byte, root *yaml.Node) *splicer {
-	s := &splicer{body: body, nl: lineEnding(body), lineStart: []int{0}}
+// New returns an Editor of body, the text of one document, whose parsed
+// form is root (yaml.v3 positions are the editor's map of the text).
+func New(body []byte, root *yaml.Node) *Editor {
+	s := &Editor{body: body, nl: LineEnding(body), lineStart: []int{0}}
 	for i, b := range body {
 		if b == '\n' {
 			s.lineStart = append(s.lineStart, i+1)
@@ -66,15 +68,15 @@ func collectAliases(n *yaml.Node, into map[string]bool) {
 	}
 }
 
-// isShared reports whether n carries an anchor that an alias refers to.
-func (s *splicer) isShared(n *yaml.Node) bool { return n.Anchor != "" && s.shared[n.Anchor] }
+// IsShared reports whether n carries an anchor that an alias refers to.
+func (s *Editor) IsShared(n *yaml.Node) bool { return n.Anchor != "" && s.shared[n.Anchor] }
 
-// isNull reports whether n is a null value (empty, null or ~).
-func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
+// IsNull reports whether n is a null value (empty, null or ~).
+func IsNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
 
-// setNull gives key, whose value is null, the value (in flow style, on the
+// SetNull gives key, whose value is null, the value (in flow style, on the
 // key's line): "key:" becomes "key: {...}", "key: null" too.
-func (s *splicer) setNull(key, val *yaml.Node, value any) error {
+func (s *Editor) SetNull(key, val *yaml.Node, value any) error {
 	text, err := flowText(value)
 	if err != nil {
 		return err
@@ -91,24 +93,24 @@ func (s *splicer) setNull(key, val *yaml.Node, value any) error {
 	kstart := s.offset(key.Line, key.Column)
 	kend := kstart + len(key.Value)
 	if key.Style != 0 || kend > len(s.body) || string(s.body[kstart:kend]) != key.Value {
-		return fmt.Errorf("%w: key %s not plain", errCannotSplice, key.Value)
+		return fmt.Errorf("%w: key %s not plain", ErrCannotEdit, key.Value)
 	}
 	at := kend
 	for at < len(s.body) && (s.body[at] == ' ' || s.body[at] == '\t') {
 		at++
 	}
 	if at >= len(s.body) || s.body[at] != ':' {
-		return fmt.Errorf("%w: no colon after %s", errCannotSplice, key.Value)
+		return fmt.Errorf("%w: no colon after %s", ErrCannotEdit, key.Value)
 	}
 	s.add(at+1, at+1, " "+text)
 	return nil
 }
 
-// addThroughMerge adds key: value to a mapping that an alias shares, or to
+// AddThroughMerge adds key: value to a mapping that an alias shares, or to
 // an alias, without changing what the other aliases see: "*m" becomes
 // "{<<: *m, key: value}"; "&m {...}" becomes "{<<: &m {...}, key: value}".
-// A shared block mapping can't be wrapped on its line: errCannotSplice.
-func (s *splicer) addThroughMerge(n *yaml.Node, key string, value any) error {
+// A shared block mapping can't be wrapped on its line: ErrCannotEdit.
+func (s *Editor) AddThroughMerge(n *yaml.Node, key string, value any) error {
 	text, err := flowText(value)
 	if err != nil {
 		return err
@@ -119,12 +121,12 @@ func (s *splicer) addThroughMerge(n *yaml.Node, key string, value any) error {
 	case n.Kind == yaml.AliasNode:
 		end := start + 1 + len(n.Value)
 		if end > len(s.body) || string(s.body[start:end]) != "*"+n.Value {
-			return fmt.Errorf("%w: alias *%s not found at %d:%d", errCannotSplice, n.Value, n.Line, n.Column)
+			return fmt.Errorf("%w: alias *%s not found at %d:%d", ErrCannotEdit, n.Value, n.Line, n.Column)
 		}
 		s.add(start, start, "{<<: ")
 		s.add(end, end, entry)
 		return nil
-	case n.Kind == yaml.MappingNode && isFlow(n):
+	case n.Kind == yaml.MappingNode && IsFlow(n):
 		open, err := s.openBracket(n)
 		if err != nil {
 			return err
@@ -137,7 +139,7 @@ func (s *splicer) addThroughMerge(n *yaml.Node, key string, value any) error {
 		s.add(closeAt+1, closeAt+1, entry)
 		return nil
 	}
-	return fmt.Errorf("%w: a shared block mapping", errCannotSplice)
+	return fmt.Errorf("%w: a shared block mapping", ErrCannotEdit)
 }
 
 // detectSeqIndent finds the first block sequence that is a mapping value
@@ -171,7 +173,7 @@ func detectSeqIndentIn(n *yaml.Node) int {
 
 // offset converts a node's 1-based line and column (in characters) to a
 // byte offset in the body.
-func (s *splicer) offset(line, col int) int {
+func (s *Editor) offset(line, col int) int {
 	if line < 1 || line > len(s.lineStart) {
 		return len(s.body)
 	}
@@ -183,19 +185,19 @@ func (s *splicer) offset(line, col int) int {
 	return off
 }
 
-func (s *splicer) add(start, end int, text string) {
+func (s *Editor) add(start, end int, text string) {
 	s.edits = append(s.edits, textEdit{start: start, end: end, text: text})
 }
 
-// apply returns the body with every edit made. Edits never overlap.
-func (s *splicer) apply() ([]byte, error) {
+// Apply returns the body with every edit made. Edits never overlap.
+func (s *Editor) Apply() ([]byte, error) {
 	edits := slices.Clone(s.edits)
 	slices.SortStableFunc(edits, func(a, b textEdit) int { return a.start - b.start })
 	var out []byte
 	last := 0
 	for _, e := range edits {
 		if e.start < last {
-			return nil, fmt.Errorf("%w: overlapping edits", errCannotSplice)
+			return nil, fmt.Errorf("%w: overlapping edits", ErrCannotEdit)
 		}
 		out = append(out, s.body[last:e.start]...)
 		out = append(out, e.text...)
@@ -204,28 +206,28 @@ func (s *splicer) apply() ([]byte, error) {
 	return append(out, s.body[last:]...), nil
 }
 
-// isFlow reports whether a collection is written in flow style ({...}, [...]).
-func isFlow(n *yaml.Node) bool { return n.Style&yaml.FlowStyle != 0 }
+// IsFlow reports whether a collection is written in flow style ({...}, [...]).
+func IsFlow(n *yaml.Node) bool { return n.Style&yaml.FlowStyle != 0 }
 
 // openBracket returns the offset just after the '{' or '[' that opens a
 // flow collection (its node position may be at an anchor or tag before it).
-func (s *splicer) openBracket(n *yaml.Node) (int, error) {
+func (s *Editor) openBracket(n *yaml.Node) (int, error) {
 	off := s.offset(n.Line, n.Column)
 	for off < len(s.body) && s.body[off] != '{' && s.body[off] != '[' {
 		if s.body[off] == '\n' || s.body[off] == '#' {
-			return 0, fmt.Errorf("%w: no bracket at %d:%d", errCannotSplice, n.Line, n.Column)
+			return 0, fmt.Errorf("%w: no bracket at %d:%d", ErrCannotEdit, n.Line, n.Column)
 		}
 		off++
 	}
 	if off == len(s.body) {
-		return 0, fmt.Errorf("%w: no bracket at %d:%d", errCannotSplice, n.Line, n.Column)
+		return 0, fmt.Errorf("%w: no bracket at %d:%d", ErrCannotEdit, n.Line, n.Column)
 	}
 	return off + 1, nil
 }
 
 // closeBracket returns the offset of the ']' or '}' closing the flow
 // collection whose content starts at open, skipping quoted text and nesting.
-func (s *splicer) closeBracket(open int) (int, error) {
+func (s *Editor) closeBracket(open int) (int, error) {
 	depth := 0
 	for i := open; i < len(s.body); i++ {
 		switch c := s.body[i]; c {
@@ -260,7 +262,7 @@ func (s *splicer) closeBracket(open int) (int, error) {
 			depth--
 		}
 	}
-	return 0, fmt.Errorf("%w: unclosed flow collection", errCannotSplice)
+	return 0, fmt.Errorf("%w: unclosed flow collection", ErrCannotEdit)
 }
 
 // flowEmpty reports whether a flow collection has no entries.
@@ -269,10 +271,10 @@ func flowEmpty(n *yaml.Node) bool { return len(n.Content) == 0 }
 // indentOf returns the indentation (in columns, 0-based) of a node's position.
 func indentOf(n *yaml.Node) int { return n.Column - 1 }
 
-// setKey sets key to value in mapping m: an existing scalar value is
+// SetKey sets key to value in mapping m: an existing scalar value is
 // replaced in place; a missing key is added. value is a Go value rendered
 // as YAML (block style in a block mapping, flow in a flow mapping).
-func (s *splicer) setKey(m *yaml.Node, key string, value any) error {
+func (s *Editor) SetKey(m *yaml.Node, key string, value any) error {
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		if m.Content[i].Value != key {
 			continue
@@ -280,17 +282,17 @@ func (s *splicer) setKey(m *yaml.Node, key string, value any) error {
 		v := m.Content[i+1]
 		str, isStr := value.(string)
 		if v.Kind != yaml.ScalarNode || !isStr || v.Tag == "!!null" {
-			return fmt.Errorf("%w: %s is not a scalar to replace", errCannotSplice, key)
+			return fmt.Errorf("%w: %s is not a scalar to replace", ErrCannotEdit, key)
 		}
-		return s.replaceScalar(v, str)
+		return s.ReplaceScalar(v, str)
 	}
-	return s.addKey(m, key, value)
+	return s.AddKey(m, key, value)
 }
 
-// replaceScalar replaces a one-line scalar's text with a new string value.
-func (s *splicer) replaceScalar(v *yaml.Node, value string) error {
-	if s.isShared(v) || v.Kind != yaml.ScalarNode || v.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
-		return fmt.Errorf("%w: scalar at %d:%d", errCannotSplice, v.Line, v.Column)
+// ReplaceScalar replaces a one-line scalar's text with a new string value.
+func (s *Editor) ReplaceScalar(v *yaml.Node, value string) error {
+	if s.IsShared(v) || v.Kind != yaml.ScalarNode || v.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+		return fmt.Errorf("%w: scalar at %d:%d", ErrCannotEdit, v.Line, v.Column)
 	}
 	start := s.offset(v.Line, v.Column)
 	end, err := s.scalarEnd(start, v)
@@ -302,10 +304,10 @@ func (s *splicer) replaceScalar(v *yaml.Node, value string) error {
 }
 
 // scalarEnd finds the end of a one-line scalar token starting at start.
-func (s *splicer) scalarEnd(start int, v *yaml.Node) (int, error) {
+func (s *Editor) scalarEnd(start int, v *yaml.Node) (int, error) {
 	b := s.body
 	if start >= len(b) {
-		return 0, fmt.Errorf("%w: scalar past the end", errCannotSplice)
+		return 0, fmt.Errorf("%w: scalar past the end", ErrCannotEdit)
 	}
 	switch b[start] {
 	case '"':
@@ -348,17 +350,17 @@ func (s *splicer) scalarEnd(start int, v *yaml.Node) (int, error) {
 			return end, nil
 		}
 	}
-	return 0, fmt.Errorf("%w: multi-line or unusual scalar at %d:%d", errCannotSplice, v.Line, v.Column)
+	return 0, fmt.Errorf("%w: multi-line or unusual scalar at %d:%d", ErrCannotEdit, v.Line, v.Column)
 }
 
-// addKey adds key: value to mapping m. In a block mapping the new entry
+// AddKey adds key: value to mapping m. In a block mapping the new entry
 // goes before the first key, at its indentation; in a flow mapping right
 // after the '{'.
-func (s *splicer) addKey(m *yaml.Node, key string, value any) error {
+func (s *Editor) AddKey(m *yaml.Node, key string, value any) error {
 	if m.Kind != yaml.MappingNode {
-		return fmt.Errorf("%w: not a mapping", errCannotSplice)
+		return fmt.Errorf("%w: not a mapping", ErrCannotEdit)
 	}
-	if isFlow(m) {
+	if IsFlow(m) {
 		open, err := s.openBracket(m)
 		if err != nil {
 			return err
@@ -375,7 +377,7 @@ func (s *splicer) addKey(m *yaml.Node, key string, value any) error {
 		return nil
 	}
 	if len(m.Content) == 0 {
-		return fmt.Errorf("%w: empty block mapping", errCannotSplice)
+		return fmt.Errorf("%w: empty block mapping", ErrCannotEdit)
 	}
 	first := m.Content[0]
 	indent := indentOf(first)
@@ -391,19 +393,19 @@ func (s *splicer) addKey(m *yaml.Node, key string, value any) error {
 // sequence checks that seq is a non-empty sequence without an anchor (an
 // alias elsewhere would change with it) and says whether it is a flow
 // sequence, with the offset just after its '['.
-func (s *splicer) sequence(seq *yaml.Node) (flow bool, open int, err error) {
-	if seq.Kind != yaml.SequenceNode || len(seq.Content) == 0 || s.isShared(seq) {
-		return false, 0, fmt.Errorf("%w: not a non-empty sequence", errCannotSplice)
+func (s *Editor) sequence(seq *yaml.Node) (flow bool, open int, err error) {
+	if seq.Kind != yaml.SequenceNode || len(seq.Content) == 0 || s.IsShared(seq) {
+		return false, 0, fmt.Errorf("%w: not a non-empty sequence", ErrCannotEdit)
 	}
-	if !isFlow(seq) {
+	if !IsFlow(seq) {
 		return false, 0, nil
 	}
 	open, err = s.openBracket(seq)
 	return true, open, err
 }
 
-// prependItems inserts items before the first entry of sequence seq.
-func (s *splicer) prependItems(seq *yaml.Node, items []string) error {
+// PrependItems inserts items before the first entry of sequence seq.
+func (s *Editor) PrependItems(seq *yaml.Node, items []string) error {
 	if len(items) == 0 {
 		return nil
 	}
@@ -429,8 +431,8 @@ func (s *splicer) prependItems(seq *yaml.Node, items []string) error {
 	return nil
 }
 
-// appendItems adds items after the last entry of sequence seq.
-func (s *splicer) appendItems(seq *yaml.Node, items []any) error {
+// AppendItems adds items after the last entry of sequence seq.
+func (s *Editor) AppendItems(seq *yaml.Node, items []any) error {
 	if len(items) == 0 {
 		return nil
 	}
@@ -461,7 +463,7 @@ func (s *splicer) appendItems(seq *yaml.Node, items []any) error {
 	}
 	last := s.lastLine(seq.Content[len(seq.Content)-1])
 	if last < 0 {
-		return fmt.Errorf("%w: multi-line entry", errCannotSplice)
+		return fmt.Errorf("%w: multi-line entry", ErrCannotEdit)
 	}
 	indent := indentOf(seq)
 	at := len(s.body)
@@ -488,7 +490,7 @@ func (s *splicer) appendItems(seq *yaml.Node, items []any) error {
 // -1 when it may run further (block scalars, multi-line plain scalars,
 // aliases), which the caller does not edit past. A quoted scalar that
 // wraps over lines ends on the line of its closing quote.
-func (s *splicer) lastLine(n *yaml.Node) int {
+func (s *Editor) lastLine(n *yaml.Node) int {
 	switch n.Kind {
 	case yaml.ScalarNode:
 		if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
@@ -505,7 +507,7 @@ func (s *splicer) lastLine(n *yaml.Node) int {
 	case yaml.AliasNode:
 		return -1
 	}
-	if isFlow(n) {
+	if IsFlow(n) {
 		// One-line flow collections only: all content on the node's line.
 		for _, c := range n.Content {
 			if l := s.lastLine(c); l != n.Line {
@@ -526,7 +528,7 @@ func (s *splicer) lastLine(n *yaml.Node) int {
 }
 
 // quotedLastLine is the line of a quoted scalar's closing quote, or -1.
-func (s *splicer) quotedLastLine(n *yaml.Node) int {
+func (s *Editor) quotedLastLine(n *yaml.Node) int {
 	start := s.offset(n.Line, n.Column)
 	b := s.body
 	if start < 0 || start >= len(b) || (b[start] != '"' && b[start] != '\'') {
@@ -554,15 +556,15 @@ func (s *splicer) quotedLastLine(n *yaml.Node) int {
 
 // blockEntry renders key: value as block YAML lines, the first at the
 // insertion point (no leading indentation), the rest indented from indent.
-func (s *splicer) blockEntry(key string, value any, indent int) ([]string, error) {
+func (s *Editor) blockEntry(key string, value any, indent int) ([]string, error) {
 	pad := strings.Repeat(" ", indent)
 	switch v := value.(type) {
 	case string:
 		return []string{scalarText(key) + ": " + scalarText(v)}, nil
-	case []ordered:
+	case []KV:
 		lines := []string{scalarText(key) + ":"}
 		for _, kv := range v {
-			sub, err := s.blockEntry(kv.key, kv.value, indent+2)
+			sub, err := s.blockEntry(kv.Key, kv.Value, indent+2)
 			if err != nil {
 				return nil, err
 			}
@@ -581,19 +583,19 @@ func (s *splicer) blockEntry(key string, value any, indent int) ([]string, error
 		}
 		return lines, nil
 	}
-	return nil, fmt.Errorf("%w: cannot render %T", errCannotSplice, value)
+	return nil, fmt.Errorf("%w: cannot render %T", ErrCannotEdit, value)
 }
 
 // blockItem renders one sequence entry "- ..." at indent (fully indented).
-func (s *splicer) blockItem(item any, indent int) ([]string, error) {
+func (s *Editor) blockItem(item any, indent int) ([]string, error) {
 	pad := strings.Repeat(" ", indent)
 	switch v := item.(type) {
 	case string:
 		return []string{pad + "- " + scalarText(v)}, nil
-	case []ordered:
+	case []KV:
 		var lines []string
 		for i, kv := range v {
-			sub, err := s.blockEntry(kv.key, kv.value, indent+2)
+			sub, err := s.blockEntry(kv.Key, kv.Value, indent+2)
 			if err != nil {
 				return nil, err
 			}
@@ -606,13 +608,14 @@ func (s *splicer) blockItem(item any, indent int) ([]string, error) {
 		}
 		return lines, nil
 	}
-	return nil, fmt.Errorf("%w: cannot render %T", errCannotSplice, item)
+	return nil, fmt.Errorf("%w: cannot render %T", ErrCannotEdit, item)
 }
 
-// ordered is one key of a mapping to render, in order.
-type ordered struct {
-	key   string
-	value any // string, []ordered or []any
+// KV is one key of a mapping to render, in order. Value is a string, a
+// []KV (a mapping) or a []any (a sequence of those).
+type KV struct {
+	Key   string
+	Value any
 }
 
 // flowText renders a value in flow style (JSON, which YAML reads as flow).
@@ -620,14 +623,14 @@ func flowText(value any) (string, error) {
 	switch v := value.(type) {
 	case string:
 		return scalarText(v), nil
-	case []ordered:
+	case []KV:
 		parts := make([]string, len(v))
 		for i, kv := range v {
-			t, err := flowText(kv.value)
+			t, err := flowText(kv.Value)
 			if err != nil {
 				return "", err
 			}
-			parts[i] = scalarText(kv.key) + ": " + t
+			parts[i] = scalarText(kv.Key) + ": " + t
 		}
 		return "{" + strings.Join(parts, ", ") + "}", nil
 	case []any:
@@ -641,7 +644,7 @@ func flowText(value any) (string, error) {
 		}
 		return "[" + strings.Join(parts, ", ") + "]", nil
 	}
-	return "", fmt.Errorf("%w: cannot render %T", errCannotSplice, value)
+	return "", fmt.Errorf("%w: cannot render %T", ErrCannotEdit, value)
 }
 
 // scalarText writes a string as a YAML scalar: plain when YAML reads the
