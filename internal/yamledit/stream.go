@@ -40,6 +40,15 @@ func SplitStream(in []byte) []Document {
 	if len(docs) > 1 && len(docs[0].Sep) == 0 && len(docs[0].Body) == 0 {
 		docs = docs[1:]
 	}
+	// Directives (%YAML, %TAG) belong to the document whose "---" follows
+	// them: such a piece is one document with the next.
+	for i := 0; i+1 < len(docs); i++ {
+		if directivesOnly(docs[i].Body) {
+			next := docs[i+1]
+			docs[i].Body = in[docs[i].Offset : next.Offset+len(next.Body)]
+			docs = append(docs[:i+1], docs[i+2:]...)
+		}
+	}
 	line := 1
 	prev := 0
 	for i := range docs {
@@ -48,6 +57,22 @@ func SplitStream(in []byte) []Document {
 		docs[i].Line = line
 	}
 	return docs
+}
+
+// directivesOnly reports whether body holds directives and nothing but
+// comments and blank lines besides.
+func directivesOnly(body []byte) bool {
+	found := false
+	for _, l := range bytes.Split(body, []byte("\n")) {
+		switch l = bytes.TrimSpace(l); {
+		case len(l) == 0 || l[0] == '#':
+		case l[0] == '%':
+			found = true
+		default:
+			return false
+		}
+	}
+	return found
 }
 
 // SepContent reports whether a separator line carries document content

@@ -97,3 +97,16 @@ func TestJSONKeepsItsStyle(t *testing.T) {
 		t.Error("YAML detected as JSON")
 	}
 }
+
+// A directive and the document it precedes are one document, not two.
+func TestSplitStreamKeepsDirectivesWithTheirDocument(t *testing.T) {
+	in := []byte("# c\n%YAML 1.1\n---\na: 1\n---\nb: 2\n")
+	docs := SplitStream(in)
+	if len(docs) != 2 || string(docs[0].Body) != "# c\n%YAML 1.1\n---\na: 1\n" || docs[1].Line != 6 {
+		t.Fatalf("%d documents: %+v", len(docs), docs)
+	}
+	var n yaml.Node
+	if err := yaml.Unmarshal(docs[0].Body, &n); err != nil {
+		t.Errorf("the directive's document does not parse: %v", err)
+	}
+}
