@@ -109,6 +109,8 @@ func TestLoadErrors(t *testing.T) {
 		{"rules not a list", head + "rules: {a: b}\n", []string{`3:8: rules: must be a list of rules, got a mapping`}},
 		{"empty file", "", []string{`1:1: empty policy`}},
 		{"syntax error", head + "profiles: [\n", []string{`3:11: invalid YAML`}},
+		// goccy counted a blank CRLF line twice: one line late after each.
+		{"syntax error after blank CRLF lines", strings.ReplaceAll(head+"\n\n# c\nprofiles: @x\n", "\n", "\r\n"), []string{`6:11: invalid YAML: '@' is a reserved character`}},
 		{"unclosed brace", head + "profiles:\n  fast: {mode: options\n  slow: {}\n", []string{`4:9: invalid YAML: "{" opened here is not closed`}},
 		{"unclosed brace, nested", head + "profiles:\n  fast:\n    options: {ndots: 2, timeout: 1\n  slow: {}\n", []string{`5:14: invalid YAML: "{" opened here is not closed`}},
 		{"unclosed bracket", head + "excludeNamespaces: [a, b\nprofiles: {}\n", []string{`3:20: invalid YAML: "[" opened here is not closed`}},

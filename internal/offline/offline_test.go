@@ -3,6 +3,7 @@ package offline
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"net/netip"
 	"os"
@@ -173,5 +174,55 @@ func TestJSONStaysJSON(t *testing.T) {
 				t.Errorf("not mutated as the resilient profile says: %s", out)
 			}
 		})
+	}
+}
+
+// A syntax error is reported where policy check (policy.Load, one
+// document) reports it, moved by where the document starts in the stream:
+// two paths to one position, for every shape of mistake in the table,
+// whether the broken document comes first or later, after comments, blank
+// lines, a commented separator or CRLF lines.
+func TestSyntaxErrorPositionsMatchPolicyCheck(t *testing.T) {
+	broken := []string{
+		"b: 2\nc: d: e\n",
+		"b: 1\n c: 2\n",
+		"b:\n\tc: 1\n",
+		"b: \"a\n c: 2\n",
+		"b:\n  - a\n  b: 2\n",
+		"b: [\n",
+		"b: {x: 1\nc: 3\n",
+		"b: [1, 2]]\n",
+		"\n\n# c\nb: @x\n",
+		"? x\n? y\n: z\n: w\n",
+		"kind: Pod\nspec:\n  containers:\n  - name: a\n    image: b\n   - name: c\n",
+		"b: |\n  x\n c: 1\n",
+		"b: &a 1\nc: *nosuch\n",
+	}
+	before := []string{"", "a: 1\n---\n", "a: 1\n---\n\n# two\n---\n", "a: 1\n--- # c\n", "# head\n\na: [1,\n  2]\n---\n"}
+	for _, doc := range broken {
+		_, err := policy.Load("p.yaml", []byte(doc))
+		var list policy.ErrorList
+		if !errors.As(err, &list) || len(list) == 0 {
+			t.Fatalf("%q: policy check gave %v, want a positioned error", doc, err)
+		}
+		want := list[0]
+		for _, pre := range before {
+			for _, crlf := range []bool{false, true} {
+				in := pre + doc
+				if crlf {
+					in = strings.ReplaceAll(in, "\n", "\r\n")
+				}
+				_, err := Mutate([]byte(in), Options{Policy: policy.Default(), Filename: "in.yaml"})
+				var de *DocError
+				if !errors.As(err, &de) {
+					t.Errorf("%q after %q (crlf %v): %v, want a DocError", doc, pre, crlf, err)
+					continue
+				}
+				line := want.Line + strings.Count(pre, "\n")
+				if de.Line != line || max(de.Column, 1) != want.Column {
+					t.Errorf("%q after %q (crlf %v): mutate says %d:%d (%v), policy check %d:%d moved to %d:%d", doc, pre, crlf, de.Line, de.Column, err, want.Line, want.Column, line, want.Column)
+				}
+			}
+		}
 	}
 }

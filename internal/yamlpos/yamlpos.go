@@ -3,6 +3,7 @@
 package yamlpos
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"regexp"
@@ -25,6 +26,7 @@ import (
 // Lines count from firstLine: 1 for a file, the document's first line for
 // one document of a stream.
 func SyntaxError(data []byte, firstLine int) (line, col int, msg string, ok bool) {
+	data = lf(data)
 	_, err := goccyparser.ParseBytes(data, 0)
 	var yerr goccy.Error
 	if err == nil || !errors.As(err, &yerr) || yerr.GetToken() == nil {
@@ -41,6 +43,13 @@ func SyntaxError(data []byte, firstLine int) (line, col int, msg string, ok bool
 		msg = fmt.Sprintf("%q closes nothing that is open here (%s)", tok.Value, msg)
 	}
 	return line, col, msg, true
+}
+
+// lf is data with CRLF line ends made LF: goccy counts a blank CRLF line
+// twice, so every position after one was a line late. Lines and columns
+// are the same either way.
+func lf(data []byte) []byte {
+	return bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n"))
 }
 
 // unclosedFlow returns the innermost '{' or '[' still open before offset.
@@ -77,7 +86,7 @@ func UnknownAlias(data []byte, firstLine int, err error) (line, col int, ok bool
 	if m == nil {
 		return 0, 0, false
 	}
-	toks := lexer.Tokenize(string(data))
+	toks := lexer.Tokenize(string(lf(data)))
 	for i, t := range toks {
 		if t.Type == token.AliasType && i+1 < len(toks) && toks[i+1].Value == m[1] {
 			return t.Position.Line + firstLine - 1, t.Position.Column, true
