@@ -6,18 +6,24 @@ import "github.com/invopop/jsonschema"
 // each): the schema refuses unknown keys and wrong types, and its policy part
 // is the policy API's own schema.
 type Values struct {
-	Image            Image          `json:"image"`
-	Backend          string         `json:"backend" jsonschema:"enum=webhook,enum=admission-policy"`
-	Namespace        Namespace      `json:"namespace"`
-	Webhook          Webhook        `json:"webhook"`
-	Certificates     Certificates   `json:"certificates"`
-	Node             Node           `json:"node"`
-	Reports          Reports        `json:"reports"`
-	NetworkPolicy    Toggle         `json:"networkPolicy"`
-	ServiceMonitor   ServiceMonitor `json:"serviceMonitor"`
-	PrometheusRule   Labelled       `json:"prometheusRule"`
-	GrafanaDashboard Labelled       `json:"grafanaDashboard"`
-	Policy           map[string]any `json:"policy"`
+	Image            Image           `json:"image"`
+	Backend          string          `json:"backend" jsonschema:"enum=webhook,enum=admission-policy"`
+	AdmissionPolicy  AdmissionPolicy `json:"admissionPolicy"`
+	Namespace        Namespace       `json:"namespace"`
+	Webhook          Webhook         `json:"webhook"`
+	Certificates     Certificates    `json:"certificates"`
+	Node             Node            `json:"node"`
+	Reports          Reports         `json:"reports"`
+	NetworkPolicy    Toggle          `json:"networkPolicy"`
+	ServiceMonitor   ServiceMonitor  `json:"serviceMonitor"`
+	PrometheusRule   Labelled        `json:"prometheusRule"`
+	GrafanaDashboard Labelled        `json:"grafanaDashboard"`
+	Policy           map[string]any  `json:"policy"`
+}
+
+// AdmissionPolicy configures the admission-policy backend.
+type AdmissionPolicy struct {
+	EnforcedWarnings bool `json:"enforcedWarnings"`
 }
 
 // Image is dnstune's image.

@@ -93,6 +93,20 @@ func TestCompileShapes(t *testing.T) {
 		}
 	}
 
+	// Without enforced-namespace warnings: the audit policy alone.
+	quiet, err := Compile(pol, Options{NoEnforcedWarnings: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range quiet.Validating {
+		if v.Name == WarningsName {
+			t.Error("NoEnforcedWarnings still compiles " + WarningsName)
+		}
+	}
+	if len(quiet.Validating) != 1 || len(quiet.ValidatingBindings) != 2 {
+		t.Errorf("NoEnforcedWarnings: %d validating policies, %d bindings; want the audit policy and its two bindings", len(quiet.Validating), len(quiet.ValidatingBindings))
+	}
+
 	// Rules that audit: one validating policy, everywhere.
 	rules := policy.Default()
 	sel2, _ := labels.Parse("team=legacy")

@@ -44,6 +44,10 @@ type RunOptions struct {
 	LeaderElectionNamespace string
 	// Resync re-applies without a policy change (repairs hand edits), default 1m.
 	Resync time.Duration
+	// EnforcedWarnings compiles warnings.dnstune.io (Options.NoEnforcedWarnings
+	// is its opposite). The command line's default is true; the zero value
+	// leaves it out.
+	EnforcedWarnings bool
 }
 
 // Run keeps the compiled admission policies in the cluster in step with
@@ -75,7 +79,7 @@ func Run(ctx context.Context, o RunOptions, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
-	s := &Syncer{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Policy: store.Policy, Generation: store.Generation, Resync: o.Resync, Log: log.WithName("sync")}
+	s := &Syncer{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Policy: store.Policy, Generation: store.Generation, Resync: o.Resync, Log: log.WithName("sync"), NoEnforcedWarnings: !o.EnforcedWarnings}
 	for _, r := range []manager.Runnable{store, s} {
 		if err := mgr.Add(r); err != nil {
 			return err
@@ -121,6 +125,8 @@ type Syncer struct {
 	Generation func() int64
 	Resync     time.Duration
 	Log        logr.Logger
+	// NoEnforcedWarnings is Options.NoEnforcedWarnings.
+	NoEnforcedWarnings bool
 
 	synced  atomic.Int64 // generation last applied; 0 = none
 	applied netip.Addr   // the cluster DNS compiled into the applied objects
@@ -178,7 +184,7 @@ func (s *Syncer) sync(ctx context.Context, dns netip.Addr) error {
 	if !pol.ClusterDNS.IsValid() {
 		pol = pol.WithClusterDNS(dns) // discovered: only when the policy sets none
 	}
-	objs, err := Compile(pol, Options{NoParams: true})
+	objs, err := Compile(pol, Options{NoParams: true, NoEnforcedWarnings: s.NoEnforcedWarnings})
 	if err != nil {
 		return err
 	}

@@ -43,6 +43,7 @@ kube-apiserver then mutates pods itself, also while dnstune is down.`,
 	f.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", daemon.DefaultHealthProbeBindAddress, "address of /healthz and /readyz (ready: the policy in use is applied)")
 	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", daemon.DefaultLeaderElectionNamespace, "namespace of the Lease the replicas elect the writer with")
 	f.DurationVar(&o.Resync, "resync", time.Minute, "re-apply this often without a policy change (repairs hand edits)")
+	f.BoolVar(&o.EnforcedWarnings, "enforced-warnings", true, "warn in enforced namespaces too (musl images, kube-apiserver's limits), as the webhook does; false saves every pod create there a validating policy's evaluation")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd
 }

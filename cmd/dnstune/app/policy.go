@@ -42,19 +42,23 @@ func newPolicyCommand() *cobra.Command {
 }
 
 func newPolicyCompileCommand() *cobra.Command {
-	var clusterDNS, output string
+	var (
+		clusterDNS, output string
+		enforcedWarnings   bool
+	)
 	cmd := &cobra.Command{
 		Use:   "compile FILE",
 		Short: "Compile a policy to in-tree MutatingAdmissionPolicies and bindings (admissionregistration.k8s.io/v1)",
-		Long: `Writes the policy as MutatingAdmissionPolicy objects and their bindings (CEL and
+		Long: `Writes the policy as one MutatingAdmissionPolicy and its binding (CEL and
 JSONPatch) that kube-apiserver >= 1.36 evaluates itself: the same stored pods
 as the webhook (proven on a real apiserver, case by case), and mutation goes
-on while dnstune's pods are down. One policy for the options profiles, one
-for nodelocal profiles, which reads the kube-dns Service as its parameter
-unless the policy or --cluster-dns gives the address; and a
-ValidatingAdmissionPolicy (Warn + Audit) that says, in audit namespaces,
-what would change, in the webhook's words (nodelocal ones only when the
-cluster DNS address is given).`,
+on while dnstune's pods are down. It reads the kube-dns Service as its
+parameter for nodelocal profiles unless the policy or --cluster-dns gives
+the address. Then the ValidatingAdmissionPolicies (Warn + Audit) that give
+the webhook's warnings in its words: pods.dnstune.io in audit namespaces
+(what would change; nodelocal only when the cluster DNS address is given)
+and where a namespace names an unknown profile, warnings.dnstune.io beside
+the mutation in enforced namespaces (--enforced-warnings).`,
 		Args: cobra.ExactArgs(1),
 		PreRunE: func(*cobra.Command, []string) error {
 			if output != "yaml" && output != "json" {
@@ -77,7 +81,7 @@ cluster DNS address is given).`,
 				}
 				pol = pol.WithClusterDNS(a)
 			}
-			objs, err := admissionpolicy.Compile(pol, admissionpolicy.Options{})
+			objs, err := admissionpolicy.Compile(pol, admissionpolicy.Options{NoEnforcedWarnings: !enforcedWarnings})
 			if err != nil {
 				return err
 			}
@@ -110,5 +114,6 @@ cluster DNS address is given).`,
 	}
 	cmd.Flags().StringVar(&clusterDNS, "cluster-dns", "", "cluster DNS address for nodelocal (overrides the policy's clusterDNS; default: read kube-system/kube-dns)")
 	cmd.Flags().StringVarP(&output, "output", "o", "yaml", "yaml (a stream of documents) or json (one v1 List)")
+	cmd.Flags().BoolVar(&enforcedWarnings, "enforced-warnings", true, "compile warnings.dnstune.io: musl and limit warnings in enforced namespaces, as the webhook gives them (false saves every pod create there a validating policy's evaluation)")
 	return cmd
 }
