@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -161,4 +162,26 @@ func applyYAML(ctx context.Context, t *testing.T, data []byte, dryRun func(kind 
 			t.Fatal(err)
 		}
 	}
+}
+
+// createWebDeployment creates Deployment web (two pause replicas, labels
+// app=web) in ns.
+func createWebDeployment(t *testing.T, ns string) *appsv1.Deployment {
+	t.Helper()
+	labels := map[string]string{"app": "web"}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr(int32(2)),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}}},
+			},
+		},
+	}
+	if err := env.Client.Create(context.Background(), dep); err != nil {
+		t.Fatal(err)
+	}
+	return dep
 }

@@ -186,21 +186,7 @@ func TestReportAndRollout(t *testing.T) {
 	wg := markReady(t, ns, stop)
 	defer func() { close(stop); wg.Wait() }()
 
-	labels := map[string]string{"app": "web"}
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr(int32(2)),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}}},
-			},
-		},
-	}
-	if err := env.Client.Create(ctx, dep); err != nil {
-		t.Fatal(err)
-	}
+	dep := createWebDeployment(t, ns)
 	bare, _ := create(t, newPod(ns, func(p *corev1.Pod) { p.Name, p.GenerateName = "bare", "" }))
 	eventually(t, 60*time.Second, func() error {
 		var d appsv1.Deployment
@@ -294,7 +280,7 @@ func TestReportAndRollout(t *testing.T) {
 		return nil
 	})
 	var pods corev1.PodList
-	if err := env.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels(labels)); err != nil {
+	if err := env.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels(dep.Spec.Selector.MatchLabels)); err != nil {
 		t.Fatal(err)
 	}
 	for i := range pods.Items {

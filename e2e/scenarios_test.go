@@ -8,9 +8,7 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dnstune/dnstune/e2e/framework"
@@ -27,21 +25,8 @@ func TestOptedInNamespace(t *testing.T) {
 func TestDeploymentPods(t *testing.T) {
 	ns := namespace(t, "deploy", enabled())
 	ctx := context.Background()
-	labels := map[string]string{"app": "web"}
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr(int32(2)),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}}},
-			},
-		},
-	}
-	if err := env.Client.Create(ctx, dep); err != nil {
-		t.Fatal(err)
-	}
+	dep := createWebDeployment(t, ns)
+	labels := dep.Spec.Selector.MatchLabels
 	var pods corev1.PodList
 	eventually(t, 60*time.Second, func() error {
 		if err := env.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels(labels)); err != nil {
