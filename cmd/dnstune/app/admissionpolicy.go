@@ -18,10 +18,11 @@ func newAdmissionPolicyCommand() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "admission-policy",
-		Short: "Keep the policy compiled as in-tree MutatingAdmissionPolicies in the cluster (the webhook-free backend)",
-		Long: `Watches the policy file and keeps its compiled MutatingAdmissionPolicies and
+		Short: "Keep the policy compiled as in-tree admission policies in the cluster (the webhook-free backend)",
+		Long: `Watches the policy file and keeps its compiled admission policies and
 bindings (see dnstune policy compile) applied with server-side apply, deleting
-compiled objects the policy no longer yields. Replicas elect one writer.
+compiled objects the policy no longer yields (and the per-mode policies
+earlier versions compiled). Replicas elect one writer.
 kube-apiserver then mutates pods itself, also while dnstune is down.`,
 		Args: cobra.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error {

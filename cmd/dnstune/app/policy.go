@@ -48,7 +48,7 @@ func newPolicyCompileCommand() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "compile FILE",
-		Short: "Compile a policy to in-tree MutatingAdmissionPolicies and bindings (admissionregistration.k8s.io/v1)",
+		Short: "Compile a policy to in-tree admission policies: one MutatingAdmissionPolicy, the ValidatingAdmissionPolicies of its warnings, their bindings",
 		Long: `Writes the policy as one MutatingAdmissionPolicy and its binding (CEL and
 JSONPatch) that kube-apiserver >= 1.36 evaluates itself: the same stored pods
 as the webhook (proven on a real apiserver, case by case), and mutation goes
