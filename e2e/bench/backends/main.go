@@ -382,7 +382,7 @@ func render(arms []*arm) string {
 	none := arms[0]
 	var b strings.Builder
 	b.WriteString(beginMarker + "\n## Backends side by side: no mutation, a hand-written MutatingAdmissionPolicy, the compiled admission policy, the webhook\n\n")
-	fmt.Fprintf(&b, "%s; one apiserver, the shipped policy, a pod in an enforced namespace of the resilient profile (all three mutating arms store the same pod); a warm-up round, then %d interleaved rounds of %d sequential pod creates per arm (server-side dry run: full admission and validation, no etcd write), arm order rotating each round; then a burst of %d clients × %d creates per arm. `go run ./e2e/bench/backends` (part of `make bench`).\n\n",
+	fmt.Fprintf(&b, "%s; one apiserver, the shipped policy, a pod in an enforced namespace of the resilient profile (every mutating arm stores the same pod, checked on each create); a warm-up round, then %d interleaved rounds of %d sequential pod creates per arm (server-side dry run: full admission and validation, no etcd write), arm order rotating each round; then a burst of %d clients × %d creates per arm. `go run ./e2e/bench/backends` (part of `make bench`).\n\n",
 		framework.Machine(), *rounds, *perRnd, *clients, *burstN)
 	b.WriteString("Added to p50: each round's p50 less the no-mutation arm's in the same round, the median over rounds (the range in brackets); the machine drifts between rounds more than the arms differ, so differences are taken within a round. CPU: kube-apiserver's and the webhook's `process_cpu_seconds_total` across the burst, per create.\n\n")
 	b.WriteString("| arm | p50 ms | p90 ms | p99 ms | added to p50 [range] | burst creates/s | CPU ms per create | added CPU ms per create |\n|---|---|---|---|---|---|---|---|\n")
