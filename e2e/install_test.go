@@ -135,18 +135,35 @@ func installCertManagerCRDs(ctx context.Context, t *testing.T) {
 	if len(files) < 4 {
 		t.Fatalf("cert-manager CRDs not found in %s", dir)
 	}
+	var kinds []string
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
 		applyYAML(ctx, t, data, func(string) bool { return false })
+		objs, err := framework.Objects(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objs {
+			if k, _, _ := unstructured.NestedString(o.Object, "spec", "names", "kind"); k != "" {
+				kinds = append(kinds, k)
+			}
+		}
 	}
+	// Each CRD is served on its own schedule: wait until every kind can be
+	// listed (and so is known to the client's REST mapper), not just one.
 	eventually(t, 30*time.Second, func() error {
-		var l unstructured.UnstructuredList
-		l.SetAPIVersion("cert-manager.io/v1")
-		l.SetKind("CertificateList")
-		return env.Client.List(ctx, &l)
+		for _, k := range kinds {
+			var l unstructured.UnstructuredList
+			l.SetAPIVersion("cert-manager.io/v1")
+			l.SetKind(k + "List")
+			if err := env.Client.List(ctx, &l); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	certManagerCRDsInstalled = true
 }
