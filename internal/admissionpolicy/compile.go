@@ -402,12 +402,15 @@ func (c *compiler) validatingPolicy(name, audited string, local []string) *admis
 	// "dnstune changed this pod": exact where it is audited (nothing was
 	// mutated: it would change); in enforced namespaces the pod is seen
 	// after mutation, and the profile annotation stands for it.
-	changed := fmt.Sprintf(`((%[1]s && variables.wouldChange) || (!(%[1]s) && object.metadata.?annotations[?'%[2]s'].orValue('') == variables.profile))`, audited, policy.ProfileLabel)
-	if audited == "true" {
+	annotated := fmt.Sprintf(`object.metadata.?annotations[?'%s'].orValue('') == variables.profile`, policy.ProfileLabel)
+	var changed string
+	switch audited {
+	case "true":
 		changed = "variables.wouldChange"
-	}
-	if enforcedOnly {
-		changed = fmt.Sprintf(`object.metadata.?annotations[?'%s'].orValue('') == variables.profile`, policy.ProfileLabel)
+	case "false":
+		changed = annotated
+	default:
+		changed = fmt.Sprintf(`((%[1]s && variables.wouldChange) || (!(%[1]s) && %[2]s))`, audited, annotated)
 	}
 	// The pod's own ndots (policy.muslNdotsWarning). Under keepNdots an
 	// options profile never adds ndots to a musl pod, so after mutation too
