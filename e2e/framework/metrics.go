@@ -1,6 +1,7 @@
 package framework
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -30,6 +31,15 @@ func Scrape(url string) (string, error) {
 
 // Metrics is one scrape of a Prometheus text endpoint, parsed.
 type Metrics map[string]*dto.MetricFamily
+
+// APIServerMetrics scrapes kube-apiserver's /metrics with the admin client.
+func (e *Env) APIServerMetrics(ctx context.Context) (Metrics, error) {
+	b, err := e.Clientset.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ParseMetrics(string(b))
+}
 
 // ParseMetrics parses the Prometheus text exposition format.
 func ParseMetrics(text string) (Metrics, error) {

@@ -3,7 +3,8 @@
 // MutatingAdmissionPolicy (the in-tree floor), the compiled admission
 // policy with and without its enforced-namespace warnings, and the
 // webhook: in interleaved rounds of sequential creates (so drift hits every
-// arm alike), and the CPU each spends per create in a concurrent burst. make bench runs it and puts its section into BENCHMARKS.md.
+// arm alike), and the CPU each spends per create in a concurrent burst.
+// make bench runs it and puts its section into BENCHMARKS.md.
 package main
 
 import (
@@ -71,11 +72,7 @@ type arm struct {
 // (process_cpu_seconds_total of each): in-tree mutation is paid by the
 // apiserver, the webhook's partly by dnstune.
 func cpuSeconds(ctx context.Context, env *framework.Env) (float64, error) {
-	b, err := env.Clientset.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
-	if err != nil {
-		return 0, err
-	}
-	m, err := framework.ParseMetrics(string(b))
+	m, err := env.APIServerMetrics(ctx)
 	if err != nil {
 		return 0, err
 	}

@@ -326,11 +326,7 @@ func admissionP50(ctx context.Context, c client.Client) (float64, [2]float64, er
 
 // apiMetrics reads the apiserver's watch count, LIST count and CPU.
 func apiMetrics(ctx context.Context, env *framework.Env) (watches, lists, cpu float64, err error) {
-	b, err := env.Clientset.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	m, err := framework.ParseMetrics(string(b))
+	m, err := env.APIServerMetrics(ctx)
 	if err != nil {
 		return 0, 0, 0, err
 	}
