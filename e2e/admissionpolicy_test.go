@@ -713,3 +713,69 @@ func TestCompiledWarningsMatchWebhook(t *testing.T) {
 		})
 	}
 }
+
+// The compiled policy leaves excludeNamespaces, opted-out pods and the DNS
+// servers' own pods alone, with their exclusions in its match conditions
+// (not its bindings' selectors): an excluded namespace that is opted in,
+// enforced or audited, gets neither a mutation nor a warning, while its
+// sibling that is not excluded gets both.
+func TestCompiledPolicyExclusions(t *testing.T) {
+	mk := func(prefix string, inject string) string {
+		return namespace(t, prefix, map[string]string{policy.InjectLabel: inject, "dnstune-e2e/backend": "excl"})
+	}
+	enforcedOn, enforcedOff := mk("excl-on", policy.InjectEnabled), mk("excl-off", policy.InjectEnabled)
+	auditOn, auditOff := mk("excl-audit-on", policy.InjectAudit), mk("excl-audit-off", policy.InjectAudit)
+	pol, err := policy.Load("policy", []byte(testPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol.ExcludeNamespaces = append(pol.ExcludeNamespaces, enforcedOff, auditOff)
+	pol.ClusterDNS = netip.MustParseAddr(kubeDNSIP(t))
+	objs, err := admissionpolicy.Compile(pol, admissionpolicy.Options{NamespaceSelector: map[string]string{"dnstune-e2e/backend": "excl"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopWebhookForTest(t)
+	createCompiled(t, objs)
+	musl := func(p *corev1.Pod) { p.Spec.Containers[0].Image = "alpine:3.20" }
+	create := func(ns string, mods ...func(*corev1.Pod)) (*corev1.Pod, []string) {
+		t.Helper()
+		return create(t, newPod(ns, mods...), client.DryRunAll)
+	}
+	// In effect once the enforced sibling's pod is mutated.
+	eventually(t, 30*time.Second, func() error {
+		if p, _ := create(enforcedOn); p.Annotations[policy.ProfileLabel] == "" {
+			return fmt.Errorf("compiled policy not in effect yet: %s", storedDNS(p))
+		}
+		return nil
+	})
+	for _, c := range []struct {
+		name       string
+		ns         string
+		mods       []func(*corev1.Pod)
+		mutated    bool
+		warnedWith string
+	}{
+		{"enforced", enforcedOn, nil, true, ""},
+		{"enforced, musl", enforcedOn, []func(*corev1.Pod){musl}, true, "musl"},
+		{"enforced, excluded namespace", enforcedOff, nil, false, ""},
+		{"enforced, excluded namespace, musl", enforcedOff, []func(*corev1.Pod){musl}, false, ""},
+		{"enforced, opted-out pod", enforcedOn, []func(*corev1.Pod){func(p *corev1.Pod) { p.Labels[policy.InjectLabel] = policy.InjectDisabled }, musl}, false, ""},
+		{"enforced, node-local-dns pod", enforcedOn, []func(*corev1.Pod){func(p *corev1.Pod) { p.Labels["k8s-app"] = "node-local-dns" }, musl}, false, ""},
+		{"audit", auditOn, nil, false, "would apply"},
+		{"audit, excluded namespace", auditOff, nil, false, ""},
+		{"audit, kube-dns pod", auditOn, []func(*corev1.Pod){func(p *corev1.Pod) { p.Labels["k8s-app"] = "kube-dns" }}, false, ""},
+	} {
+		p, warnings := create(c.ns, c.mods...)
+		if got := p.Annotations[policy.ProfileLabel] != ""; got != c.mutated {
+			t.Errorf("%s: mutated %v, want %v: %s", c.name, got, c.mutated, storedDNS(p))
+		}
+		joined := strings.Join(warnings, "\n")
+		if c.warnedWith == "" && len(warnings) > 0 {
+			t.Errorf("%s: warnings %q, want none", c.name, warnings)
+		}
+		if c.warnedWith != "" && !strings.Contains(joined, c.warnedWith) {
+			t.Errorf("%s: warnings %q, want one with %q", c.name, warnings, c.warnedWith)
+		}
+	}
+}

@@ -104,9 +104,13 @@ func (d *Decision) Summary() string {
 // node-local cache), judged by the labels their standard manifests set. Such
 // pods are never touched: pointing a DNS server at itself breaks the cluster.
 func isDNSServer(podLabels map[string]string) bool {
-	v := podLabels["k8s-app"]
-	return v == "kube-dns" || v == "node-local-dns"
+	return slices.Contains(DNSServerApps, podLabels["k8s-app"])
 }
+
+// DNSServerApps are the k8s-app label values of the cluster DNS (CoreDNS)
+// and node-local cache pods: isDNSServer, the webhook configuration's
+// objectSelector and the compiled policy's match condition all use them.
+var DNSServerApps = []string{"kube-dns", "node-local-dns"}
 
 // Decide returns what to do with pod, created in ns, under pol. clusterDNS is
 // the cluster DNS address to use when the policy sets none (discovered from

@@ -223,7 +223,7 @@ func (c *compiler) mutating() (*admissionregistrationv1.MutatingAdmissionPolicy,
 		Spec: admissionregistrationv1.MutatingAdmissionPolicySpec{
 			ParamKind:        param,
 			MatchConstraints: podCreates(),
-			MatchConditions:  matchConditions("dnstune-applies", "", ""),
+			MatchConditions:  c.matchConditions("dnstune-applies", "", ""),
 			Variables:        vars,
 			Mutations: []admissionregistrationv1.Mutation{{
 				PatchType: admissionregistrationv1.PatchTypeJSONPatch,
@@ -474,10 +474,10 @@ func (c *compiler) validatingPolicy(name, audited string, local []string) *admis
 		madeNodeLocal = fmt.Sprintf(`(object.spec.?dnsPolicy.orValue('') == 'None' && object.metadata.?annotations[?'%s'].hasValue() && object.spec.?dnsConfig.?nameservers.orValue([]).size() > 0 && object.spec.dnsConfig.nameservers[0] == %s)`,
 			policy.ProfileLabel, strconv.Quote(pol.NodeLocalDNS.String()))
 	}
-	conds := matchConditions("dnstune-applies", "", madeNodeLocal)
+	conds := c.matchConditions("dnstune-applies", "", madeNodeLocal)
 	if enforcedOnly {
 		// Most pods fail the could-warn test: first.
-		conds = matchConditions("could-warn", strings.Join(couldWarn, " || "), madeNodeLocal)
+		conds = c.matchConditions("could-warn", strings.Join(couldWarn, " || "), madeNodeLocal)
 	}
 	ignore := admissionregistrationv1.Ignore
 	vap := &admissionregistrationv1.ValidatingAdmissionPolicy{
@@ -526,13 +526,18 @@ func podCreates() *admissionregistrationv1.MatchResources {
 }
 
 // matchConditions are the webhook configuration's (pods that use the
-// cluster DNS: policy.UsesClusterDNS) and the Windows skip
-// (policy.RunsOnWindows), as one condition: kube-apiserver evaluates each
-// condition as a program of its own, and three cost a pod create about 10%
-// more apiserver CPU than one (make bench). first, when set, is a cheap test
-// put in front of them; alsoNone a condition under which a pod with
-// dnsPolicy None still matches.
-func matchConditions(name, first, alsoNone string) []admissionregistrationv1.MatchCondition {
+// cluster DNS: policy.UsesClusterDNS), the Windows skip
+// (policy.RunsOnWindows) and the pods and namespaces dnstune never touches
+// (excludeNamespaces, the opt-out label, the DNS servers' own pods), as one
+// condition: kube-apiserver evaluates each condition as a program of its
+// own, and three cost a pod create about 10% more apiserver CPU than one
+// (make bench). The exclusions are CEL rather than NotIn requirements of the
+// bindings' selectors because kube-apiserver parses a policy binding's
+// selectors again for every request, validating each value: with the
+// default exclusions that cost more than the whole condition (make bench,
+// -pprof). first, when set, is a cheap test put in front of them; alsoNone
+// a condition under which a pod with dnsPolicy None still matches.
+func (c *compiler) matchConditions(name, first, alsoNone string) []admissionregistrationv1.MatchCondition {
 	owned := `!(object.spec.?dnsPolicy.orValue('ClusterFirst') in ['Default', 'None'])`
 	if alsoNone != "" {
 		owned = "(" + owned + " || " + alsoNone + ")"
@@ -550,6 +555,12 @@ func matchConditions(name, first, alsoNone string) []admissionregistrationv1.Mat
    object.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms.all(t,
      t.?matchExpressions.orValue([]).exists(r, r.key == '` + policy.OSLabel + `' && r.operator == 'In' && size(r.?values.orValue([])) > 0 && r.values.all(v, v == 'windows'))))
 )`,
+		// neither opted out nor a DNS server's own pod (policy.DNSServerApps)
+		fmt.Sprintf(`object.metadata.?labels[?'%s'].orValue('') != '%s' && !(object.metadata.?labels[?'k8s-app'].orValue('') in %s)`,
+			policy.InjectLabel, policy.InjectDisabled, celStrings(policy.DNSServerApps)),
+	}
+	if len(c.pol.ExcludeNamespaces) > 0 {
+		parts = append(parts, fmt.Sprintf(`!(request.namespace in %s)`, celStrings(c.pol.ExcludeNamespaces)))
 	}
 	if first != "" {
 		parts = append([]string{"(" + first + ")"}, parts...)
@@ -558,7 +569,9 @@ func matchConditions(name, first, alsoNone string) []admissionregistrationv1.Mat
 }
 
 // matchResources selects the namespaces whose inject label is one of
-// inject, not excluded, and the pods neither opted out nor DNS servers.
+// inject (and Options.NamespaceSelector's labels): label equality only, the
+// cheapest selector for kube-apiserver to parse on every request; the
+// exclusions are in matchConditions.
 func (c *compiler) matchResources(inject ...string) *admissionregistrationv1.MatchResources {
 	nsSel := &metav1.LabelSelector{MatchLabels: map[string]string{}}
 	if len(inject) == 1 {
@@ -567,16 +580,7 @@ func (c *compiler) matchResources(inject ...string) *admissionregistrationv1.Mat
 		nsSel.MatchExpressions = append(nsSel.MatchExpressions, metav1.LabelSelectorRequirement{Key: policy.InjectLabel, Operator: metav1.LabelSelectorOpIn, Values: slices.Clone(inject)})
 	}
 	maps.Copy(nsSel.MatchLabels, c.o.NamespaceSelector)
-	if len(c.pol.ExcludeNamespaces) > 0 {
-		nsSel.MatchExpressions = append(nsSel.MatchExpressions, metav1.LabelSelectorRequirement{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: slices.Clone(c.pol.ExcludeNamespaces)})
-	}
-	return &admissionregistrationv1.MatchResources{
-		NamespaceSelector: nsSel,
-		ObjectSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
-			{Key: policy.InjectLabel, Operator: metav1.LabelSelectorOpNotIn, Values: []string{policy.InjectDisabled}},
-			{Key: "k8s-app", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-dns", "node-local-dns"}},
-		}},
-	}
+	return &admissionregistrationv1.MatchResources{NamespaceSelector: nsSel}
 }
 
 // profileExpression is the profile a namespace gets: its dnstune.io/profile

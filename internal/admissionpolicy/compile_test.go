@@ -52,9 +52,16 @@ func TestCompileShapes(t *testing.T) {
 	if m.Spec.ParamKind == nil || mb.Spec.ParamRef == nil || mb.Spec.ParamRef.Name != "kube-dns" {
 		t.Errorf("nodelocal without clusterDNS must read kube-dns: %+v", m.Spec.ParamKind)
 	}
+	// Selectors of label equality only (kube-apiserver parses them on every
+	// request); the exclusions are in the one match condition.
 	sel := mb.Spec.MatchResources.NamespaceSelector
-	if sel.MatchLabels[policy.InjectLabel] != policy.InjectEnabled || len(sel.MatchExpressions) != 1 || !strings.Contains(strings.Join(sel.MatchExpressions[0].Values, ","), "kube-system") {
-		t.Errorf("namespace selector = %+v", sel)
+	if sel.MatchLabels[policy.InjectLabel] != policy.InjectEnabled || len(sel.MatchExpressions) != 0 || mb.Spec.MatchResources.ObjectSelector != nil {
+		t.Errorf("namespace selector = %+v, object selector %+v", sel, mb.Spec.MatchResources.ObjectSelector)
+	}
+	for _, want := range []string{`!(request.namespace in ["kube-system", "kube-public", "kube-node-lease"])`, `object.metadata.?labels[?'dnstune.io/inject'].orValue('') != 'disabled'`, `!(object.metadata.?labels[?'k8s-app'].orValue('') in ["kube-dns", "node-local-dns"])`} {
+		if len(m.Spec.MatchConditions) != 1 || !strings.Contains(m.Spec.MatchConditions[0].Expression, want) {
+			t.Errorf("the match condition does not hold %q: %+v", want, m.Spec.MatchConditions)
+		}
 	}
 	// Without the cluster DNS and parameters, nodelocal is left out.
 	noParams, err := Compile(pol, Options{NoParams: true})
@@ -69,11 +76,10 @@ func TestCompileShapes(t *testing.T) {
 	for _, b := range objs.ValidatingBindings {
 		bindings[b.Name] = b.Spec.PolicyName + " " + metav1LabelSelector(b.Spec.MatchResources.NamespaceSelector)
 	}
-	const excluded = "kubernetes.io/metadata.name notin (kube-node-lease,kube-public,kube-system)"
 	want := map[string]string{
-		AuditName:          AuditName + " dnstune.io/inject=audit," + excluded,
-		UnknownProfileName: AuditName + " dnstune.io/inject=enabled,dnstune.io/profile,dnstune.io/profile notin (nodelocal,resilient)," + excluded,
-		WarningsName:       WarningsName + " dnstune.io/inject=enabled," + excluded,
+		AuditName:          AuditName + " dnstune.io/inject=audit",
+		UnknownProfileName: AuditName + " dnstune.io/inject=enabled,dnstune.io/profile,dnstune.io/profile notin (nodelocal,resilient)",
+		WarningsName:       WarningsName + " dnstune.io/inject=enabled",
 	}
 	if len(bindings) != len(want) {
 		t.Errorf("validating bindings %v, want %v", bindings, want)
@@ -88,7 +94,7 @@ func TestCompileShapes(t *testing.T) {
 			continue
 		}
 		conds := v.Spec.MatchConditions
-		if last := conds[len(conds)-1]; last.Name != "could-warn" || !strings.Contains(last.Expression, "alpine") {
+		if last := conds[len(conds)-1]; last.Name != "could-warn" || !strings.Contains(last.Expression, "alpine") || !strings.Contains(last.Expression, "request.namespace in") {
 			t.Errorf("the warnings policy must match only pods that could get a warning: %+v", last)
 		}
 	}

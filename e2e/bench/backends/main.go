@@ -38,6 +38,8 @@ var (
 	clients = flag.Int("clients", 16, "concurrent clients in the burst")
 	burstN  = flag.Int("burst", 300, "creates per client in the burst")
 	out     = flag.String("out", "BENCHMARKS.md", "report to put the section into (empty: stdout only)")
+	pprof   = flag.String("pprof", "", "also write a kube-apiserver CPU profile of each arm under load (DIR/ARM.pprof; go tool pprof reads it); empty: none")
+	pprofS  = flag.Int("pprof-seconds", 20, "seconds of each -pprof profile")
 )
 
 const (
@@ -255,6 +257,21 @@ func run() error {
 		a.cpuPerCreate = (after - before) / float64(len(b)) * 1000
 		fmt.Printf("· burst, %s: %.0f creates/s, %.3f ms CPU per create\n", a.name, float64(len(b))/a.burstS, a.cpuPerCreate)
 	}
+	if *pprof != "" {
+		if err := os.MkdirAll(*pprof, 0o755); err != nil {
+			return err
+		}
+		for i, a := range arms {
+			if err := a.enter(ctx); err != nil {
+				return err
+			}
+			file := filepath.Join(*pprof, fmt.Sprintf("%d-%s.pprof", i, strings.NewReplacer(" ", "-", ",", "", "(", "", ")", "", "=", "-").Replace(a.name)))
+			if err := profile(ctx, env, ns, a.mutate, file); err != nil {
+				return fmt.Errorf("%s profile: %w", a.name, err)
+			}
+			fmt.Printf("· profile, %s: %s\n", a.name, file)
+		}
+	}
 	section := render(arms)
 	fmt.Println()
 	fmt.Print(section)
@@ -332,6 +349,43 @@ func sequential(ctx context.Context, env *framework.Env, ns string, n int, mutat
 		}
 	}
 	return lat, nil
+}
+
+// profile writes a kube-apiserver CPU profile of -pprof-seconds to file
+// while clients keep creating pods.
+func profile(ctx context.Context, env *framework.Env, ns string, mutate bool, file string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		b, err := env.Clientset.RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", fmt.Sprint(*pprofS)).Timeout(time.Duration(*pprofS+30) * time.Second).DoRaw(ctx)
+		if err == nil {
+			err = os.WriteFile(file, b, 0o644)
+		}
+		done <- err
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, *clients)
+	for range *clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if _, err := sequential(ctx, env, ns, 20, mutate); err != nil && ctx.Err() == nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	err := <-done
+	cancel()
+	wg.Wait()
+	close(errs)
+	if err != nil {
+		return err
+	}
+	return <-errs
 }
 
 func burst(ctx context.Context, env *framework.Env, ns string, clients, each int, mutate bool) ([]float64, error) {
