@@ -83,7 +83,7 @@ node-deps: ## What the real-node e2e needs (root): containerd, runc, the CNI plu
 # The version matrix: besides v1.37.1 (everything, above), these kube-apiservers
 # run the install, the admission scenarios and the compiled differential.
 MATRIX   := $(foreach m,apiserver-1.37 apiserver-1.36,$(BIN)/tools/kube-apiserver-$(shell awk '/k8s.io\/kubernetes v/{print $$NF; exit}' hack/tools/$(m)/go.mod)/kube-apiserver)
-E2E_MATRIX := TestCompiledAdmissionPolicy|TestCompiledWarnings|TestAdmissionPolicyBackend|TestInstall|TestOptedInNamespace|TestDeploymentPods|TestNodeLocalProfile|TestAuditNamespace|TestDNSPolicies|TestDecisionsPassAPIServerValidation
+E2E_MATRIX := TestCompiledAdmissionPolicy|TestCompiledPolicyExclusions|TestCompiledWarnings|TestAdmissionPolicyBackend|TestInstall|TestOptedInNamespace|TestDeploymentPods|TestNodeLocalProfile|TestAuditNamespace|TestDNSPolicies|TestDecisionsPassAPIServerValidation
 E2E_FILTER := grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|kubenode:|\s+\S+_test.go)'
 
 .PHONY: e2e

@@ -742,10 +742,17 @@ func TestCompiledPolicyExclusions(t *testing.T) {
 		t.Helper()
 		return create(t, newPod(ns, mods...), client.DryRunAll)
 	}
-	// In effect once the enforced sibling's pod is mutated.
+	// In effect once the enforced sibling's pod is mutated and both
+	// validating policies speak (each takes effect on its own).
 	eventually(t, 30*time.Second, func() error {
 		if p, _ := create(enforcedOn); p.Annotations[policy.ProfileLabel] == "" {
 			return fmt.Errorf("compiled policy not in effect yet: %s", storedDNS(p))
+		}
+		if _, w := create(enforcedOn, musl); len(w) == 0 {
+			return fmt.Errorf("%s not in effect yet", admissionpolicy.WarningsName)
+		}
+		if _, w := create(auditOn); len(w) == 0 {
+			return fmt.Errorf("%s not in effect yet", admissionpolicy.AuditName)
 		}
 		return nil
 	})

@@ -252,19 +252,27 @@ func (c *compiler) mutating() (*admissionregistrationv1.MutatingAdmissionPolicy,
 }
 
 // The options profiles' patch appends the missing options (the pod's own
-// win) and sets the profile annotation. No JSONPatch value is a list of
-// Objects: kube-apiserver 1.36.0 to 1.36.4 panic converting one
+// win) and sets the profile annotation. Its values are plain CEL maps, not
+// Object initializers: the same JSON, and kube-apiserver converts a map
+// without the type-name check and Object conversion it gives an Object
+// (make bench, -pprof). And no JSONPatch value is a list of Objects:
+// kube-apiserver 1.36.0 to 1.36.4 panic converting one
 // (kubernetes/kubernetes#142181), failing the create whatever the failure
 // policy says. A pod with a dnsConfig but no options gets an empty list
-// first, then each option on its own; an Object holding a list of Objects
-// (a new dnsConfig) converts fine there.
+// first, then each option on its own.
 const (
-	option       = `(o['value'] == '' ? Object.spec.dnsConfig.options{name: o['name']} : Object.spec.dnsConfig.options{name: o['name'], value: o['value']})`
+	// optionMap is a missing option o as the pod's JSON has it: no value
+	// key for a flag.
+	optionMap    = `(o['value'] == '' ? {'name': o['name']} : o)`
 	optionsPatch = `(!has(object.spec.dnsConfig) ?
-    [JSONPatch{op: "add", path: "/spec/dnsConfig", value: Object.spec.dnsConfig{options: variables.missing.map(o, ` + option + `)}}] :
+    [JSONPatch{op: "add", path: "/spec/dnsConfig", value: {'options': variables.missing.map(o, ` + optionMap + `)}}] :
     (!has(object.spec.dnsConfig.options) ? [JSONPatch{op: "add", path: "/spec/dnsConfig/options", value: []}] : []) +
-    variables.missing.map(o, JSONPatch{op: "add", path: "/spec/dnsConfig/options/-", value: ` + option + `})
+    variables.missing.map(o, JSONPatch{op: "add", path: "/spec/dnsConfig/options/-", value: ` + optionMap + `})
   ) + ` + annotationPatch
+
+	// option is a missing option o as an Object (nodeLocalPatch's dnsConfig
+	// is an Object holding a list of them, which converts fine on 1.36).
+	option = `(o['value'] == '' ? Object.spec.dnsConfig.options{name: o['name']} : Object.spec.dnsConfig.options{name: o['name'], value: o['value']})`
 
 	// nodeLocalPatch sets dnsPolicy None, the node-local cache and cluster
 	// DNS first, the namespace's searches, and the options.
