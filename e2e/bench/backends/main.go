@@ -65,8 +65,8 @@ type arm struct {
 	// roundP50 is each round's median; roundCPU the CPU kube-apiserver
 	// and dnstune's webhook spent per create in each round, in ms.
 	roundP50, roundCPU []float64
-	burst    []float64
-	burstS   float64
+	burst              []float64
+	burstS             float64
 }
 
 // cpuSeconds is the CPU kube-apiserver and the webhook process have used
