@@ -180,10 +180,10 @@ func (c *compiler) mutating() (*admissionregistrationv1.MutatingAdmissionPolicy,
 	vars := []admissionregistrationv1.Variable{
 		{Name: "labels", Expression: `namespaceObject.metadata.?labels.orValue({})`},
 		{Name: "profile", Expression: c.profile},
-		{Name: "musl", Expression: `object.spec.containers.exists(c, ` + muslExpr(`c.image`) + `) || object.spec.?initContainers.orValue([]).exists(c, ` + muslExpr(`c.image`) + `)`},
+		{Name: "musl", Expression: `object.spec.containers.exists(c, ` + muslExpr(`c.image`) + `) || (has(object.spec.initContainers) && object.spec.initContainers.exists(c, ` + muslExpr(`c.image`) + `))`},
 		{Name: "want", Expression: c.wantExpression(`variables.musl`)},
 		{Name: "have", Expression: `object.spec.?dnsConfig.?options.orValue([])`},
-		{Name: "missing", Expression: `variables.want.filter(w, !variables.have.exists(h, h.name == w['name']))`},
+		{Name: "missing", Expression: missingExpression},
 		{Name: "annotate", Expression: `object.metadata.?annotations[?'` + policy.ProfileLabel + `'].orValue('') != variables.profile`},
 	}
 	// Who is left alone whatever the mode: a namespace a rule audits, a
@@ -252,27 +252,26 @@ func (c *compiler) mutating() (*admissionregistrationv1.MutatingAdmissionPolicy,
 }
 
 // The options profiles' patch appends the missing options (the pod's own
-// win) and sets the profile annotation. Its values are plain CEL maps, not
-// Object initializers: the same JSON, and kube-apiserver converts a map
-// without the type-name check and Object conversion it gives an Object
-// (make bench, -pprof). And no JSONPatch value is a list of Objects:
+// win) and sets the profile annotation. Its values are the missing options
+// themselves (variables.want holds each as the pod's JSON has it, a flag
+// without a value key): no comprehension, and plain CEL maps, which
+// kube-apiserver converts without the type-name check and Object
+// conversion it gives an Object (make bench, -pprof). No JSONPatch value is
+// a list of Objects:
 // kube-apiserver 1.36.0 to 1.36.4 panic converting one
 // (kubernetes/kubernetes#142181), failing the create whatever the failure
 // policy says. A pod with a dnsConfig but no options gets an empty list
 // first, then each option on its own.
 const (
-	// optionMap is a missing option o as the pod's JSON has it: no value
-	// key for a flag.
-	optionMap    = `(o['value'] == '' ? {'name': o['name']} : o)`
 	optionsPatch = `(!has(object.spec.dnsConfig) ?
-    [JSONPatch{op: "add", path: "/spec/dnsConfig", value: {'options': variables.missing.map(o, ` + optionMap + `)}}] :
+    [JSONPatch{op: "add", path: "/spec/dnsConfig", value: {'options': variables.missing}}] :
     (!has(object.spec.dnsConfig.options) ? [JSONPatch{op: "add", path: "/spec/dnsConfig/options", value: []}] : []) +
-    variables.missing.map(o, JSONPatch{op: "add", path: "/spec/dnsConfig/options/-", value: ` + optionMap + `})
+    variables.missing.map(o, JSONPatch{op: "add", path: "/spec/dnsConfig/options/-", value: o})
   ) + ` + annotationPatch
 
 	// option is a missing option o as an Object (nodeLocalPatch's dnsConfig
 	// is an Object holding a list of them, which converts fine on 1.36).
-	option = `(o['value'] == '' ? Object.spec.dnsConfig.options{name: o['name']} : Object.spec.dnsConfig.options{name: o['name'], value: o['value']})`
+	option = `('value' in o ? Object.spec.dnsConfig.options{name: o['name'], value: o['value']} : Object.spec.dnsConfig.options{name: o['name']})`
 
 	// nodeLocalPatch sets dnsPolicy None, the node-local cache and cluster
 	// DNS first, the namespace's searches, and the options.
@@ -291,6 +290,12 @@ const (
       [JSONPatch{op: "add", path: "/metadata/annotations", value: {"` + policy.ProfileLabel + `": variables.profile}}] :
       [JSONPatch{op: "add", path: "/metadata/annotations/` + "dnstune.io~1profile" + `", value: variables.profile}])`
 )
+
+// missingExpression is the wanted options the pod does not name (its own
+// win), without a comprehension for the common pod that names none: each
+// costs kube-apiserver a folder and, nested, stack growth (make bench,
+// -pprof).
+const missingExpression = `size(variables.have) == 0 ? variables.want : variables.want.filter(w, !variables.have.exists(h, h.name == w['name']))`
 
 // limitsExpression: the nodelocal result stays within kube-apiserver's
 // limits (policy.checkLimits).
@@ -367,7 +372,7 @@ func (c *compiler) validatingPolicy(name, audited string, local []string) *admis
 	keepLocal := c.profilesWhere(local, func(p *policy.Profile) bool { return p.KeepsNdotsFor() })
 	var couldWarn []string
 	if len(srr)+len(keep) > 0 {
-		couldWarn = append(couldWarn, `object.spec.containers.exists(c, c.image.contains('alpine')) || object.spec.?initContainers.orValue([]).exists(c, c.image.contains('alpine'))`)
+		couldWarn = append(couldWarn, `object.spec.containers.exists(c, c.image.contains('alpine')) || (has(object.spec.initContainers) && object.spec.initContainers.exists(c, c.image.contains('alpine')))`)
 	}
 	if len(local) > 0 {
 		// A pod dnstune made nodelocal is within the limits by construction.
@@ -389,12 +394,12 @@ func (c *compiler) validatingPolicy(name, audited string, local []string) *admis
 		admissionregistrationv1.Variable{Name: "muslSkip", Expression: fmt.Sprintf(`size(variables.musl) > 0 && variables.profile in %s`, celStrings(c.profilesWhere(c.names, func(p *policy.Profile) bool { return p.Musl == v1alpha1.MuslSkip })))},
 		admissionregistrationv1.Variable{Name: "want", Expression: c.wantExpression(`size(variables.musl) > 0`)},
 		admissionregistrationv1.Variable{Name: "have", Expression: `object.spec.?dnsConfig.?options.orValue([])`},
-		admissionregistrationv1.Variable{Name: "missing", Expression: `variables.want.filter(w, !variables.have.exists(h, h.name == w['name']))`},
+		admissionregistrationv1.Variable{Name: "missing", Expression: missingExpression},
 	)
 	if len(local) > 0 {
 		vars = append(vars, c.nodeLocalVariables()...)
 	}
-	words := `variables.missing.map(o, o['value'] == '' ? o['name'] : o['name'] + ':' + o['value']).join(' ')`
+	words := `variables.missing.map(o, 'value' in o ? o['name'] + ':' + o['value'] : o['name']).join(' ')`
 	msg := `'dnstune audit: would apply profile ' + variables.profile + ' (options): add options ' + ` + words
 	wouldLocal := "false"
 	if len(local) > 0 {
@@ -711,8 +716,8 @@ func (c *compiler) profilesWhere(names []string, f func(*policy.Profile) bool) [
 // wantExpression is the chosen profile's options (policy.Profile.OptionsFor:
 // a pod with a musl-based image may get others, musl being a CEL bool), in
 // the webhook's order (ndots, timeout, attempts, single-request-reopen), as
-// {'name', 'value'} maps, an empty value for none. A chain of conditionals,
-// so only the chosen profile's list is built.
+// the pod's JSON has them: {'name', 'value'} maps, {'name'} for a flag. A
+// chain of conditionals, so only the chosen profile's list is built.
 func (c *compiler) wantExpression(musl string) string {
 	expr := "[]"
 	for _, n := range slices.Backward(c.names) {
@@ -736,7 +741,7 @@ func optionList(o policy.Options) string {
 	add("timeout", o.Timeout)
 	add("attempts", o.Attempts)
 	if o.SingleRequestReopen {
-		opts = append(opts, "{'name': 'single-request-reopen', 'value': ''}")
+		opts = append(opts, "{'name': 'single-request-reopen'}")
 	}
 	return "[" + strings.Join(opts, ", ") + "]"
 }
