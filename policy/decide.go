@@ -108,8 +108,9 @@ func isDNSServer(podLabels map[string]string) bool {
 }
 
 // DNSServerApps are the k8s-app label values of the cluster DNS (CoreDNS)
-// and node-local cache pods: isDNSServer, the webhook configuration's
-// objectSelector and the compiled policy's match condition all use them.
+// and node-local cache pods: isDNSServer and the compiled policy's match
+// condition use them; the chart's webhook configuration lists the same
+// values in its objectSelector (templates/mutatingwebhook.yaml).
 var DNSServerApps = []string{"kube-dns", "node-local-dns"}
 
 // Decide returns what to do with pod, created in ns, under pol. clusterDNS is

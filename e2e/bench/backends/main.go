@@ -10,7 +10,7 @@ package main
 
 import (
 	"context"
-	_ "embed"
+	"embed"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -142,11 +142,11 @@ func run() error {
 		return err
 	}
 	quiet := quietObjs.All()
-	handWritten, err := handWrittenPolicy(handWrittenYAML)
+	handWritten, err := handWrittenPolicy("handwritten.yaml")
 	if err != nil {
 		return err
 	}
-	annotated, err := handWrittenPolicy(annotatedYAML)
+	annotated, err := handWrittenPolicy("handwritten-annotated.yaml")
 	if err != nil {
 		return err
 	}
@@ -295,21 +295,21 @@ const (
 	armWebhook     = "dnstune webhook"
 )
 
-var (
-	//go:embed handwritten.yaml
-	handWrittenYAML string
-	//go:embed handwritten-annotated.yaml
-	annotatedYAML string
-)
+//go:embed handwritten.yaml handwritten-annotated.yaml
+var handWrittenFiles embed.FS
 
-// handWrittenPolicy is a hand-written policy and binding (one of the
-// embedded files).
-func handWrittenPolicy(text string) ([]client.Object, error) {
+// handWrittenPolicy is the hand-written policy and binding in the embedded
+// file name.
+func handWrittenPolicy(name string) ([]client.Object, error) {
+	text, err := handWrittenFiles.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
 	var out []client.Object
-	for _, doc := range strings.Split(text, "\n---\n") {
+	for _, doc := range strings.Split(string(text), "\n---\n") {
 		u := &unstructured.Unstructured{}
 		if err := sigsyaml.Unmarshal([]byte(doc), &u.Object); err != nil {
-			return nil, fmt.Errorf("handwritten.yaml: %w", err)
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		out = append(out, u)
 	}
