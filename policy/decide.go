@@ -287,7 +287,7 @@ func muslNdotsWarning(musl *corev1.Container, prof *Profile, own []corev1.PodDNS
 	i := slices.IndexFunc(own, func(o corev1.PodDNSConfigOption) bool { return o.Name == "ndots" })
 	if i < 0 {
 		return prefix + fmt.Sprintf("this pod gets ndots:%d, not profile %s's ndots:%d, because with a lower ndots musl fails name.namespace.svc lookups (it does not fall back to the search list); profile %s's musl: apply gives it ndots:%d anyway",
-			v1alpha1.KubeletNdots, prof.Name, *prof.Options.Ndots, prof.Name, *prof.Options.Ndots)
+			v1alpha1.KubeletNdots, prof.Name, prof.Ndots(), prof.Name, prof.Ndots())
 	}
 	v := ptr.Deref(own[i].Value, "")
 	if len(v) == 0 || len(v) > 9 || strings.Trim(v, "0123456789") != "" {

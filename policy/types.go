@@ -63,6 +63,21 @@ func (p *Profile) OptionsFor(musl bool) Options {
 	return o
 }
 
+// Ndots is the ndots a pod ends up with under the profile before its musl
+// rule: the profile's own, else what the resolver is left with when the
+// profile sets none: kubelet's 5 in options mode, the resolvers' default
+// of 1 in nodelocal mode (dnsPolicy None: kubelet writes no options).
+func (p *Profile) Ndots() int {
+	switch {
+	case p.Options.Ndots != nil:
+		return *p.Options.Ndots
+	case p.Mode == v1alpha1.ModeNodeLocal:
+		return v1alpha1.ResolverNdots
+	default:
+		return v1alpha1.KubeletNdots
+	}
+}
+
 // KeepsNdotsFor reports whether OptionsFor(true) differs from the
 // profile's options in ndots.
 func (p *Profile) KeepsNdotsFor() bool {

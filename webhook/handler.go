@@ -14,6 +14,7 @@ import (
 	"mime"
 	"net/http"
 	"net/netip"
+	"runtime/debug"
 	"strings"
 
 	"github.com/go-logr/logr"
@@ -217,9 +218,15 @@ func (h *Handler) Review(ctx context.Context, body []byte) ([]byte, error) {
 		return encode(resp)
 	}
 	pol := h.Policy()
-	d := policy.Decide(pod, policy.Namespace{Name: nsName, Labels: labels}, pol, h.clusterDNS())
-	resp.Warnings = d.Warnings
-	h.checkEgress(ctx, resp, pod, nsName, pol, &d)
+	d, err := h.decide(ctx, resp, pod, policy.Namespace{Name: nsName, Labels: labels}, pol)
+	if err != nil {
+		// A bug, not the request: admitted unchanged, said loudly; the
+		// webhook keeps serving.
+		h.count("", "", "error", "internal")
+		h.Log.Error(err, "pod admitted unchanged", "namespace", nsName, "pod", podName(pod), "uid", req.UID)
+		resp.Warnings = []string{"dnstune: internal error; DNS settings left unchanged (see the webhook's log)"}
+		return encode(resp)
+	}
 	switch d.Action {
 	case policy.Skip:
 		h.count(d.Profile, string(d.Mode), "skipped", string(d.Reason))
@@ -245,6 +252,20 @@ func (h *Handler) Review(ctx context.Context, body []byte) ([]byte, error) {
 		h.count(d.Profile, string(d.Mode), "mutated", "")
 	}
 	return encode(resp)
+}
+
+// decide is policy.Decide and the egress check, with a panic turned into an
+// error.
+func (h *Handler) decide(ctx context.Context, resp *admissionv1.AdmissionResponse, pod *corev1.Pod, ns policy.Namespace, pol *policy.Policy) (d policy.Decision, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error deciding the pod (please report it with the policy): %v\n%s", r, debug.Stack())
+		}
+	}()
+	d = policy.Decide(pod, ns, pol, h.clusterDNS())
+	resp.Warnings = d.Warnings
+	h.checkEgress(ctx, resp, pod, ns.Name, pol, &d)
+	return d, nil
 }
 
 // checkEgress warns when a pod pointed at the node-local cache may not send

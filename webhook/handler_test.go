@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -442,5 +443,28 @@ func TestRawReview(t *testing.T) {
 		if !strings.Contains(string(patched), kept) {
 			t.Errorf("patched object lost %s", kept)
 		}
+	}
+}
+
+// A bug that panics while deciding admits the pod unchanged, with a
+// warning and the error counted: the webhook keeps serving.
+func TestHandlerRecoversFromPanic(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h := newTestHandler(reg)
+	h.NetworkPolicies = func(context.Context, string) ([]networkingv1.NetworkPolicy, bool) { panic("a bug") }
+	rec, resp := serve(t, h, review(t, testPod(func(p *corev1.Pod) { p.Namespace = "local" })))
+	if rec.Code != http.StatusOK || resp == nil || !resp.Allowed || resp.Patch != nil {
+		t.Fatalf("status %d, response %+v: want the pod admitted unchanged", rec.Code, resp)
+	}
+	if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "internal error") {
+		t.Errorf("warnings %q, want the internal error said", resp.Warnings)
+	}
+	if n := testutil.ToFloat64(h.Metrics.Mutations.WithLabelValues("", "", "error", "internal")); n != 1 {
+		t.Errorf("error/internal counted %v times, want 1", n)
+	}
+	// The next request is served as usual.
+	h.NetworkPolicies = nil
+	if _, resp := serve(t, h, review(t, testPod())); resp == nil || resp.Patch == nil {
+		t.Errorf("after the panic the webhook no longer mutates: %+v", resp)
 	}
 }

@@ -84,6 +84,11 @@ const (
 // KubeletNdots is the ndots kubelet writes for pods on the cluster DNS.
 const KubeletNdots = 5
 
+// ResolverNdots is the ndots glibc and musl use when resolv.conf sets none:
+// what a nodelocal pod (dnsPolicy None, so no kubelet options) gets from a
+// profile that leaves ndots out.
+const ResolverNdots = 1
+
 // Profile is a named set of DNS changes.
 type Profile struct {
 	// Mode is options (the default) or nodelocal.

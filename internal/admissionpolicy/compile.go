@@ -141,13 +141,20 @@ type compiler struct {
 	auditRules string
 }
 
-// Compile returns the admission policies implementing pol.
-func Compile(pol *policy.Policy, o Options) (*Objects, error) {
+// Compile returns the admission policies implementing pol. Every policy
+// policy.Load accepts compiles (FuzzCheckImpliesCompile); a bug that
+// panics here anyway is returned as an error, so the in-cluster backend
+// logs it and keeps the objects it applied last rather than crash-looping.
+func Compile(pol *policy.Policy, o Options) (objs *Objects, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			objs, err = nil, fmt.Errorf("internal error compiling the policy (please report it with the policy file): %v", r)
+		}
+	}()
 	if o.KubeDNSName == "" {
 		o.KubeDNSNamespace, o.KubeDNSName = "kube-system", "kube-dns"
 	}
 	c := &compiler{pol: pol, o: o, names: slices.Sorted(maps.Keys(pol.Profiles))}
-	var err error
 	if c.profile, err = profileExpression(pol); err != nil {
 		return nil, err
 	}
@@ -447,7 +454,7 @@ func (c *compiler) validatingPolicy(name, audited string, local []string) *admis
 	)
 	var profNdots []string
 	for _, n := range keep {
-		profNdots = append(profNdots, fmt.Sprintf("'%s': '%d'", n, *pol.Profiles[n].Options.Ndots))
+		profNdots = append(profNdots, fmt.Sprintf("'%s': '%d'", n, pol.Profiles[n].Ndots()))
 	}
 	ndotsOf := "{" + strings.Join(profNdots, ", ") + "}[variables.profile]"
 	musl := `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): `

@@ -142,3 +142,14 @@ func metav1LabelSelector(s *metav1.LabelSelector) string {
 	}
 	return sel.String()
 }
+
+// A bug that panics while compiling is an error, not a crash: the
+// in-cluster backend keeps what it applied last.
+func TestCompileRecoversFromPanic(t *testing.T) {
+	broken := policy.Default()
+	broken.Profiles["resilient"] = nil // no loaded policy has this
+	objs, err := Compile(broken, Options{})
+	if err == nil || objs != nil || !strings.Contains(err.Error(), "internal error") {
+		t.Fatalf("Compile = %v, %v; want an internal error", objs, err)
+	}
+}
