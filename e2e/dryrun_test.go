@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/dnstune/dnstune/e2e/framework"
 	"github.com/dnstune/dnstune/internal/admissionpolicy"
 	"github.com/dnstune/dnstune/policy"
+	"github.com/dnstune/dnstune/policy/policytest"
 )
 
 // TestRendersAndCompiledOutputsPassDryRun: every values set the chart's
@@ -63,6 +65,17 @@ func TestRendersAndCompiledOutputsPassDryRun(t *testing.T) {
 			t.Fatal(err)
 		}
 		policies[strings.TrimPrefix(f, framework.RepoRoot()+"/")] = string(b)
+	}
+	// A sample of the generated policies check accepts (the property test's
+	// seeds, FuzzCheckImpliesCompile): kube-apiserver type-checks their CEL.
+	sample := 0
+	for i, seed := range policytest.Seeds(300) {
+		file := policytest.Generate(seed)
+		if _, err := policy.Load("generated.yaml", file); err != nil || sample == 16 {
+			continue
+		}
+		sample++
+		policies[fmt.Sprintf("generated-%03d", i)] = string(file)
 	}
 	for name, text := range policies {
 		t.Run("compiled/"+name, func(t *testing.T) {

@@ -133,6 +133,32 @@ func TestValuesSchemaRejects(t *testing.T) {
 	}
 }
 
+// excludeNamespaces has one rule, wherever it is checked: every entry
+// `policy check` refuses (the policy tests' cases and more), the values
+// schema refuses, and every entry it accepts, the schema accepts. helm's
+// message names the entry and the rule; the schema's description says
+// what policy check says.
+func TestExcludeNamespacesSchemaAgreesWithCheck(t *testing.T) {
+	for _, ns := range []string{
+		"kube-*", "team-?", "prod[0-9]", "team/x", strings.Repeat("n", 64), "Kube-System", "", "a_b", "-a", "a-", "a.b",
+		"kube-system", "a", "team-1", "0", strings.Repeat("n", 63),
+	} {
+		p := v1alpha1.Default()
+		p.ExcludeNamespaces = []string{ns}
+		checkErr := v1alpha1.Validate(p).ToAggregate()
+		list, _ := json.Marshal([]string{ns})
+		out, helmErr := helm(t, "template", "x", chart, "--kube-version", "v1.37.1", "--set-json", "policy.excludeNamespaces="+string(list))
+		switch {
+		case checkErr != nil && helmErr == nil:
+			t.Errorf("excludeNamespaces [%q]: policy check refuses it (%v), the chart renders it", ns, checkErr)
+		case checkErr == nil && helmErr != nil:
+			t.Errorf("excludeNamespaces [%q]: policy check accepts it, the chart refuses it:\n%s", ns, out)
+		case helmErr != nil && !strings.Contains(out, "at '/policy/excludeNamespaces/0'"):
+			t.Errorf("excludeNamespaces [%q]: the chart's refusal does not name the entry:\n%s", ns, out)
+		}
+	}
+}
+
 // The policy each values set renders into the ConfigMap passes
 // `dnstune policy check`; one the schema cannot catch (a rule naming a
 // missing profile) renders but fails it, naming the field.

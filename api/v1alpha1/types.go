@@ -43,8 +43,12 @@ type Policy struct {
 	// namespace label dnstune.io/profile beats every rule.
 	Rules []Rule `json:"rules,omitempty"`
 	// ExcludeNamespaces are never mutated, default kube-system, kube-public
-	// and kube-node-lease. An empty list excludes none.
-	ExcludeNamespaces []string `json:"excludeNamespaces,omitempty"`
+	// and kube-node-lease. An empty list excludes none. Each entry must be a
+	// namespace name (a lowercase DNS label of at most 63 characters), not a
+	// pattern: kube-apiserver refuses patterns in the namespaceSelector it
+	// becomes; list each namespace, or use a rule's namespaces, which take
+	// globs.
+	ExcludeNamespaces []string `json:"excludeNamespaces,omitempty" jsonschema:"pattern=^[a-z0-9]([-a-z0-9]*[a-z0-9])?$,maxLength=63"`
 }
 
 // Enforcement says whether a decision is applied or only reported.
