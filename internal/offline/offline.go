@@ -140,15 +140,30 @@ func Mutate(in []byte, o Options) (*Output, error) {
 	if o.Filename == "" {
 		o.Filename = "-"
 	}
-	docs := yamledit.SplitStream(in)
+	docs, err := splitJSONStreams(yamledit.SplitStream(in), o.Filename)
+	if err != nil {
+		return nil, err
+	}
 	parsed := make([]*yaml.Node, len(docs))
+	jsonStyle := make([]*yamledit.JSONStyle, len(docs))
 	namespaces := map[string]map[string]string{}
 	for i, d := range docs {
 		if yamledit.SepContent(d.Sep) {
 			continue // "--- |" documents hold no Kubernetes object
 		}
+		body := d.Body
+		if st, ok := yamledit.DetectJSON(d.Body); ok {
+			jsonStyle[i] = &st
+			b, replaced, err := yamledit.ForYAML(d.Body)
+			if err != nil {
+				return nil, &DocError{File: o.Filename, Document: i + 1, Line: d.Line, Column: 1, Err: err}
+			}
+			if replaced {
+				body = b
+			}
+		}
 		var n yaml.Node
-		if err := yaml.Unmarshal(d.Body, &n); err != nil {
+		if err := yaml.Unmarshal(body, &n); err != nil {
 			de := &DocError{File: o.Filename, Document: i + 1, Line: d.Line, Err: err, FirstLine: d.Line}
 			if l, c, msg, ok := yamlpos.SyntaxError(d.Body, d.Line); ok {
 				de.Line, de.Column, de.Err, de.FirstLine = l, c, errors.New("invalid YAML: "+msg), 0
@@ -160,6 +175,7 @@ func Mutate(in []byte, o Options) (*Output, error) {
 		if len(n.Content) == 0 || n.Content[0].Kind != yaml.MappingNode {
 			continue
 		}
+		yamledit.RestoreSolidus(&n)
 		parsed[i] = n.Content[0]
 		for _, obj := range objects(parsed[i]) {
 			if obj.gvk() == "v1/Namespace" {
@@ -182,18 +198,12 @@ func Mutate(in []byte, o Options) (*Output, error) {
 		buf.Write(d.Sep)
 		body := d.Body
 		if root := parsed[i]; root != nil {
-			m := &docMutation{o: o, doc: d, index: i + 1, root: root, namespaces: namespaces, out: out}
+			m := &docMutation{o: o, doc: d, index: i + 1, root: root, namespaces: namespaces, out: out, json: jsonStyle[i]}
 			newBody, err := m.run()
 			if err != nil {
 				return nil, err
 			}
 			if newBody != nil {
-				if st, ok := yamledit.DetectJSON(d.Body); ok {
-					// JSON in, JSON out, in the input's own style.
-					if newBody, err = yamledit.RenderJSON(newBody, st); err != nil {
-						return nil, &DocError{File: o.Filename, Document: i + 1, Line: d.Line, Err: err}
-					}
-				}
 				out.changed = append(out.changed, changedDoc{offset: d.Offset, old: d.Body, new: newBody})
 				body = newBody
 			}
@@ -201,6 +211,37 @@ func Mutate(in []byte, o Options) (*Output, error) {
 		buf.Write(body)
 	}
 	out.Data = buf.Bytes()
+	return out, nil
+}
+
+// splitJSONStreams makes each JSON object of a document holding several
+// ("{...}\n{...}", which kubectl reads as a stream) a document of its
+// own, so that each is mutated and stays JSON; a document that starts as
+// such a stream and goes on with something else is refused whole.
+func splitJSONStreams(docs []yamledit.Document, file string) ([]yamledit.Document, error) {
+	var out []yamledit.Document
+	for i, d := range docs {
+		parts, at, err := yamledit.SplitJSONObjects(d.Body)
+		if err != nil {
+			line := d.Line + bytes.Count(d.Body[:at], []byte("\n"))
+			col := at - (bytes.LastIndexByte(d.Body[:at], '\n') + 1) + 1
+			return nil, &DocError{File: file, Document: i + 1, Line: line, Column: col, Err: err}
+		}
+		if parts == nil {
+			out = append(out, d)
+			continue
+		}
+		off, line := d.Offset, d.Line
+		for j, p := range parts {
+			piece := yamledit.Document{Body: p, Offset: off, Line: line}
+			if j == 0 {
+				piece.Sep = d.Sep
+			}
+			out = append(out, piece)
+			off += len(p)
+			line += bytes.Count(p, []byte("\n"))
+		}
+	}
 	return out, nil
 }
 
@@ -249,6 +290,9 @@ type docMutation struct {
 	root       *yaml.Node
 	namespaces map[string]map[string]string
 	out        *Output
+	// json is the document's style when it is JSON: edited as JSON, so it
+	// stays JSON with every other byte kept.
+	json *yamledit.JSONStyle
 }
 
 // planned is one object's change, ready to be spliced.
@@ -319,6 +363,9 @@ func (m *docMutation) run() ([]byte, error) {
 		}
 	}
 	body, rerr := m.reencode(plans)
+	if rerr == nil && m.json != nil {
+		body, rerr = yamledit.RenderJSON(body, *m.json) // JSON in, JSON out
+	}
 	if rerr != nil {
 		return nil, m.fail(m.root, fmt.Errorf("failed to write the change: %w", rerr))
 	}
@@ -329,6 +376,9 @@ func (m *docMutation) run() ([]byte, error) {
 // splice makes the changes as text edits on the document.
 func (m *docMutation) splice(plans []planned) ([]byte, error) {
 	s := yamledit.New(m.doc.Body, m.root)
+	if m.json != nil {
+		s.SetJSON(*m.json)
+	}
 	for _, p := range plans {
 		if err := spliceDecision(s, p); err != nil {
 			return nil, err
@@ -519,7 +569,12 @@ func (m *docMutation) verify(body []byte, plans []planned) error {
 		}
 	}
 	var got any
-	if err := yaml.Unmarshal(body, &got); err != nil {
+	if m.json != nil {
+		// Still JSON, and JSON's own reading of it (\/ included).
+		if err := json.Unmarshal(body, &got); err != nil {
+			return fmt.Errorf("edited JSON document is not JSON: %w", err)
+		}
+	} else if err := yaml.Unmarshal(body, &got); err != nil {
 		return fmt.Errorf("edited document does not parse: %w", err)
 	}
 	if !reflect.DeepEqual(yamledit.Normalize(got), want) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/dnstune/dnstune/internal/yamledit"
 	"github.com/dnstune/dnstune/policy"
 )
 
@@ -224,5 +226,94 @@ func TestSyntaxErrorPositionsMatchPolicyCheck(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestJSONGolden: JSON in, JSON out, byte for byte as testdata/json/<case>.golden.json
+// has it: line endings, escapes (\u00e9, \/, <) and inline arrays kept,
+// only insertions (the input is a subsequence of the output), a stream of
+// JSON objects mutated object by object, and a second pass changes nothing.
+func TestJSONGolden(t *testing.T) {
+	inputs, _ := filepath.Glob("testdata/json/*.json")
+	var cases int
+	for _, in := range inputs {
+		if strings.HasSuffix(in, ".golden.json") {
+			continue
+		}
+		cases++
+		t.Run(filepath.Base(in), func(t *testing.T) {
+			src, err := os.ReadFile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o := Options{Policy: policy.Default(), ClusterDNS: netip.MustParseAddr("10.96.0.10")}
+			res, err := Mutate(src, o)
+			if err != nil {
+				t.Fatalf("Mutate: %v", err)
+			}
+			out := res.Data
+			golden := strings.TrimSuffix(in, ".json") + ".golden.json"
+			if *update {
+				if err := os.WriteFile(golden, out, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run: make update-golden)", err)
+			}
+			if !bytes.Equal(out, want) {
+				t.Fatalf("output differs from %s byte for byte (run make update-golden if intended):\n%s", golden, out)
+			}
+			if !subsequence(src, out) {
+				t.Errorf("the output is not the input with insertions:\n%s", out)
+			}
+			for _, n := range res.Notes {
+				t.Errorf("unexpected note (JSON is edited in place): %s", n)
+			}
+			for _, d := range yamledit.SplitStream(out) {
+				dec := json.NewDecoder(bytes.NewReader(d.Body))
+				for {
+					var v map[string]any
+					if err := dec.Decode(&v); err != nil {
+						if err.Error() != "EOF" {
+							t.Errorf("output document is not a stream of JSON objects: %v\n%s", err, d.Body)
+						}
+						break
+					}
+					if v["kind"] != "Namespace" && v["spec"] != nil && !strings.Contains(fmt.Sprint(v), "dnsConfig") {
+						t.Errorf("an object was left unmutated: %v", v)
+					}
+				}
+			}
+			again, err := Mutate(out, o)
+			if err != nil || !bytes.Equal(again.Data, out) {
+				t.Fatalf("second pass changed the output (err %v):\n%s", err, again.Data)
+			}
+		})
+	}
+	if cases < 4 {
+		t.Fatalf("found %d JSON golden cases, want at least 4", cases)
+	}
+}
+
+// subsequence reports whether every byte of a appears in b, in order.
+func subsequence(a, b []byte) bool {
+	i := 0
+	for j := 0; i < len(a) && j < len(b); j++ {
+		if a[i] == b[j] {
+			i++
+		}
+	}
+	return i == len(a)
+}
+
+// A document that starts as a stream of JSON objects and goes on with
+// something else is refused whole, at the line of what is not JSON.
+func TestJSONStreamThenNotJSON(t *testing.T) {
+	in := "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"a\"},\"spec\":{\"containers\":[{\"name\":\"c\",\"image\":\"x\"}]}}\n\n  foo: bar\n"
+	_, err := Mutate([]byte(in), Options{Policy: policy.Default(), Filename: "in.json"})
+	if err == nil || !strings.Contains(err.Error(), "in.json:3:3: document 1: after 1 JSON object(s), the text here is not a JSON object") {
+		t.Fatalf("err = %v, want the whole input refused at 3:3", err)
 	}
 }

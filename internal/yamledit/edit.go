@@ -38,6 +38,39 @@ type Editor struct {
 	// such a node's text would change the alias too.
 	shared map[string]bool
 	edits  []textEdit
+	// json, when set (SetJSON), writes every inserted key and scalar as a
+	// JSON string and separates as the document does, so that a JSON
+	// document stays JSON: only insertions, every other byte kept.
+	json *JSONStyle
+}
+
+// SetJSON makes the editor write JSON in the document's style st (as
+// DetectJSON reports it): quoted keys and strings, no space after ':' and
+// ',' in a compact document, and new keys of an indented mapping on a line
+// of their own.
+func (s *Editor) SetJSON(st JSONStyle) { s.json = &st }
+
+// colon and comma are the separators inserted text uses.
+func (s *Editor) colon() string {
+	if s.json != nil && !s.json.indented {
+		return ":"
+	}
+	return ": "
+}
+
+func (s *Editor) comma() string {
+	if s.json != nil && !s.json.indented {
+		return ","
+	}
+	return ", "
+}
+
+// scalar writes a string as inserted text: scalarText, or a JSON string.
+func (s *Editor) scalar(v string) string {
+	if s.json != nil {
+		return jsonString(v)
+	}
+	return scalarText(v)
 }
 
 // New returns an Editor of body, the text of one document, whose parsed
@@ -77,7 +110,7 @@ func IsNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!
 // SetNull gives key, whose value is null, the value (in flow style, on the
 // key's line): "key:" becomes "key: {...}", "key: null" too.
 func (s *Editor) SetNull(key, val *yaml.Node, value any) error {
-	text, err := flowText(value)
+	text, err := s.flowText(value)
 	if err != nil {
 		return err
 	}
@@ -111,11 +144,11 @@ func (s *Editor) SetNull(key, val *yaml.Node, value any) error {
 // "{<<: *m, key: value}"; "&m {...}" becomes "{<<: &m {...}, key: value}".
 // A shared block mapping can't be wrapped on its line: ErrCannotEdit.
 func (s *Editor) AddThroughMerge(n *yaml.Node, key string, value any) error {
-	text, err := flowText(value)
+	text, err := s.flowText(value)
 	if err != nil {
 		return err
 	}
-	entry := ", " + scalarText(key) + ": " + text + "}"
+	entry := ", " + s.scalar(key) + ": " + text + "}"
 	start := s.offset(n.Line, n.Column)
 	switch {
 	case n.Kind == yaml.AliasNode:
@@ -299,7 +332,7 @@ func (s *Editor) ReplaceScalar(v *yaml.Node, value string) error {
 	if err != nil {
 		return err
 	}
-	s.add(start, end, scalarText(value))
+	s.add(start, end, s.scalar(value))
 	return nil
 }
 
@@ -365,15 +398,23 @@ func (s *Editor) AddKey(m *yaml.Node, key string, value any) error {
 		if err != nil {
 			return err
 		}
-		text, err := flowText(value)
+		text, err := s.flowText(value)
 		if err != nil {
 			return err
 		}
-		entry := scalarText(key) + ": " + text
-		if !flowEmpty(m) {
-			entry += ", "
+		entry := s.scalar(key) + s.colon() + text
+		if flowEmpty(m) {
+			s.add(open, open, entry)
+			return nil
 		}
-		s.add(open, open, entry)
+		first := m.Content[0]
+		if at := s.offset(first.Line, first.Column); s.json != nil && s.json.indented && first.Line > m.Line && at < len(s.body) {
+			// An indented JSON mapping: the new key on a line of its own,
+			// before the first, at its indentation.
+			s.add(at, at, entry+","+s.nl+strings.Repeat(" ", indentOf(first)))
+			return nil
+		}
+		s.add(open, open, entry+s.comma())
 		return nil
 	}
 	if len(m.Content) == 0 {
@@ -416,9 +457,9 @@ func (s *Editor) PrependItems(seq *yaml.Node, items []string) error {
 	if flow {
 		parts := make([]string, len(items))
 		for i, it := range items {
-			parts[i] = scalarText(it)
+			parts[i] = s.scalar(it)
 		}
-		s.add(open, open, strings.Join(parts, ", ")+", ")
+		s.add(open, open, strings.Join(parts, s.comma())+s.comma())
 		return nil
 	}
 	indent := indentOf(seq)
@@ -447,11 +488,11 @@ func (s *Editor) AppendItems(seq *yaml.Node, items []any) error {
 		}
 		var b strings.Builder
 		for _, it := range items {
-			t, err := flowText(it)
+			t, err := s.flowText(it)
 			if err != nil {
 				return err
 			}
-			b.WriteString(", " + t)
+			b.WriteString(s.comma() + t)
 		}
 		// After the last entry's text, before blanks and the ']'.
 		at := closeAt
@@ -618,31 +659,32 @@ type KV struct {
 	Value any
 }
 
-// flowText renders a value in flow style (JSON, which YAML reads as flow).
-func flowText(value any) (string, error) {
+// flowText renders a value in flow style (JSON, which YAML reads as flow;
+// in a JSON document, JSON in its style).
+func (s *Editor) flowText(value any) (string, error) {
 	switch v := value.(type) {
 	case string:
-		return scalarText(v), nil
+		return s.scalar(v), nil
 	case []KV:
 		parts := make([]string, len(v))
 		for i, kv := range v {
-			t, err := flowText(kv.Value)
+			t, err := s.flowText(kv.Value)
 			if err != nil {
 				return "", err
 			}
-			parts[i] = scalarText(kv.Key) + ": " + t
+			parts[i] = s.scalar(kv.Key) + s.colon() + t
 		}
-		return "{" + strings.Join(parts, ", ") + "}", nil
+		return "{" + strings.Join(parts, s.comma()) + "}", nil
 	case []any:
 		parts := make([]string, len(v))
 		for i, it := range v {
-			t, err := flowText(it)
+			t, err := s.flowText(it)
 			if err != nil {
 				return "", err
 			}
 			parts[i] = t
 		}
-		return "[" + strings.Join(parts, ", ") + "]", nil
+		return "[" + strings.Join(parts, s.comma()) + "]", nil
 	}
 	return "", fmt.Errorf("%w: cannot render %T", ErrCannotEdit, value)
 }
