@@ -177,10 +177,18 @@ func run() error {
 	fmt.Println()
 	fmt.Print(report)
 	if *out != "" {
-		return os.WriteFile(filepath.Join(framework.RepoRoot(), *out), []byte(report), 0o644) // #nosec G306 -- a document.
+		// Its own section: the backends' and the scale bench's stay.
+		return framework.ReplaceSection(filepath.Join(framework.RepoRoot(), *out), beginMarker, endMarker, beginMarker+"\n"+report+endMarker+"\n")
 	}
 	return nil
 }
+
+// The markers of this bench's section of BENCHMARKS.md (docs/docs_test.go
+// requires every bench's).
+const (
+	beginMarker = "<!-- webhooks: written by go run ./e2e/bench -->"
+	endMarker   = "<!-- /webhooks -->"
+)
 
 func startTarget(env *framework.Env, name, servers string) (*target, error) {
 	if name == "dnstune" {

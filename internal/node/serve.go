@@ -10,6 +10,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// DefaultMetricsBindAddress is where the node monitor serves /metrics,
+// /healthz and /readyz unless told otherwise: 9741, a port of its own
+// (the agent runs in the host's network namespace, where 9090 is
+// Prometheus' and 8080 many a node daemon's).
+const DefaultMetricsBindAddress = ":9741"
+
 // Serve serves the monitor's /metrics, /healthz and /readyz on addr (with
 // bounded reads and writes) and runs its checks until ctx ends; it returns
 // once both have stopped.

@@ -151,7 +151,7 @@ func newNodeMonitorCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&procRoot, "proc-root", "/proc", "where /proc is (for tests and chroots)")
 	f.DurationVar(&o.Interval, "interval", 15*time.Second, "time between checks")
-	f.StringVar(&addr, "metrics-bind-address", ":9090", "address of /metrics, /healthz and /readyz")
+	f.StringVar(&addr, "metrics-bind-address", node.DefaultMetricsBindAddress, "address of /metrics, /healthz and /readyz")
 	f.StringVar(&thresh, "gc-thresh", node.DefaultTargets.String(), "thresholds node tune set; lower values are reported as drift")
 	f.BoolVar(&o.Reapply, "reapply", false, "write --gc-thresh back on drift (needs the privilege of node tune)")
 	f.BoolVar(&o.AutoRaise, "auto-raise", false, "double the thresholds when the table passes 80% of gc_thresh3 or overflows (needs privilege)")
