@@ -4,6 +4,7 @@
 package docs
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -113,4 +114,85 @@ func TestMetricsDocMatchesBinaryAndChart(t *testing.T) {
 			t.Errorf("docs/metrics.md lists %s, which no binary exports", n)
 		}
 	}
+}
+
+// The versions dnstune claims are the versions make test runs: the
+// Makefile's matrix (MATRIX_MINORS, COMPILED_MINORS), each minor's
+// kube-apiserver patch (hack/tools/apiserver-<minor>/go.mod) and the suite's
+// own (hack/build-tools.sh), written as one table in the README and
+// docs/install.md; the chart's kubeVersion starts at the oldest minor, and
+// the admission-policy floor (the chart's refusal, the binary's) at the
+// oldest compiled one.
+func TestCompatibilityClaimsAgree(t *testing.T) {
+	mk := read(t, "Makefile")
+	list := func(name string) []string {
+		m := regexp.MustCompile(`(?m)^` + name + `\s*:=\s*(.+)$`).FindStringSubmatch(mk)
+		if m == nil {
+			t.Fatalf("the Makefile has no %s", name)
+		}
+		return strings.Fields(m[1])
+	}
+	minors, compiled := list("MATRIX_MINORS"), list("COMPILED_MINORS")
+	suite := regexp.MustCompile(`(?m)^KUBE_VERSION=(v[0-9.]+)$`).FindStringSubmatch(read(t, "hack/build-tools.sh"))
+	if suite == nil {
+		t.Fatal("hack/build-tools.sh has no KUBE_VERSION")
+	}
+	patch := map[string][]string{} // minor -> tested patches
+	for _, m := range minors {
+		v := regexp.MustCompile(`k8s.io/kubernetes (v[0-9.]+)`).FindStringSubmatch(read(t, "hack/tools/apiserver-"+m+"/go.mod"))
+		if v == nil || !strings.HasPrefix(v[1], "v"+m+".") {
+			t.Fatalf("hack/tools/apiserver-%s/go.mod builds %v, not a %s patch", m, v, m)
+		}
+		patch[m] = append(patch[m], v[1])
+	}
+	sm := suite[1][1:strings.LastIndex(suite[1], ".")]
+	patch[sm] = append(patch[sm], suite[1])
+	tested := func(from []string) string {
+		var vs []string
+		for _, m := range from {
+			vs = append(vs, patch[m]...)
+		}
+		slices.SortFunc(vs, func(a, b string) int { return semver(a) - semver(b) })
+		return strings.Join(slices.Compact(vs), ", ")
+	}
+	webhookRow := "| webhook (default) | ≥ " + minors[0] + " "
+	policyRow := "| admission-policy | ≥ " + compiled[0] + " "
+	for _, doc := range []string{"README.md", "docs/install.md"} {
+		text := read(t, doc)
+		i, j := strings.Index(text, "<!-- compatibility:"), strings.Index(text, "<!-- /compatibility -->")
+		if i < 0 || j < i {
+			t.Errorf("%s has no compatibility table", doc)
+			continue
+		}
+		table := text[i:j]
+		for _, row := range []struct{ start, versions string }{{webhookRow, tested(minors)}, {policyRow, tested(compiled)}} {
+			line := ""
+			for _, l := range strings.Split(table, "\n") {
+				if strings.HasPrefix(l, row.start) {
+					line = l
+				}
+			}
+			if !strings.HasSuffix(line, "| "+row.versions+" |") {
+				t.Errorf("%s: the row starting %q is %q; want it to end with the tested versions %q", doc, row.start, line, row.versions)
+			}
+		}
+	}
+	if want := `kubeVersion: ">=` + minors[0] + `.0-0"`; !strings.Contains(read(t, "manifests/dnstune/Chart.yaml"), want) {
+		t.Errorf("manifests/dnstune/Chart.yaml does not say %s", want)
+	}
+	if want := `semverCompare ">=` + compiled[0] + `.0-0"`; !strings.Contains(read(t, "manifests/dnstune/templates/webhook-deployment.yaml"), want) {
+		t.Errorf("the chart's admission-policy refusal does not test %s", want)
+	}
+	for _, f := range []string{"manifests/dnstune/templates/webhook-deployment.yaml", "internal/admissionpolicy/served.go"} {
+		if !strings.Contains(read(t, f), "which Kubernetes serves from "+compiled[0]) {
+			t.Errorf("%s's refusal does not name %s as the floor", f, compiled[0])
+		}
+	}
+}
+
+// semver orders v1.MINOR.PATCH.
+func semver(v string) int {
+	var major, minor, patch int
+	_, _ = fmt.Sscanf(v, "v%d.%d.%d", &major, &minor, &patch)
+	return major*1_000_000 + minor*1000 + patch
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds the upstream control-plane binaries the e2e suite runs on, from the Go
-# module proxy, into bin/tools/<version>/. A binary that is already there is
-# not rebuilt. kubectl comes from the machine (PATH).
+# module proxy, into the tool cache (below), linked from bin/tools/<version>/.
+# A binary already in the cache is not rebuilt. kubectl comes from the
+# machine (PATH).
 #
 # Usage: hack/build-tools.sh            control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) and kubelet
-#        hack/build-tools.sh apiserver-1.36|apiserver-1.37  kube-apiserver of the version matrix (bin/tools/kube-apiserver-<version>/kube-apiserver)
+#        hack/build-tools.sh apiserver-1.MINOR  kube-apiserver of the version matrix (bin/tools/kube-apiserver-<version>/kube-apiserver; hack/new-apiserver-module.sh writes its module)
 #        hack/build-tools.sh coredns    CoreDNS for the effect lab (bin/tools/coredns-<version>-<plugins>/coredns)
 #        hack/build-tools.sh helm       helm, for the chart (bin/tools/helm-<version>/helm)
 #        hack/build-tools.sh promtool   promtool, for the chart's alert rules (bin/tools/promtool-<version>/promtool)
@@ -19,16 +20,35 @@ ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 \
  -X k8s.io/component-base/version.gitTreeState=clean"
 
+# Built tools are cached outside the clone, so that a fresh clone on a
+# machine that built them once rebuilds nothing: $DNSTUNE_TOOLS_CACHE,
+# default ~/.cache/dnstune-tools, one directory per tool, output directory
+# and key (the hash of its module's go.sum and its ldflags: a dependency
+# bump or another flag is another build). bin/tools/<version>/<name> is a
+# symbolic link into the cache.
+cache=${DNSTUNE_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dnstune-tools}
+
 build() { # name dir pkg ldflags
   local name=$1 dir=$2 pkg=$3 flags=$4
-  if [ -x "$out/$name" ]; then
-    echo "tools: $name already built in $out"
+  local key
+  key=$(cat "$dir/go.sum" "$dir/go.mod" <(echo "$pkg $flags") | sha256sum | cut -c1-12)
+  local cached=$cache/$(basename "$out")-$name-$key/$name
+  if [ -f "$out/$name" ] && [ ! -L "$out/$name" ]; then
+    # Built here before the cache existed: move it in, if it is this build.
+    mkdir -p "$(dirname "$cached")"
+    [ -x "$cached" ] || mv "$out/$name" "$cached"
+  fi
+  if [ -x "$cached" ]; then
+    ln -sfn "$cached" "$out/$name"
+    echo "tools: $name from the cache ($cached)"
     return
   fi
   echo "tools: building $name (cold: several minutes)..."
   local start=$SECONDS
-  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "$flags" -o "$out/$name.tmp" "$pkg")
-  mv "$out/$name.tmp" "$out/$name"
+  mkdir -p "$(dirname "$cached")"
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "$flags" -o "$cached.tmp" "$pkg")
+  mv "$cached.tmp" "$cached"
+  ln -sfn "$cached" "$out/$name"
   echo "tools: built $name in $((SECONDS - start))s"
 }
 
@@ -57,8 +77,8 @@ if [ "$what" = helm ] || [ "$what" = promtool ]; then
 fi
 
 case "$what" in apiserver-*)
-  # kube-apiserver of another version, for make e2e's version matrix:
-  # apiserver-1.37 the newest 1.37 patch, apiserver-1.36 a 1.36 patch whose
+  # kube-apiserver of another version, for make e2e's version matrix: the
+  # newest patch of each minor (MATRIX_MINORS in the Makefile); 1.36.3's
   # CEL mutation panicked on a JSONPatch value that is a list of Objects
   # (kubernetes/kubernetes#142181, fixed in 1.36.5).
   dir=$root/hack/tools/$what

@@ -75,6 +75,9 @@ func Run(ctx context.Context, o RunOptions, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
+	if err := CheckServed(cfg); err != nil {
+		return err
+	}
 	mgr, err := newManager(cfg, o, log)
 	if err != nil {
 		return err
