@@ -76,10 +76,11 @@ matrix-tools: ## Build the version matrix's kube-apiservers (cached outside the 
 	@for m in $(MATRIX_MINORS); do bash hack/build-tools.sh apiserver-$$m || exit 1; done
 
 .PHONY: lab-deps
-lab-deps: ## What the effect lab needs: CoreDNS (built), and nftables (installed when root and missing).
+lab-deps: ## What the effect and race labs need: CoreDNS and kube-proxy (built), nftables and iptables (installed when root and missing).
 	bash hack/build-tools.sh coredns
-	@if [ "$$(id -u)" = 0 ] && ! command -v nft > /dev/null; then \
-	  echo "installing nftables for the effect lab"; apt-get update -qq && apt-get install -y -qq nftables > /dev/null; fi
+	bash hack/build-tools.sh kube-proxy
+	@if [ "$$(id -u)" = 0 ] && ! { command -v nft && command -v iptables; } > /dev/null; then \
+	  echo "installing nftables and iptables for the labs"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables iptables > /dev/null; fi
 
 NODE_PKGS := containerd runc containernetworking-plugins musl-tools
 
@@ -123,6 +124,11 @@ demo: e2e-tools lab-deps node-deps ## Show what dnstune does: as root on a real 
 lab: lab-deps ## Effect lab (root): real CoreDNS + glibc in network namespaces, plain vs dnstune pods, with loss; writes EFFECT.md.
 	@test "$$(id -u)" = 0 || { echo "make lab needs root (network namespaces, nft)"; exit 1; }
 	go run ./e2e/lab/cmd -coredns "$$(bash hack/build-tools.sh coredns | tail -1)"
+
+.PHONY: race-lab
+race-lab: e2e-tools lab-deps ## The 5-second race on this kernel (root): real kube-proxy (iptables, nftables) DNATing to three CoreDNS; writes EFFECT.md's race section.
+	@test "$$(id -u)" = 0 || { echo "make race-lab needs root (network namespaces)"; exit 1; }
+	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/lab/racecmd -coredns "$$(bash hack/build-tools.sh coredns | tail -1)" -kube-proxy "$$(bash hack/build-tools.sh kube-proxy | tail -1)"
 
 .PHONY: bench
 bench: e2e-tools chart-tools ## Go benchmarks + load harness (floor / reference / dnstune) + apiserver pod-create latency + backends side by side + the seeds' scale (30,000 pods, 2,000 namespaces); writes BENCHMARKS.md.

@@ -6,6 +6,7 @@
 #
 # Usage: hack/build-tools.sh            control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) and kubelet
 #        hack/build-tools.sh apiserver-1.MINOR  kube-apiserver of the version matrix (bin/tools/kube-apiserver-<version>/kube-apiserver; hack/new-apiserver-module.sh writes its module)
+#        hack/build-tools.sh kube-proxy kube-proxy v1.37.1 for the conntrack race lab (bin/tools/kube-proxy-<version>/kube-proxy)
 #        hack/build-tools.sh coredns    CoreDNS for the effect lab (bin/tools/coredns-<version>-<plugins>/coredns)
 #        hack/build-tools.sh helm       helm, for the chart (bin/tools/helm-<version>/helm)
 #        hack/build-tools.sh promtool   promtool, for the chart's alert rules (bin/tools/promtool-<version>/promtool)
@@ -92,6 +93,16 @@ case "$what" in apiserver-*)
   echo "$out/kube-apiserver"
   exit 0
 esac
+
+if [ "$what" = kube-proxy ]; then
+  # kube-proxy for the conntrack race lab (e2e/race): its own module, so
+  # that adding it rebuilds none of the control plane.
+  out=$root/bin/tools/kube-proxy-$KUBE_VERSION
+  mkdir -p "$out"
+  build kube-proxy "$root/hack/tools/kube-proxy" . "$ldflags"
+  echo "$out/kube-proxy"
+  exit 0
+fi
 
 if [ "$what" = coredns ]; then
   COREDNS_VERSION=$(grep -oE "github.com/coredns/coredns v[0-9.]+" "$root/hack/tools/coredns/go.mod" | head -1 | cut -d" " -f2)

@@ -245,6 +245,9 @@ var (
 		"insert_failed": prometheus.NewDesc("dnstune_node_conntrack_insert_failed_total", "Conntrack insert races lost (the cause of 5-second DNS stalls), summed over CPUs.", nil, nil),
 		"drop":          prometheus.NewDesc("dnstune_node_conntrack_drop_total", "Packets dropped because conntrack could not track them, summed over CPUs.", nil, nil),
 		"early_drop":    prometheus.NewDesc("dnstune_node_conntrack_early_drop_total", "Conntrack entries dropped early to make room (table full), summed over CPUs.", nil, nil),
+		// Linux 5.6 and later resolve most clashes instead of dropping
+		// the packet (6a757c07e51f); the kernel counts them as clashres.
+		"clashres": prometheus.NewDesc("dnstune_node_conntrack_clash_resolved_total", "Conntrack insert clashes the kernel resolved rather than dropping the packet (clashres, Linux 5.6+), summed over CPUs.", nil, nil),
 	}
 )
 

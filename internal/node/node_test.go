@@ -309,6 +309,7 @@ func TestMonitorMetrics(t *testing.T) {
 		`dnstune_node_conntrack_insert_failed_total 50`,
 		`dnstune_node_conntrack_drop_total 3`,
 		`dnstune_node_conntrack_early_drop_total 1`,
+		`dnstune_node_conntrack_clash_resolved_total 9`,
 		`dnstune_node_conntrack_entries 200`,
 		"# TYPE dnstune_node_neighbor_table_fulls_total counter",
 	} {
