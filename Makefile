@@ -11,9 +11,13 @@ GO_TEST_FLAGS ?=
 help: ## List the documented targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# The version stamped into the binary and the image: the chart's appVersion.
+VERSION ?= $(shell awk '/^appVersion:/{gsub(/"/, "", $$2); print $$2}' manifests/dnstune/Chart.yaml)
+LDFLAGS := -s -w -X github.com/dnstune/dnstune/cmd/dnstune/app.Version=$(VERSION)
+
 .PHONY: build
-build: ## Build bin/dnstune (static; the same flags as the Dockerfile).
-	CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-s -w" -o $(BIN)/dnstune ./cmd/dnstune
+build: ## Build bin/dnstune (static, version-stamped; the same flags as the Dockerfile).
+	CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "$(LDFLAGS)" -o $(BIN)/dnstune ./cmd/dnstune
 
 .PHONY: test
 test: verify-generate verify-manifests test-unit e2e ## Run every test: unit (with fuzz seed corpora) and e2e on a real control plane.
@@ -149,12 +153,12 @@ IMAGE ?= ghcr.io/dnstune/dnstune:dev
 
 .PHONY: image
 image: build ## Build the image without a Docker engine: bin/dnstune-image.tar (docker format; ctr/docker/podman load it).
-	go run ./hack/image -binary $(BIN)/dnstune -o $(BIN)/dnstune-image.tar -tag $(IMAGE)
+	go run ./hack/image -binary $(BIN)/dnstune -o $(BIN)/dnstune-image.tar -tag $(IMAGE) -version $(VERSION)
 
 .PHONY: docker-image
 docker-image: ## Build the image with a Docker engine from the Dockerfile (the same binary path, user and entrypoint).
 	@docker info > /dev/null 2>&1 || { echo "make docker-image: no Docker engine reachable (docker info failed); use make image"; exit 1; }
-	docker build -t $(IMAGE) .
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
 
 .PHONY: fmt
 fmt: ## gofmt every Go file.

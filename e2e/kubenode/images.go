@@ -122,7 +122,7 @@ func (c *Cluster) buildImages(coredns string) (string, error) {
 	if err := add(NodeCacheImage, nc, err); err != nil {
 		return "", err
 	}
-	dn, err := image.Build(c.Dnstune)
+	dn, err := image.Build(c.Dnstune, "dev")
 	if err := add(DnstuneImage, dn, err); err != nil {
 		return "", err
 	}

@@ -14,8 +14,9 @@ func main() {
 	bin := flag.String("binary", "bin/dnstune", "the static dnstune binary (make build)")
 	out := flag.String("o", "bin/dnstune-image.tar", "the tarball to write")
 	ref := flag.String("tag", "ghcr.io/dnstune/dnstune:dev", "the image reference the tarball carries")
+	version := flag.String("version", "dev", "the version the binary was stamped with (its OCI label)")
 	flag.Parse()
-	img, err := image.Build(*bin)
+	img, err := image.Build(*bin, *version)
 	if err == nil {
 		err = image.WriteTarball(*out, *ref, img)
 	}

@@ -39,8 +39,9 @@ var Entrypoint = []string{BinaryPath}
 // epoch is every file's and the image's time.
 var epoch = time.Unix(0, 0).UTC()
 
-// Build returns the image holding the binary at binaryPath.
-func Build(binaryPath string) (v1.Image, error) {
+// Build returns the image holding the binary at binaryPath, labelled (OCI
+// annotations) with its source, license and version.
+func Build(binaryPath, version string) (v1.Image, error) {
 	bin, err := os.ReadFile(binaryPath) // #nosec G304 -- the caller names the binary it built.
 	if err != nil {
 		return nil, fmt.Errorf("failed to read the dnstune binary: %w", err)
@@ -67,7 +68,11 @@ func Build(binaryPath string) (v1.Image, error) {
 	cfg.Config.User = User
 	cfg.Config.WorkingDir = "/"
 	cfg.Config.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
-	cfg.Config.Labels = map[string]string{"org.opencontainers.image.source": "https://github.com/dnstune/dnstune"}
+	cfg.Config.Labels = map[string]string{
+		"org.opencontainers.image.source":   "https://github.com/dnstune/dnstune",
+		"org.opencontainers.image.licenses": "Apache-2.0",
+		"org.opencontainers.image.version":  version,
+	}
 	img, err = mutate.ConfigFile(img, cfg)
 	if err != nil {
 		return nil, err

@@ -61,15 +61,15 @@ func TestDockerfileDeclaresTheSame(t *testing.T) {
 // The same binary gives the same digest; another binary another digest.
 func TestBuildIsReproducible(t *testing.T) {
 	bin := fakeBinary(t, "binary v1")
-	a, err := Build(bin)
+	a, err := Build(bin, "0.1.0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Build(bin)
+	b, err := Build(bin, "0.1.0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Build(fakeBinary(t, "binary v2"))
+	c, err := Build(fakeBinary(t, "binary v2"), "0.1.0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestBuildIsReproducible(t *testing.T) {
 // The tarball holds one image whose config and layer are what users run:
 // non-root user, entrypoint, the binary executable at its path.
 func TestTarballContents(t *testing.T) {
-	img, err := Build(fakeBinary(t, "#!dnstune"))
+	img, err := Build(fakeBinary(t, "#!dnstune"), "0.1.0")
 	if err != nil {
 		t.Fatal(err)
 	}

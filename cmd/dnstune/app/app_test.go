@@ -174,3 +174,19 @@ func TestPolicyCompileOutput(t *testing.T) {
 		}
 	}
 }
+
+// dnstune version and --version print the stamped version; unstamped, a
+// test binary says dev.
+func TestVersion(t *testing.T) {
+	code, out, _ := run(t, "", "version")
+	if code != 0 || !strings.HasPrefix(out, "dnstune dev (go1.") {
+		t.Errorf("version: exit %d, %q; want dnstune dev (go…)", code, out)
+	}
+	Version = "1.2.3"
+	defer func() { Version = "" }()
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		if code, out, _ := run(t, "", args...); code != 0 || !strings.HasPrefix(out, "dnstune 1.2.3") {
+			t.Errorf("%v: exit %d, %q; want the stamped version", args, code, out)
+		}
+	}
+}

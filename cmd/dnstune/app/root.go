@@ -42,13 +42,15 @@ func NewRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "dnstune",
 		Short:         "Reliable pod DNS on Kubernetes: admission webhook, node agent, offline tools",
+		Version:       version(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("dnstune {{.Version}}\n")
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newWebhookCommand(), newAdmissionPolicyCommand(), newMutateCommand(), newPolicyCommand(), newNodeCommand(), newReportCommand(), newRolloutCommand())
+	root.AddCommand(newWebhookCommand(), newAdmissionPolicyCommand(), newMutateCommand(), newPolicyCommand(), newNodeCommand(), newReportCommand(), newRolloutCommand(), newVersionCommand())
 	return root
 }
 
