@@ -17,7 +17,11 @@ func newAdmissionPolicyCommand() *cobra.Command {
 		verbose bool
 	)
 	cmd := &cobra.Command{
-		Use:   "admission-policy",
+		Use: "admission-policy",
+		Example: `  # as manifests/install-admission-policy.yaml runs it (in the cluster)
+  dnstune admission-policy --policy=/etc/dnstune/policy.yaml
+  # from a laptop, against a test cluster
+  dnstune admission-policy --policy=policy.yaml --kubeconfig ~/.kube/config`,
 		Short: "Keep the policy compiled as in-tree admission policies in the cluster (the webhook-free backend)",
 		Long: `Watches the policy file and keeps its compiled admission policies and
 bindings (see dnstune policy compile) applied with server-side apply, deleting

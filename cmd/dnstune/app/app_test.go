@@ -5,11 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
 )
 
 var updateCheck = flag.Bool("update-check", false, "rewrite testdata/check/*.golden from the current output")
@@ -188,5 +191,26 @@ func TestVersion(t *testing.T) {
 		if code, out, _ := run(t, "", args...); code != 0 || !strings.HasPrefix(out, "dnstune 1.2.3") {
 			t.Errorf("%v: exit %d, %q; want the stamped version", args, code, out)
 		}
+	}
+}
+
+// Every command that runs something shows how, in an Example: section.
+func TestEveryCommandHasAnExample(t *testing.T) {
+	var walk func(c *cobra.Command)
+	n := 0
+	walk = func(c *cobra.Command) {
+		if c.Runnable() && c.HasParent() && c.Name() != "help" && c.Name() != "completion" {
+			n++
+			if strings.TrimSpace(c.Example) == "" || !strings.Contains(c.Example, "dnstune "+strings.TrimPrefix(c.CommandPath(), "dnstune ")) {
+				t.Errorf("%s has no Example: section that runs it", c.CommandPath())
+			}
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(NewRootCommand(strings.NewReader(""), io.Discard, io.Discard))
+	if n < 10 {
+		t.Errorf("found %d runnable commands", n)
 	}
 }

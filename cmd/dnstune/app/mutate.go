@@ -20,7 +20,10 @@ func newMutateCommand() *cobra.Command {
 		dns                                             netip.Addr
 	)
 	cmd := &cobra.Command{
-		Use:   "mutate -f FILE|-",
+		Use: "mutate -f FILE|-",
+		Example: `  dnstune mutate -f deploy.yaml > deploy.dnstune.yaml
+  kustomize build overlays/prod | dnstune mutate -f - --policy policy.yaml -o diff
+  dnstune mutate -f pods.json -n shop --cluster-dns 10.96.0.10   # JSON stays JSON`,
 		Short: "Apply a policy to manifests offline and print the result (or a diff)",
 		Long: `Applies the policy to every Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet,
 Job, CronJob and PodTemplate in a multi-document YAML stream, as the webhook

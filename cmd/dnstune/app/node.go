@@ -50,7 +50,10 @@ func newNodeTuneCommand() *cobra.Command {
 		opts             node.TuneOptions
 	)
 	cmd := &cobra.Command{
-		Use:   "tune",
+		Use: "tune",
+		Example: `  # the DaemonSet's init container (privileged, hostNetwork)
+  dnstune node tune
+  dnstune node tune --gc-thresh 8192,32768,65536`,
 		Short: "Raise net.ipv4/ipv6.neigh.default.gc_thresh1/2/3; never lowers a value, idempotent",
 		Args:  cobra.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error {
@@ -101,7 +104,9 @@ func newNodeMonitorCommand() *cobra.Command {
 		probeAddr        string
 	)
 	cmd := &cobra.Command{
-		Use:   "monitor",
+		Use: "monitor",
+		Example: `  # the DaemonSet's container: metrics on :9741, Events on its Node
+  dnstune node monitor --nodelocal-address 169.254.20.10`,
 		Short: "Export neighbour-table fill, overflows and conntrack races as Prometheus metrics; report drift",
 		Args:  cobra.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error {

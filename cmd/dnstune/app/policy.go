@@ -17,9 +17,10 @@ import (
 func newPolicyCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "policy", Short: "Work with policy files"}
 	cmd.AddCommand(&cobra.Command{
-		Use:   "check FILE",
-		Short: "Validate a policy file: prints ok, or FILE:LINE:COL: field: problem per line (exit 1)",
-		Args:  cobra.ExactArgs(1),
+		Use:     "check FILE",
+		Example: `  dnstune policy check policy.yaml   # ok, or FILE:LINE:COL: field: problem`,
+		Short:   "Validate a policy file: prints ok, or FILE:LINE:COL: field: problem per line (exit 1)",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			_, err := policy.LoadFile(args[0])
 			var list policy.ErrorList
@@ -47,7 +48,9 @@ func newPolicyCompileCommand() *cobra.Command {
 		enforcedWarnings   bool
 	)
 	cmd := &cobra.Command{
-		Use:   "compile FILE",
+		Use: "compile FILE",
+		Example: `  dnstune policy compile policy.yaml | kubectl apply --dry-run=server -f -
+  dnstune policy compile policy.yaml --cluster-dns 10.96.0.10 -o json`,
 		Short: "Compile a policy to in-tree admission policies: one MutatingAdmissionPolicy, the ValidatingAdmissionPolicies of its warnings, their bindings",
 		Long: `Writes the policy as one MutatingAdmissionPolicy and its binding (CEL and
 JSONPatch) that kube-apiserver >= 1.36 evaluates itself: the same stored pods

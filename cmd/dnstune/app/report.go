@@ -105,7 +105,9 @@ func newReportCommand() *cobra.Command {
 		output string
 	)
 	cmd := &cobra.Command{
-		Use:   "report (-n NAMESPACE | -A)",
+		Use: "report (-n NAMESPACE | -A)",
+		Example: `  dnstune report -A
+  dnstune report -n shop -o json`,
 		Short: "Show, per workload, how many running pods are up to date with the policy, out of date, or skipped",
 		Long: `For each opted-in or audit namespace and each workload (Deployment, StatefulSet,
 DaemonSet, CronJob, Job, or bare Pod), counts the running pods whose DNS
@@ -189,7 +191,9 @@ func newRolloutCommand() *cobra.Command {
 		timeout time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "rollout (-n NAMESPACE | -A) [--dry-run=false]",
+		Use: "rollout (-n NAMESPACE | -A) [--dry-run=false]",
+		Example: `  dnstune rollout -A                   # the plan: what would restart, in order
+  dnstune rollout -n shop --dry-run=false`,
 		Short: "Restart the workloads whose pods are out of date, one at a time (dry run by default)",
 		Long: `Restarts each Deployment, StatefulSet and DaemonSet with out-of-date pods the way
 kubectl rollout restart does (a pod-template annotation), one at a time,

@@ -16,7 +16,9 @@ func newWebhookCommand() *cobra.Command {
 		verbose bool
 	)
 	cmd := &cobra.Command{
-		Use:   "webhook",
+		Use: "webhook",
+		Example: `  # as manifests/install.yaml runs it (self-managed certificates)
+  dnstune webhook --policy=/etc/dnstune/policy.yaml`,
 		Short: "Serve the mutating admission webhook for Pod CREATE over TLS",
 		Args:  cobra.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error {
