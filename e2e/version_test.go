@@ -38,16 +38,18 @@ func TestAdmissionPolicyBackendFloor(t *testing.T) {
 	}
 	t.Logf("kube-apiserver %s: MutatingAdmissionPolicy v1 served: %v", v.GitVersion, served == nil)
 
-	// The chart, with the cluster's capabilities (what helm install sees).
+	// The chart, with the version the cluster's discovery reports (what
+	// helm install reads into .Capabilities.KubeVersion; --validate would
+	// also refuse the objects earlier tests installed without helm).
 	helm, err := framework.Helm()
 	if err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command(helm, "template", "dnstune", filepath.Join(framework.RepoRoot(), "manifests", "dnstune"), // #nosec G204 -- test
-		"--namespace", "dnstune-system", "--validate", "--kubeconfig", env.Kubeconfig, "--set", "backend=admission-policy").CombinedOutput()
+		"--namespace", "dnstune-system", "--kube-version", v.GitVersion, "--set", "backend=admission-policy").CombinedOutput()
 	if minor >= 36 {
 		if err != nil {
-			t.Errorf("helm template --validate backend=admission-policy on %s: %v\n%s", v.GitVersion, err, out)
+			t.Errorf("helm template backend=admission-policy for %s: %v\n%s", v.GitVersion, err, out)
 		}
 		return
 	}
