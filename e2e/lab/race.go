@@ -127,6 +127,9 @@ func RunRace(ctx context.Context, o RaceOptions) (rep *RaceReport, err error) {
 		o.Logf = func(string, ...any) {}
 	}
 	start := time.Now()
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, err
+	}
 	preClean()
 	r := &race{o: o, node: nsPrefix + "race-node", pod: nsPrefix + "race-pod"}
 	for i := 1; i <= raceBackends; i++ {

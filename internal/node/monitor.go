@@ -242,7 +242,7 @@ var (
 	descDrift     = prometheus.NewDesc("dnstune_node_neighbor_threshold_drift", "1 when a threshold is below dnstune's target (someone lowered it).", []string{"family"}, nil)
 	descCTEntries = prometheus.NewDesc("dnstune_node_conntrack_entries", "Conntrack entries.", nil, nil)
 	descCT        = map[string]*prometheus.Desc{
-		"insert_failed": prometheus.NewDesc("dnstune_node_conntrack_insert_failed_total", "Conntrack insert races lost (the cause of 5-second DNS stalls), summed over CPUs.", nil, nil),
+		"insert_failed": prometheus.NewDesc("dnstune_node_conntrack_insert_failed_total", "Conntrack inserts that failed (the race behind 5-second DNS stalls before Linux 5.6), summed over CPUs.", nil, nil),
 		"drop":          prometheus.NewDesc("dnstune_node_conntrack_drop_total", "Packets dropped because conntrack could not track them, summed over CPUs.", nil, nil),
 		"early_drop":    prometheus.NewDesc("dnstune_node_conntrack_early_drop_total", "Conntrack entries dropped early to make room (table full), summed over CPUs.", nil, nil),
 		// Linux 5.6 and later resolve most clashes instead of dropping
