@@ -208,7 +208,7 @@ func SplitJSONObjects(body []byte) ([][]byte, int, error) {
 			if len(starts) == 0 {
 				return nil, 0, nil // not JSON at all: YAML's business
 			}
-			return nil, at, fmt.Errorf("after %d JSON object(s), the text here is not a JSON object (%v); kubectl would refuse it too", len(starts), err)
+			return nil, at, fmt.Errorf("after %d JSON object(s), the text here is not a JSON object (%w); kubectl would refuse it too", len(starts), err)
 		}
 		starts = append(starts, at)
 	}

@@ -73,7 +73,7 @@ func Generate(data []byte) []byte {
 // Seeds returns n inputs for Generate from a fixed pseudo-random sequence:
 // the same seeds on every run, so a failure reproduces.
 func Seeds(n int) [][]byte {
-	r := rand.New(rand.NewPCG(28, 2026))
+	r := rand.New(rand.NewPCG(28, 2026)) // #nosec G404 -- reproducible test seeds, not secrets
 	out := make([][]byte, n)
 	for i := range out {
 		b := make([]byte, 48)
@@ -112,8 +112,9 @@ func (g *gen) pick(n int) int {
 
 // maybe sets m[key] to one of values, or leaves it out.
 func (g *gen) maybe(m map[string]any, key string, values ...any) {
+	// 0 leaves the key out; i in 1..len(values) picks values[i-1].
 	if i := g.pick(len(values) + 1); i > 0 {
-		m[key] = values[i-1]
+		m[key] = values[i-1] // #nosec G602 -- pick returns less than len(values)+1
 	}
 }
 
