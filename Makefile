@@ -80,9 +80,8 @@ matrix-tools: ## Build the version matrix's kube-apiservers (cached outside the 
 	@for m in $(MATRIX_MINORS); do bash hack/build-tools.sh apiserver-$$m || exit 1; done
 
 .PHONY: lab-deps
-lab-deps: ## What the effect and race labs need: CoreDNS and kube-proxy (built), nftables and iptables (installed when root and missing).
+lab-deps: ## What the effect and race labs need: CoreDNS (built), nftables and iptables (installed when root and missing).
 	bash hack/build-tools.sh coredns
-	bash hack/build-tools.sh kube-proxy
 	@if [ "$$(id -u)" = 0 ] && ! { command -v nft && command -v iptables; } > /dev/null; then \
 	  echo "installing nftables and iptables for the labs"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables iptables > /dev/null; fi
 
@@ -103,8 +102,12 @@ E2E_WEBHOOK_MATRIX  := TestInstall|TestOptedInNamespace|TestDeploymentPods|TestN
 E2E_COMPILED_MATRIX := TestCompiledAdmissionPolicyMatchesWebhook|TestCompiledAdmissionPolicyRandomCases|TestCompiledPolicyExclusions|TestCompiledWarningsMatchWebhook|TestAdmissionPolicyBackend
 E2E_FILTER := grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|kubenode:|\s+\S+_test.go)'
 
+.PHONY: race-tools
+race-tools: ## Build kube-proxy for the race lab (tool cache).
+	bash hack/build-tools.sh kube-proxy
+
 .PHONY: e2e
-e2e: e2e-tools matrix-tools chart-tools lab-deps node-deps ## E2E suite: real control plane calling the real webhook over TLS; the version matrix; reduced effect lab and the real node (root).
+e2e: e2e-tools matrix-tools race-tools chart-tools lab-deps node-deps ## E2E suite: real control plane calling the real webhook over TLS; the version matrix; reduced effect lab and the real node (root).
 	HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 30m $$(go list ./e2e/... | grep -v /kubenode) 2>&1 | tee $(BIN)/e2e.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
 	@for m in $(MATRIX_MINORS); do v=$$(awk '/k8s.io\/kubernetes v/{print $$NF; exit}' hack/tools/apiserver-$$m/go.mod); \
 	  api=$(BIN)/tools/kube-apiserver-$$v/kube-apiserver; tests='$(E2E_WEBHOOK_MATRIX)'; \
@@ -130,7 +133,7 @@ lab: lab-deps ## Effect lab (root): real CoreDNS + glibc in network namespaces, 
 	go run ./e2e/lab/cmd -coredns "$$(bash hack/build-tools.sh coredns | tail -1)"
 
 .PHONY: race-lab
-race-lab: e2e-tools lab-deps ## The 5-second race on this kernel (root): real kube-proxy (iptables, nftables) DNATing to three CoreDNS; writes EFFECT.md's race section.
+race-lab: e2e-tools race-tools lab-deps ## The 5-second race on this kernel (root): real kube-proxy (iptables, nftables) DNATing to three CoreDNS; writes EFFECT.md's race section.
 	@test "$$(id -u)" = 0 || { echo "make race-lab needs root (network namespaces)"; exit 1; }
 	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/lab/racecmd -coredns "$$(bash hack/build-tools.sh coredns | tail -1)" -kube-proxy "$$(bash hack/build-tools.sh kube-proxy | tail -1)"
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -195,4 +196,26 @@ func semver(v string) int {
 	var major, minor, patch int
 	_, _ = fmt.Sscanf(v, "v%d.%d.%d", &major, &minor, &patch)
 	return major*1_000_000 + minor*1000 + patch
+}
+
+// make demo builds only the control plane it starts: none of the version
+// matrix's kube-apiservers, no kube-proxy (make -n: nothing is run).
+func TestDemoBuildsOnlyWhatItRuns(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make is not installed")
+	}
+	cmd := exec.Command("make", "-n", "demo")
+	cmd.Dir = ".."
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make -n demo: %v\n%s", err, out)
+	}
+	for _, unwanted := range []string{"apiserver-1.", "kube-proxy", "matrix-tools"} {
+		if strings.Contains(string(out), unwanted) {
+			t.Errorf("make demo would build %s, which it never starts:\n%s", unwanted, out)
+		}
+	}
+	if !strings.Contains(string(out), "hack/build-tools.sh\n") {
+		t.Errorf("make demo does not build the control plane it starts:\n%s", out)
+	}
 }
