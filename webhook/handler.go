@@ -2,7 +2,7 @@
 // AdmissionReview, asks the policy package what to do with the Pod, and
 // answers with a minimal JSON patch, or with warnings and audit annotations
 // in audit mode. Server wiring (TLS, certificates, metrics, health) is in
-// server.go.
+// manager.go, run.go and tlsserver.go.
 package webhook
 
 import (

@@ -13,16 +13,6 @@ type Metrics struct {
 	Mutations *prometheus.CounterVec
 	// AuditFindings counts pods that audit mode would have changed.
 	AuditFindings *prometheus.CounterVec
-	// PolicyReloads counts policy (re)loads by result (success, failure).
-	PolicyReloads *prometheus.CounterVec
-	// PolicyGeneration is the generation of the policy in use (1 = loaded at start).
-	PolicyGeneration prometheus.Gauge
-	// PolicyLastReloadOK is 1 when the policy file on disk, as last read,
-	// loads (whether or not its content changed), 0 while it does not (the
-	// previous policy stays in use).
-	PolicyLastReloadOK prometheus.Gauge
-	// PolicyWatchErrors counts errors from the policy file watch (fsnotify).
-	PolicyWatchErrors prometheus.Counter
 	// NodeLocalEgressBlocked counts pods pointed (or, in audit, that would
 	// be pointed) at the node-local cache whose NetworkPolicies block DNS
 	// to it, by profile and result (mutated, audited).
