@@ -319,7 +319,7 @@ func (l *lab) startCoreDNS(ns, name, corefile, probe string) (*framework.Process
 		if exited, err := p.Exited(); exited {
 			return fmt.Errorf("coredns %s exited: %w: %s", name, err, p.Tail(10))
 		}
-		_, err := l.metric(ns, probe)
+		_, err := dnsRequests(ns, probe)
 		return err
 	})
 	return p, err
@@ -375,10 +375,16 @@ type lookup struct {
 	Err  string  `json:"err"`
 }
 
-// lookups runs the glibc client in the client namespace, where `ip netns
-// exec` bind-mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf.
+// lookups runs the glibc client in the client namespace.
 func (l *lab) lookups(ctx context.Context, names []string, n int) ([]lookup, error) {
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", l.cli, l.o.Client, "-names", strings.Join(names, ","), "-n", strconv.Itoa(n), "-parallel", "200") // #nosec G204
+	return runLookups(ctx, l.cli, l.o.Client, names, n, 200)
+}
+
+// runLookups runs the glibc lookup client in namespace ns, where `ip netns
+// exec` bind-mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf, with
+// n lookups of each name, parallel in flight.
+func runLookups(ctx context.Context, ns, client string, names []string, n, parallel int) ([]lookup, error) {
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, client, "-names", strings.Join(names, ","), "-n", strconv.Itoa(n), "-parallel", strconv.Itoa(parallel)) // #nosec G204
 	out, err := cmd.Output()
 	if err != nil {
 		return nil, fmt.Errorf("lookup client: %w", err)
@@ -405,13 +411,13 @@ func (l *lab) cell(ctx context.Context, profile, kind, name string, loss int, rc
 			return c, err
 		}
 	}
-	clusterBefore, err := l.metric(l.srv, "127.0.0.1:9153")
+	clusterBefore, err := dnsRequests(l.srv, "127.0.0.1:9153")
 	if err != nil {
 		return c, err
 	}
 	cacheBefore := 0.0
 	if profile == "nodelocal" {
-		if cacheBefore, err = l.metric(l.cli, "127.0.0.1:9253"); err != nil {
+		if cacheBefore, err = dnsRequests(l.cli, "127.0.0.1:9253"); err != nil {
 			return c, err
 		}
 	}
@@ -419,7 +425,7 @@ func (l *lab) cell(ctx context.Context, profile, kind, name string, loss int, rc
 	if err != nil {
 		return c, err
 	}
-	clusterAfter, err := l.metric(l.srv, "127.0.0.1:9153")
+	clusterAfter, err := dnsRequests(l.srv, "127.0.0.1:9153")
 	if err != nil {
 		return c, err
 	}
@@ -435,7 +441,7 @@ func (l *lab) cell(ctx context.Context, profile, kind, name string, loss int, rc
 	c.P50, c.P90, c.P99 = percentile(ms, 50), percentile(ms, 90), percentile(ms, 99)
 	c.QueriesPerLookup = (clusterAfter - clusterBefore) / float64(l.o.N)
 	if profile == "nodelocal" {
-		cacheAfter, err := l.metric(l.cli, "127.0.0.1:9253")
+		cacheAfter, err := dnsRequests(l.cli, "127.0.0.1:9253")
 		if err != nil {
 			return c, err
 		}
@@ -453,9 +459,9 @@ func percentile(sorted []float64, p float64) float64 {
 	return sorted[max(0, min(i, len(sorted)-1))]
 }
 
-// metric returns coredns_dns_requests_total, summed, from a CoreDNS
+// dnsRequests returns coredns_dns_requests_total, summed, from a CoreDNS
 // metrics endpoint inside a namespace.
-func (l *lab) metric(ns, addr string) (float64, error) {
+func dnsRequests(ns, addr string) (float64, error) {
 	body, err := httpGetIn(ns, addr, "/metrics")
 	if err != nil {
 		return 0, err

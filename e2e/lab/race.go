@@ -173,7 +173,7 @@ func RunRace(ctx context.Context, o RaceOptions) (rep *RaceReport, err error) {
 		rep.Resolver = append(rep.Resolver, row)
 	}
 	for _, ns := range r.dns {
-		n, err := metricIn(ns, "127.0.0.1:9153")
+		n, err := dnsRequests(ns, "127.0.0.1:9153")
 		if err != nil {
 			return nil, err
 		}
@@ -359,7 +359,7 @@ func (r *race) backends() error {
 			if exited, err := p.Exited(); exited {
 				return framework.Permanent(fmt.Errorf("coredns in %s exited: %w: %s", ns, err, p.Tail(10)))
 			}
-			_, err := metricIn(ns, "127.0.0.1:9153")
+			_, err := dnsRequests(ns, "127.0.0.1:9153")
 			return err
 		}); err != nil {
 			return err
@@ -490,7 +490,7 @@ func (r *race) cache() error {
 		if exited, err := p.Exited(); exited {
 			return framework.Permanent(fmt.Errorf("the node-local cache exited: %w: %s", err, p.Tail(10)))
 		}
-		_, err := metricIn(r.node, "127.0.0.1:9253")
+		_, err := dnsRequests(r.node, "127.0.0.1:9253")
 		return err
 	})
 }
@@ -504,10 +504,9 @@ func (r *race) resolver(ctx context.Context, name, rc string) (ResolverRow, erro
 	if err != nil {
 		return row, err
 	}
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", r.pod, r.o.Client, "-names", raceName, "-n", strconv.Itoa(r.o.Lookups), "-parallel", "50") // #nosec G204 -- lab
-	out, err := cmd.Output()
+	res, err := runLookups(ctx, r.pod, r.o.Client, []string{raceName}, r.o.Lookups, 50)
 	if err != nil {
-		return row, fmt.Errorf("lookup client: %w", err)
+		return row, err
 	}
 	after, err := r.counters()
 	if err != nil {
@@ -515,11 +514,7 @@ func (r *race) resolver(ctx context.Context, name, rc string) (ResolverRow, erro
 	}
 	row.Counters = after.sub(before)
 	var ms []float64
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		var l lookup
-		if err := json.Unmarshal([]byte(line), &l); err != nil {
-			return row, fmt.Errorf("lookup client output %q: %w", line, err)
-		}
+	for _, l := range res {
 		if l.Err != "" {
 			row.Failures++
 		}
@@ -533,11 +528,6 @@ func (r *race) resolver(ctx context.Context, name, rc string) (ResolverRow, erro
 		row.P50, row.P99, row.Max = percentile(ms, 50), percentile(ms, 99), ms[len(ms)-1]
 	}
 	return row, nil
-}
-
-// metricIn is coredns_dns_requests_total from a CoreDNS in a namespace.
-func metricIn(ns, addr string) (float64, error) {
-	return (&lab{}).metric(ns, addr)
 }
 
 // BuildClash builds the clash client into dir.

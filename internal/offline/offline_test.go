@@ -33,33 +33,12 @@ func TestGolden(t *testing.T) {
 		cases++
 		name := strings.TrimSuffix(filepath.Base(in), ".yaml")
 		t.Run(name, func(t *testing.T) {
-			src, err := os.ReadFile(in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := Mutate(src, Options{Policy: policy.Default(), ClusterDNS: netip.MustParseAddr("10.96.0.10")})
-			if err != nil {
-				t.Fatalf("Mutate: %v", err)
-			}
+			_, res, golden, want := goldenCase(t, in, ".yaml")
 			out := res.Data
-			golden := strings.TrimSuffix(in, ".yaml") + ".golden.yaml"
-			if *update {
-				if err := os.WriteFile(golden, out, 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run: make update-golden)", err)
-			}
 			if g, w := docs(t, out), docs(t, want); !reflect.DeepEqual(g, w) {
 				t.Fatalf("output differs from %s (run make update-golden if intended):\n%s", golden, out)
 			}
-			// Idempotence: mutating the output again changes nothing.
-			again, err := Mutate(out, Options{Policy: policy.Default(), ClusterDNS: netip.MustParseAddr("10.96.0.10")})
-			if err != nil || !bytes.Equal(again.Data, out) {
-				t.Fatalf("second pass changed the output (err %v):\n%s", err, again.Data)
-			}
+			idempotent(t, out)
 		})
 	}
 	if cases < 4 {
@@ -242,26 +221,8 @@ func TestJSONGolden(t *testing.T) {
 		}
 		cases++
 		t.Run(filepath.Base(in), func(t *testing.T) {
-			src, err := os.ReadFile(in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			o := Options{Policy: policy.Default(), ClusterDNS: netip.MustParseAddr("10.96.0.10")}
-			res, err := Mutate(src, o)
-			if err != nil {
-				t.Fatalf("Mutate: %v", err)
-			}
+			src, res, golden, want := goldenCase(t, in, ".json")
 			out := res.Data
-			golden := strings.TrimSuffix(in, ".json") + ".golden.json"
-			if *update {
-				if err := os.WriteFile(golden, out, 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run: make update-golden)", err)
-			}
 			if !bytes.Equal(out, want) {
 				t.Fatalf("output differs from %s byte for byte (run make update-golden if intended):\n%s", golden, out)
 			}
@@ -286,14 +247,49 @@ func TestJSONGolden(t *testing.T) {
 					}
 				}
 			}
-			again, err := Mutate(out, o)
-			if err != nil || !bytes.Equal(again.Data, out) {
-				t.Fatalf("second pass changed the output (err %v):\n%s", err, again.Data)
-			}
+			idempotent(t, out)
 		})
 	}
 	if cases < 4 {
 		t.Fatalf("found %d JSON golden cases, want at least 4", cases)
+	}
+}
+
+// goldenOptions are what the golden cases are mutated with.
+func goldenOptions() Options {
+	return Options{Policy: policy.Default(), ClusterDNS: netip.MustParseAddr("10.96.0.10")}
+}
+
+// goldenCase mutates the case in (its golden file is in with ext replaced
+// by .golden+ext), rewrites the golden file with -update, and returns the
+// input, the result, the golden file's path and its content.
+func goldenCase(t *testing.T, in, ext string) (src []byte, res *Output, golden string, want []byte) {
+	t.Helper()
+	src, err := os.ReadFile(in) // #nosec G304 -- testdata
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err = Mutate(src, goldenOptions()); err != nil {
+		t.Fatalf("Mutate: %v", err)
+	}
+	golden = strings.TrimSuffix(in, ext) + ".golden" + ext
+	if *update {
+		if err := os.WriteFile(golden, res.Data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want, err = os.ReadFile(golden); err != nil { // #nosec G304 -- testdata
+		t.Fatalf("%v (run: make update-golden)", err)
+	}
+	return src, res, golden, want
+}
+
+// idempotent: mutating the output again changes nothing.
+func idempotent(t *testing.T, out []byte) {
+	t.Helper()
+	again, err := Mutate(out, goldenOptions())
+	if err != nil || !bytes.Equal(again.Data, out) {
+		t.Fatalf("second pass changed the output (err %v):\n%s", err, again.Data)
 	}
 }
 
