@@ -85,7 +85,7 @@ lab-deps: ## What the effect and race labs need: CoreDNS (built), nftables and i
 	@if [ "$$(id -u)" = 0 ] && ! { command -v nft && command -v iptables; } > /dev/null; then \
 	  echo "installing nftables and iptables for the labs"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables iptables > /dev/null; fi
 
-NODE_PKGS := containerd runc containernetworking-plugins musl-tools
+NODE_PKGS := containerd runc containernetworking-plugins musl-tools conntrack
 
 .PHONY: node-deps
 node-deps: ## What the real-node e2e needs (root): containerd, runc, the CNI plugins and musl-gcc, from Debian packages when missing.
@@ -102,12 +102,15 @@ E2E_WEBHOOK_MATRIX  := TestInstall|TestOptedInNamespace|TestDeploymentPods|TestN
 E2E_COMPILED_MATRIX := TestCompiledAdmissionPolicyMatchesWebhook|TestCompiledAdmissionPolicyRandomCases|TestCompiledPolicyExclusions|TestCompiledWarningsMatchWebhook|TestAdmissionPolicyBackend
 E2E_FILTER := grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|kubenode:|\s+\S+_test.go)'
 
-.PHONY: race-tools
-race-tools: ## Build kube-proxy for the race lab (tool cache).
+.PHONY: proxy-tools
+proxy-tools: ## Build kube-proxy v1.37.1 (tool cache): the real node's Services and the race lab's DNAT.
 	bash hack/build-tools.sh kube-proxy
 
+# The real node runs once per kube-proxy mode.
+PROXY_MODES := iptables nftables
+
 .PHONY: e2e
-e2e: e2e-tools matrix-tools race-tools chart-tools lab-deps node-deps ## E2E suite: real control plane calling the real webhook over TLS; the version matrix; reduced effect lab and the real node (root).
+e2e: e2e-tools matrix-tools proxy-tools chart-tools lab-deps node-deps ## E2E suite: real control plane calling the real webhook over TLS; the version matrix; reduced effect lab and the real node (root), under kube-proxy in iptables and in nftables mode.
 	HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 30m $$(go list ./e2e/... | grep -v /kubenode) 2>&1 | tee $(BIN)/e2e.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
 	@for m in $(MATRIX_MINORS); do v=$$(awk '/k8s.io\/kubernetes v/{print $$NF; exit}' hack/tools/apiserver-$$m/go.mod); \
 	  api=$(BIN)/tools/kube-apiserver-$$v/kube-apiserver; tests='$(E2E_WEBHOOK_MATRIX)'; \
@@ -117,14 +120,20 @@ e2e: e2e-tools matrix-tools race-tools chart-tools lab-deps node-deps ## E2E sui
 	  [ $${PIPESTATUS[0]} = 0 ] || exit 1; done
 	@# The real node runs alone: it checks the host is left exactly as found,
 	@# and the lab's namespaces and nft tables must not be there meanwhile.
-	HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 20m ./e2e/kubenode 2>&1 | tee $(BIN)/e2e-node.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
+	@$(MAKE) --no-print-directory e2e-node-run
 
 .PHONY: e2e-node
-e2e-node: e2e-tools chart-tools lab-deps node-deps ## Only the real-node e2e (root): manifests/install.yaml on a kubelet + containerd node, resolv.conf from running pods.
-	HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 20m ./e2e/kubenode 2>&1 | tee $(BIN)/e2e-node.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
+e2e-node: e2e-tools proxy-tools chart-tools lab-deps node-deps ## Only the real-node e2e (root): manifests/install.yaml on a kubelet + containerd node with kube-proxy (iptables, then nftables mode), resolv.conf from running pods.
+	@$(MAKE) --no-print-directory e2e-node-run
+
+.PHONY: e2e-node-run
+e2e-node-run:
+	@for mode in $(PROXY_MODES); do echo "--- real node: kube-proxy in $$mode mode"; \
+	  DNSTUNE_PROXY_MODE=$$mode HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 20m ./e2e/kubenode 2>&1 | tee $(BIN)/e2e-node-$$mode.log | $(E2E_FILTER) ; \
+	  [ $${PIPESTATUS[0]} = 0 ] || exit 1; done
 
 .PHONY: demo
-demo: e2e-tools lab-deps node-deps ## Show what dnstune does: as root on a real node from manifests/install.yaml (else the webhook as a process); DEMO_KEEP=1 keeps it running.
+demo: e2e-tools proxy-tools lab-deps node-deps ## Show what dnstune does: as root on a real node from manifests/install.yaml (else the webhook as a process); DEMO_KEEP=1 keeps it running.
 	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/demo
 
 .PHONY: lab
@@ -133,7 +142,7 @@ lab: lab-deps ## Effect lab (root): real CoreDNS + glibc in network namespaces, 
 	go run ./e2e/lab/cmd -coredns "$$(bash hack/build-tools.sh coredns | tail -1)"
 
 .PHONY: race-lab
-race-lab: e2e-tools race-tools lab-deps ## The 5-second race on this kernel (root): real kube-proxy (iptables, nftables) DNATing to three CoreDNS; writes EFFECT.md's race section.
+race-lab: e2e-tools proxy-tools lab-deps ## The 5-second race on this kernel (root): real kube-proxy (iptables, nftables) DNATing to three CoreDNS; writes EFFECT.md's race section.
 	@test "$$(id -u)" = 0 || { echo "make race-lab needs root (network namespaces)"; exit 1; }
 	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/lab/racecmd -coredns "$$(bash hack/build-tools.sh coredns | tail -1)" -kube-proxy "$$(bash hack/build-tools.sh kube-proxy | tail -1)"
 

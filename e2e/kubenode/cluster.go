@@ -16,15 +16,29 @@
 //     (nothing from the bridge is ever forwarded: what is not for the node
 //     is silently lost); the control plane and kubelet listen on the node
 //     IP (etcd on loopback).
-//   - One nft table of the harness's own, ip dnstune_e2e, DNATs the two
-//     Services pods need to the node IP: kubernetes (10.0.0.1:443, to the
-//     apiserver) and kube-dns (10.0.0.10:53, to CoreDNS, a hostNetwork pod
-//     bound to the node IP), and kube-dns-upstream (10.0.0.11:53, the same
-//     CoreDNS, for the node-local cache). That is what kube-proxy would do for these;
-//     every target is local, so ip_forward is never touched. The apiserver
-//     reaches the webhook through its Service's endpoints
-//     (--enable-aggregator-routing), as on clusters without a route to
-//     ClusterIPs from the control plane.
+//   - Services are kube-proxy's: the real kube-proxy v1.37.1 (built from
+//     k8s.io/kubernetes, cmd/kube-proxy, like kubelet) runs as a node
+//     process in iptables or nftables mode (Options.ProxyMode), with its own
+//     client certificate (system:kube-proxy), the way kubeadm-less installs
+//     (kubernetes-the-hard-way, k3s) run it. Not a DaemonSet: its iptables
+//     mode shells out to the node's iptables-restore and its nftables mode
+//     to nft, and an image holding Debian's iptables and nft with their
+//     libraries would be a second copy of the node's tools. CoreDNS runs as
+//     two ordinary pods behind the kube-dns Service (and kube-dns-upstream,
+//     the node-local cache's). Pod-to-Service traffic is routed by the node
+//     and its replies bridged back through conntrack, so the node needs
+//     net.bridge.bridge-nf-call-iptables=1 (kubeadm's prerequisite; Start
+//     checks it and never writes it) and forwarding on the bridge: set on
+//     dnstune-e2e0 alone (net.ipv4.conf.dnstune-e2e0.forwarding, gone with
+//     the link), never the host's ip_forward. One nft table of the harness's
+//     own, ip dnstune_e2e, drops whatever the bridge would forward elsewhere,
+//     so a pod's packet to an address nobody serves on the node is silently
+//     lost, as on a real network. The apiserver reaches the webhook through
+//     its Service's endpoints (--enable-aggregator-routing), as on clusters
+//     without a route to ClusterIPs from the control plane. At teardown
+//     kube-proxy --cleanup removes its rules, the empty iptables tables it
+//     made are deleted, and the conntrack entries of the cluster's addresses
+//     are flushed; the host check covers all three.
 //   - A private mount namespace (an anchor process) for containerd, its
 //     shims and kubelet: tmpfs over /run, /var/lib and /var/log, and
 //     kubelet's kernel tunables (vm.overcommit_memory, kernel.panic,
@@ -36,6 +50,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,8 +85,16 @@ const (
 	NodeName     = "dnstune-node"
 	CNIBinDir    = "/usr/lib/cni"
 	nftTable     = "dnstune_e2e"
-	// CoreDNSMetrics is CoreDNS's Prometheus endpoint, on the node IP.
-	CoreDNSMetrics = "http://" + NodeIP + ":9153/metrics"
+	// CoreDNSMetricsPort is CoreDNS's Prometheus port on each kube-dns pod.
+	CoreDNSMetricsPort = "9153"
+	// CoreDNSReplicas is how many CoreDNS pods serve kube-dns.
+	CoreDNSReplicas = 2
+)
+
+// Proxy modes of kube-proxy the suite runs under.
+const (
+	ProxyIPTables = "iptables"
+	ProxyNFTables = "nftables"
 )
 
 // DNS names CoreDNS answers (besides NXDOMAIN for the rest): a Service in the
@@ -101,8 +124,15 @@ type Cluster struct {
 	procs   []*framework.Process // control plane, in start order
 	ctrd    *framework.Process
 	kubelet *framework.Process
-	undo    []func() error // network, LIFO
-	assets  string
+	proxy   *framework.Process
+	// ProxyMode is kube-proxy's mode: ProxyIPTables or ProxyNFTables.
+	ProxyMode string
+	proxyConf string
+	undo      []func() error // network, LIFO
+	// loopbackPorts are the ports the cluster listens on at 127.0.0.1:
+	// teardown flushes their conntrack entries.
+	loopbackPorts []int
+	assets        string
 
 	serviceNamespaces []string
 }
@@ -115,13 +145,29 @@ type Options struct {
 	// CoreDNS answers for a Service named ServiceName (so pods there can
 	// look it up by its short name).
 	ServiceNamespaces []string
+	// ProxyMode is kube-proxy's --proxy-mode: ProxyIPTables (the default)
+	// or ProxyNFTables.
+	ProxyMode string
 }
 
 // Start brings the cluster up and returns once the node is Ready and CoreDNS
 // answers. Call SkipReason first. On error, everything started is stopped
 // and the host restored.
 func Start(ctx context.Context, o Options) (c *Cluster, err error) {
-	c = &Cluster{Dir: o.Dir, Logf: o.Logf, serviceNamespaces: append([]string{ServiceNamespace}, o.ServiceNamespaces...)}
+	c = &Cluster{Dir: o.Dir, Logf: o.Logf, ProxyMode: o.ProxyMode, serviceNamespaces: append([]string{ServiceNamespace}, o.ServiceNamespaces...)}
+	switch c.ProxyMode {
+	case "":
+		c.ProxyMode = ProxyIPTables
+	case ProxyIPTables, ProxyNFTables:
+	default:
+		return nil, fmt.Errorf("kube-proxy mode %q: want %s or %s", o.ProxyMode, ProxyIPTables, ProxyNFTables)
+	}
+	const brnf = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+	if b, err := os.ReadFile(brnf); err != nil {
+		return nil, fmt.Errorf("read %s: %w: kube-proxy's DNAT to pods on the node's bridge needs br_netfilter (modprobe br_netfilter) with bridge-nf-call-iptables=1, as kubeadm's preflight says", brnf, err)
+	} else if v := strings.TrimSpace(string(b)); v != "1" {
+		return nil, fmt.Errorf("net.bridge.bridge-nf-call-iptables is %s: kube-proxy's DNAT to pods on the node's bridge needs 1, as kubeadm's preflight says; set it (sysctl -w net.bridge.bridge-nf-call-iptables=1) and run again", v)
+	}
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
 	}
@@ -169,6 +215,9 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if err := c.node(ctx); err != nil {
 		return c, err
 	}
+	if err := c.kubeProxy(ctx); err != nil {
+		return c, err
+	}
 	if err := c.coreDNS(ctx); err != nil {
 		return c, err
 	}
@@ -194,8 +243,10 @@ func run(name string, args ...string) error {
 	return nil
 }
 
-// network makes the bridge, its route to the Service range and the DNAT
-// table; undo removes them.
+// network makes the bridge, its route to the Service range (so the node's
+// own queries to a ClusterIP meet kube-proxy's output rules), forwarding on
+// the bridge alone, and the table that keeps forwarded packets on it; undo
+// removes them.
 func (c *Cluster) network() error {
 	if err := run("ip", "link", "add", Bridge, "type", "bridge"); err != nil {
 		return err
@@ -210,33 +261,28 @@ func (c *Cluster) network() error {
 			return err
 		}
 	}
+	// IPv4 forwarding is decided by the input device's setting: a pod's
+	// packet to a ClusterIP, DNATed to another pod, is forwarded from the
+	// bridge to the bridge. The host's ip_forward is left alone.
+	if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+Bridge+"/forwarding", []byte("1"), 0o644); err != nil { // #nosec G306 -- a sysctl.
+		return fmt.Errorf("enable forwarding on %s: %w", Bridge, err)
+	}
 	var err error
 	if c.apiPort, err = framework.FreePort(); err != nil {
 		return err
 	}
-	dnat := fmt.Sprintf(`
-    ip daddr %[1]s tcp dport 443 dnat to %[3]s:%[4]d
-    ip daddr { %[2]s, %[5]s } udp dport 53 dnat to %[3]s:53
-    ip daddr { %[2]s, %[5]s } tcp dport 53 dnat to %[3]s:53`, KubernetesIP, KubeDNSIP, NodeIP, c.apiPort, KubeDNSUpstreamIP)
 	// Pods have a default route through the node, as on a real cluster, so
 	// a packet to an address nobody serves on the node (a node-local cache
 	// that is not there) leaves the pod and is silently lost, as it is on a
-	// real network; the forward chain makes sure nothing from the bridge is
-	// ever forwarded, whatever the host's ip_forward says.
+	// real network: nothing from the bridge is forwarded anywhere else.
 	rules := fmt.Sprintf(`table ip %s {
-  chain prerouting {
-    type nat hook prerouting priority -100; policy accept;%s
-  }
-  chain output {
-    type nat hook output priority -100; policy accept;%s
-  }
   chain forward {
     type filter hook forward priority 0; policy accept;
     iifname %q oifname != %q drop
   }
 }
-`, nftTable, dnat, dnat, Bridge, Bridge)
-	path := filepath.Join(c.Dir, "services.nft")
+`, nftTable, Bridge, Bridge)
+	path := filepath.Join(c.Dir, "forward.nft")
 	if err := os.WriteFile(path, []byte(rules), 0o600); err != nil {
 		return err
 	}
@@ -279,6 +325,7 @@ func (c *Cluster) controlPlane(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.loopbackPorts = append(c.loopbackPorts, etcdPort, peerPort)
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdPort)
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
 	c.Logf("starting etcd, kube-apiserver on %s:%d, kube-controller-manager, kube-scheduler", NodeIP, c.apiPort)
@@ -309,7 +356,7 @@ func (c *Cluster) controlPlane(ctx context.Context) error {
 		return err
 	}
 	c.Kubeconfig = filepath.Join(c.Dir, "admin.kubeconfig")
-	if err := p.kubeconfig(c.Kubeconfig, fmt.Sprintf("https://%s:%d", NodeIP, c.apiPort)); err != nil {
+	if err := p.kubeconfig(c.Kubeconfig, fmt.Sprintf("https://%s:%d", NodeIP, c.apiPort), p.admin); err != nil {
 		return err
 	}
 	if c.Config, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig); err != nil {
@@ -343,7 +390,7 @@ func (c *Cluster) controlPlane(ctx context.Context) error {
 		"--kubeconfig="+c.Kubeconfig, "--leader-elect=false", "--secure-port=0"); err != nil {
 		return err
 	}
-	// The Services the DNAT table serves, and the name CoreDNS answers.
+	// The Services kube-proxy serves, and the name CoreDNS answers.
 	for _, svc := range []*corev1.Service{
 		{
 			ObjectMeta: metav1.ObjectMeta{Name: "kube-dns", Namespace: "kube-system", Labels: map[string]string{"k8s-app": "kube-dns"}},
@@ -515,6 +562,7 @@ func (c *Cluster) startKubelet(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.loopbackPorts = append(c.loopbackPorts, healthz)
 	resolv := filepath.Join(c.Dir, "node-resolv.conf")
 	// The node's own resolver: a documentation address, never asked (pods
 	// with dnsPolicy Default are only CoreDNS, which does not forward).
@@ -576,23 +624,21 @@ makeIPTablesUtilChains: false
 	})
 }
 
+// corefile is kube-dns's: each CoreDNS pod answers on its own address.
 const corefile = `cluster.local:53 {
-    bind ` + NodeIP + `
     file /etc/coredns/cluster.local.zone
-    prometheus ` + NodeIP + `:9153
+    prometheus :` + CoreDNSMetricsPort + `
     errors
 }
 example.com:53 {
-    bind ` + NodeIP + `
     file /etc/coredns/example.com.zone
-    prometheus ` + NodeIP + `:9153
+    prometheus :` + CoreDNSMetricsPort + `
 }
 .:53 {
-    bind ` + NodeIP + `
     template ANY ANY {
         rcode NXDOMAIN
     }
-    prometheus ` + NodeIP + `:9153
+    prometheus :` + CoreDNSMetricsPort + `
 }
 `
 
@@ -613,10 +659,11 @@ const externalZone = `$ORIGIN example.com.
 www 300 IN A ` + ExternalIP + `
 `
 
-// coreDNS runs CoreDNS as a hostNetwork pod on the node IP behind the
-// kube-dns Service.
+// coreDNS runs CoreDNS as CoreDNSReplicas ordinary pods behind the kube-dns
+// Service, and returns once a query to the Service, through kube-proxy's
+// rules, is answered.
 func (c *Cluster) coreDNS(ctx context.Context) error {
-	c.Logf("starting CoreDNS as a pod")
+	c.Logf("starting CoreDNS: %d pods behind kube-dns", CoreDNSReplicas)
 	cm := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: "coredns", Namespace: "kube-system"},
 		Data:       map[string]string{"Corefile": corefile, "cluster.local.zone": c.clusterZone(), "example.com.zone": externalZone},
@@ -628,18 +675,17 @@ func (c *Cluster) coreDNS(ctx context.Context) error {
 	dep := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: "coredns", Namespace: "kube-system", Labels: labels},
 		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](1),
+			Replicas: ptr.To[int32](CoreDNSReplicas),
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
-					HostNetwork: true,
-					DNSPolicy:   corev1.DNSDefault,
+					DNSPolicy: corev1.DNSDefault,
 					Containers: []corev1.Container{{
 						Name: "coredns", Image: CoreDNSImage, Args: []string{"-conf", "/etc/coredns/Corefile"},
 						VolumeMounts: []corev1.VolumeMount{{Name: "config", MountPath: "/etc/coredns"}},
 						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
-							TCPSocket: &corev1.TCPSocketAction{Host: NodeIP, Port: intstr.FromInt32(53)}}, PeriodSeconds: 1},
+							TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(53)}}, PeriodSeconds: 1},
 					}},
 					Volumes: []corev1.Volume{{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 						LocalObjectReference: corev1.LocalObjectReference{Name: "coredns"}}}}},
@@ -650,7 +696,51 @@ func (c *Cluster) coreDNS(ctx context.Context) error {
 	if err := c.Client.Create(ctx, dep); err != nil {
 		return err
 	}
-	return c.WaitDeploymentReady(ctx, "kube-system", "coredns", 2*time.Minute)
+	if err := c.WaitDeploymentReady(ctx, "kube-system", "coredns", 2*time.Minute); err != nil {
+		return err
+	}
+	return framework.Eventually(time.Minute, 250*time.Millisecond, func() error {
+		if exited, err := c.proxy.Exited(); exited {
+			return framework.Permanent(fmt.Errorf("kube-proxy exited: %w", err))
+		}
+		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, net.JoinHostPort(KubeDNSIP, "53"))
+		}}
+		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		addrs, err := r.LookupHost(qctx, "kube-dns.kube-system.svc.cluster.local")
+		if err != nil {
+			return fmt.Errorf("kube-dns through kube-proxy (%s mode): %w", c.ProxyMode, err)
+		}
+		if !slices.Contains(addrs, KubeDNSIP) {
+			return fmt.Errorf("kube-dns through kube-proxy answered %v, want %s", addrs, KubeDNSIP)
+		}
+		return nil
+	})
+}
+
+// KubeDNSMetrics scrapes every CoreDNS pod behind kube-dns: one text per
+// pod, in the Prometheus text format.
+func (c *Cluster) KubeDNSMetrics(ctx context.Context) ([]string, error) {
+	pods, err := c.Clientset.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=kube-dns"})
+	if err != nil {
+		return nil, err
+	}
+	var texts []string
+	for _, p := range pods.Items {
+		if p.Status.PodIP == "" || p.DeletionTimestamp != nil {
+			continue
+		}
+		text, err := framework.Scrape("http://" + net.JoinHostPort(p.Status.PodIP, CoreDNSMetricsPort) + "/metrics")
+		if err != nil {
+			return nil, fmt.Errorf("CoreDNS pod %s: %w", p.Name, err)
+		}
+		texts = append(texts, text)
+	}
+	if len(texts) != CoreDNSReplicas {
+		return nil, fmt.Errorf("scraped %d CoreDNS pods, want %d", len(texts), CoreDNSReplicas)
+	}
+	return texts, nil
 }
 
 // WaitDeploymentReady waits until every replica of a Deployment is updated
@@ -672,7 +762,7 @@ func (c *Cluster) WaitDeploymentReady(ctx context.Context, ns, name string, time
 // Tails returns the last n lines of every log, for failure reports.
 func (c *Cluster) Tails(n int) string {
 	var b strings.Builder
-	for _, p := range append(append([]*framework.Process{}, c.procs...), c.ctrd, c.kubelet) {
+	for _, p := range append(append([]*framework.Process{}, c.procs...), c.ctrd, c.kubelet, c.proxy) {
 		if p != nil {
 			fmt.Fprintf(&b, "--- %s (last %d lines) ---\n%s\n", p.Name, n, p.Tail(n))
 		}
@@ -693,6 +783,9 @@ func (c *Cluster) Stop() error {
 			c.killTasks()
 		}
 		c.ctrd.Stop()
+		if err := c.stopKubeProxy(); err != nil {
+			errs = append(errs, err)
+		}
 		// Whatever still runs in the node's mount namespace (shims,
 		// containers): killed, then the anchor, and the namespace is gone.
 		c.killMountNamespace()
@@ -708,6 +801,9 @@ func (c *Cluster) Stop() error {
 	}
 	if c.before == nil {
 		return errors.Join(errs...)
+	}
+	if err := c.flushConntrack(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.removeCgroups(); err != nil {
 		errs = append(errs, err)

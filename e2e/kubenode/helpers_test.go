@@ -43,6 +43,22 @@ func metric(t *testing.T, text, name string, labels map[string]string) (float64,
 	return m.Value(name, labels)
 }
 
+// kubeDNSMetric sums a metric over every CoreDNS pod behind kube-dns (0
+// where a pod has none yet).
+func kubeDNSMetric(t *testing.T, c *Cluster, name string, labels map[string]string) float64 {
+	t.Helper()
+	texts, err := c.KubeDNSMetrics(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, text := range texts {
+		v, _ := metric(t, text, name, labels)
+		sum += v
+	}
+	return sum
+}
+
 // lookupOutcome is one line of the resolve client: getaddrinfo's result, its
 // answer (an address, or the error text) and its wall time.
 type lookupOutcome struct {

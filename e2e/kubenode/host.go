@@ -30,7 +30,13 @@ var HostSysctls = []string{
 	"kernel/keys/root_maxkeys",
 	"kernel/keys/root_maxbytes",
 	"net/netfilter/nf_conntrack_max",
+	"net/netfilter/nf_conntrack_tcp_timeout_established",
+	"net/netfilter/nf_conntrack_tcp_timeout_close_wait",
+	"net/netfilter/nf_conntrack_tcp_be_liberal",
+	"net/netfilter/nf_conntrack_udp_timeout",
+	"net/netfilter/nf_conntrack_udp_timeout_stream",
 	"net/bridge/bridge-nf-call-iptables",
+	"net/bridge/bridge-nf-call-ip6tables",
 }
 
 // neighSysctls are the ones the node agent is expected to raise; Teardown
@@ -43,6 +49,7 @@ type HostState struct {
 	Links   []string
 	Cgroups []string // first-level folders of every cgroup hierarchy
 	Ruleset string   // nft -s list ruleset (iptables-nft rules included; no counters), and iptables-legacy's
+	Tables  []string // nft list tables: "table FAMILY NAME"
 
 	Mounts []string // mount points of the host mount namespace
 }
@@ -85,6 +92,14 @@ func Snapshot() (*HostState, error) {
 		return nil, fmt.Errorf("nft list ruleset: %w: %s", err, out)
 	}
 	s.Ruleset = string(out)
+	if out, err = exec.Command("nft", "list", "tables").Output(); err != nil {
+		return nil, fmt.Errorf("nft list tables: %w", err)
+	}
+	for _, t := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if t != "" {
+			s.Tables = append(s.Tables, t)
+		}
+	}
 	// Rules through iptables-legacy live outside nftables: compared too,
 	// without counters and the save-time comments.
 	for _, save := range []string{"iptables-legacy-save", "ip6tables-legacy-save"} {
@@ -171,7 +186,7 @@ func SkipReason() string {
 		return "not root: a real node needs root (network namespaces, cgroups, mounts, nft)"
 	}
 	var missing []string
-	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc", "nft", "unshare", "nsenter", "ip", "musl-gcc", "gcc", "dpkg", "apt-get"} {
+	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc", "nft", "iptables", "ip6tables", "conntrack", "unshare", "nsenter", "ip", "musl-gcc", "gcc", "dpkg", "apt-get"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			missing = append(missing, bin)
 		}

@@ -22,13 +22,15 @@ func TestMain(m *testing.M) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	start := time.Now()
 	var err error
-	cluster, err = Start(ctx, Options{ServiceNamespaces: []string{"e2e-enabled", "e2e-plain", nodeLocalNS}, Logf: func(f string, a ...any) { fmt.Printf("kubenode: "+f+"\n", a...) }})
+	// DNSTUNE_PROXY_MODE picks kube-proxy's mode (make e2e runs the suite
+	// once per mode); iptables when unset.
+	cluster, err = Start(ctx, Options{ServiceNamespaces: []string{"e2e-enabled", "e2e-plain", nodeLocalNS}, ProxyMode: os.Getenv("DNSTUNE_PROXY_MODE"), Logf: func(f string, a ...any) { fmt.Printf("kubenode: "+f+"\n", a...) }})
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "kubenode: failed to start: %v\n", err)
 		os.Exit(1)
 	}
-	fmt.Printf("kubenode: control plane and node ready in %s (files in %s)\n", time.Since(start).Round(time.Millisecond), cluster.Dir)
+	fmt.Printf("kubenode: control plane and node ready, kube-proxy in %s mode, in %s (files in %s)\n", cluster.ProxyMode, time.Since(start).Round(time.Millisecond), cluster.Dir)
 	code := m.Run()
 	if code != 0 {
 		fmt.Fprintf(os.Stderr, "kubenode: failed; log tails follow\n%s", cluster.Tails(60))
@@ -37,7 +39,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "kubenode: teardown: %v\n", err)
 		code = 1
 	} else {
-		fmt.Println("kubenode: host left as found (sysctls, links, cgroup folders, mounts, nft ruleset)")
+		fmt.Println("kubenode: host left as found (sysctls, links, cgroup folders, mounts, nft and iptables rules, conntrack entries)")
 	}
 	if code == 0 {
 		_ = os.RemoveAll(cluster.Dir)

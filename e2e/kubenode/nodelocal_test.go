@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -51,18 +52,14 @@ func cacheOnlyPod(spec *corev1.PodSpec) {
 // from the cache (force_tcp).
 type dnsCounts struct{ cache, kubeDNSUDP, kubeDNSTCP float64 }
 
-func countDNS(t *testing.T) dnsCounts {
+func countDNS(t *testing.T, c *Cluster) dnsCounts {
 	t.Helper()
 	var d dnsCounts
 	if text, err := framework.Scrape(NodeLocalMetrics); err == nil { // down in the fault states
 		d.cache, _ = metric(t, text, "coredns_dns_requests_total", nil)
 	}
-	text, err := framework.Scrape(CoreDNSMetrics)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.kubeDNSUDP, _ = metric(t, text, "coredns_dns_requests_total", map[string]string{"proto": "udp"})
-	d.kubeDNSTCP, _ = metric(t, text, "coredns_dns_requests_total", map[string]string{"proto": "tcp"})
+	d.kubeDNSUDP = kubeDNSMetric(t, c, "coredns_dns_requests_total", map[string]string{"proto": "udp"})
+	d.kubeDNSTCP = kubeDNSMetric(t, c, "coredns_dns_requests_total", map[string]string{"proto": "tcp"})
 	return d
 }
 
@@ -119,10 +116,10 @@ func stepNodeLocal(t *testing.T, ctx context.Context, c *Cluster) {
 	var rows []string
 	for _, cl := range nodeLocalClients[:3] {
 		for _, name := range lookupNames {
-			before := countDNS(t)
+			before := countDNS(t, c)
 			l := lookup(t, c, cl.ns, pods[cl.ns+"/"+cl.app], cl.binary, name)
 			time.Sleep(100 * time.Millisecond) // the last answers are counted a moment after the client returns
-			d := countDNS(t).minus(before)
+			d := countDNS(t, c).minus(before)
 			want := ServiceIP
 			if name == ExternalName {
 				want = ExternalIP
@@ -141,10 +138,14 @@ func stepNodeLocal(t *testing.T, ctx context.Context, c *Cluster) {
 			case cl.app == "musl-cache-only" && d.kubeDNSUDP != 0:
 				t.Errorf("musl, cache only, %s: %v queries went to kube-dns directly", name, d.kubeDNSUDP)
 			}
-			rows = append(rows, fmt.Sprintf("| %s | %s | `%s` | ok %v | %.0f | %.0f | %.0f |", libcOf(cl), cl.label, name, l.ok, d.cache, d.kubeDNSUDP, d.kubeDNSTCP))
+			res := "ok " + l.answer
+			if !l.ok {
+				res = "**fails** (" + l.answer + ")"
+			}
+			rows = append(rows, fmt.Sprintf("| %s | %s | %s | `%s` | %s | %.0f | %.0f | %.0f |", c.ProxyMode, libcOf(cl), cl.label, name, res, d.cache, d.kubeDNSUDP, d.kubeDNSTCP))
 		}
 	}
-	queries := "| libc | pod | name | result | at the cache | at kube-dns from the pod (UDP, DNAT) | at kube-dns from the cache (TCP) |\n|---|---|---|---|---|---|---|\n" + strings.Join(rows, "\n") + "\n"
+	queries := "| kube-proxy | libc | pod | name | result | at the cache | at kube-dns from the pod (UDP, DNAT) | at kube-dns from the cache (TCP) |\n|---|---|---|---|---|---|---|---|\n" + strings.Join(rows, "\n") + "\n"
 	t.Logf("queries through the node-local cache:\n%s", queries)
 
 	// The node agent's probe sees the cache.
@@ -152,20 +153,33 @@ func stepNodeLocal(t *testing.T, ctx context.Context, c *Cluster) {
 
 	// 2. Faults, each measured for every client against the plain pods.
 	faultNames := []string{ServiceName + "." + ServiceNamespace, ExternalName}
+	// One row per state, one cell per pod: "ok A / B ms", the lookups of
+	// faultNames in order.
 	var faults []string
 	measure := func(state string) map[string]lookupOutcome {
 		got := map[string]lookupOutcome{}
+		row := "| " + c.ProxyMode + " | " + state + " |"
+		limited := icmpRateLimited(t)
 		for _, cl := range nodeLocalClients {
+			var ok = true
+			var ms []string
 			for _, name := range faultNames {
 				l := lookup(t, c, cl.ns, pods[cl.ns+"/"+cl.app], cl.binary, name)
 				got[cl.ns+"/"+cl.app+" "+name] = l
-				res := fmt.Sprintf("ok %.0f ms", l.ms)
-				if !l.ok {
-					res = fmt.Sprintf("**fails** after %.0f ms", l.ms)
-				}
-				faults = append(faults, fmt.Sprintf("| %s | %s | %s | `%s` | %s |", state, libcOf(cl), cl.label, name, res))
+				ok = ok && l.ok
+				ms = append(ms, fmt.Sprintf("%.0f", l.ms))
+			}
+			if ok {
+				row += " ok " + strings.Join(ms, " / ") + " ms |"
+			} else {
+				row += " **fails** after " + strings.Join(ms, " / ") + " ms |"
 			}
 		}
+		held := "n/a (kernel before 6.0)"
+		if now := icmpRateLimited(t); limited >= 0 && now >= 0 {
+			held = strconv.Itoa(now - limited)
+		}
+		faults = append(faults, row+" "+held+" |")
 		return got
 	}
 	measure("cache up")
@@ -227,12 +241,52 @@ func stepNodeLocal(t *testing.T, ctx context.Context, c *Cluster) {
 			t.Errorf("after recovery %s: %s", k, l.answer)
 		}
 	}
-	table := fmt.Sprintf("%s\nFaults (cache SIGKILLed: it answered again after %s):\n\n| state | libc | pod | name | lookup |\n|---|---|---|---|---|\n%s\n",
-		queries, gap.Round(time.Millisecond), strings.Join(faults, "\n"))
+	head := "| kube-proxy | state |"
+	for _, cl := range nodeLocalClients {
+		head += " " + libcOf(cl) + " " + cl.label + " |"
+	}
+	head += " port unreachables the node's ICMP rate limit held back |"
+	table := fmt.Sprintf("%s\nFaults (cache SIGKILLed: it answered again after %s; each cell `%s`):\n\n%s\n%s\n%s\n",
+		queries, gap.Round(time.Millisecond), strings.Join(faultNames, "` / `"), head,
+		"|---|---|"+strings.Repeat("---|", len(nodeLocalClients)+1), strings.Join(faults, "\n"))
 	t.Logf("node-local faults:\n%s", table)
-	if err := os.WriteFile(filepath.Join(framework.RepoRoot(), "bin", "node-nodelocal.md"), []byte(table), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(framework.RepoRoot(), "bin", "node-nodelocal-"+c.ProxyMode+".md"), []byte(table), 0o644); err != nil {
 		t.Error(err)
 	}
+}
+
+// icmpRateLimited is the node's IcmpOutRateLimitHost (/proc/net/snmp, the
+// node's network namespace is this process's): ICMP errors, port
+// unreachables among them, the kernel did not send because of the
+// per-destination rate limit (net.ipv4.icmp_ratelimit); -1 on kernels
+// without the counter (before 6.0).
+func icmpRateLimited(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Icmp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "OutRateLimitHost" && i < len(f) {
+				v, err := strconv.Atoi(f[i])
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+		}
+	}
+	return -1
 }
 
 func libcOf(cl resolverClient) string {

@@ -23,13 +23,16 @@ type pair struct {
 
 // pkiDir holds the cluster's CA and every certificate it signs: the
 // apiserver's serving certificate (with the kubernetes Service's ClusterIP
-// and names, so pods verify it), the admin client (system:masters), and the
-// service-account signing key.
+// and names, so pods verify it), the admin client (system:masters),
+// kube-proxy's client (system:kube-proxy, which the apiserver's bootstrap
+// RBAC binds to system:node-proxier, as kubernetes-the-hard-way installs it)
+// and the service-account signing key.
 type pkiDir struct {
 	dir   string
 	ca    *pair
 	serve *pair
 	admin *pair
+	proxy *pair
 	saKey string
 }
 
@@ -55,14 +58,10 @@ func newPKI(dir string) (*pkiDir, error) {
 	if p.serve, err = p.write("apiserver", serve); err != nil {
 		return nil, err
 	}
-	admin, err := certs.Sign(&x509.Certificate{
-		Subject:  pkix.Name{CommonName: "dnstune-e2e-admin", Organization: []string{"system:masters"}},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}, ca, pkiValidity)
-	if err != nil {
+	if p.admin, err = p.client(ca, "admin", pkix.Name{CommonName: "dnstune-e2e-admin", Organization: []string{"system:masters"}}); err != nil {
 		return nil, err
 	}
-	if p.admin, err = p.write("admin", admin); err != nil {
+	if p.proxy, err = p.client(ca, "kube-proxy", pkix.Name{CommonName: "system:kube-proxy"}); err != nil {
 		return nil, err
 	}
 	// kube-apiserver reads service-account keys as PKCS#1/SEC1 PEM only.
@@ -78,6 +77,19 @@ func newPKI(dir string) (*pkiDir, error) {
 	return p, os.WriteFile(p.saKey, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600)
 }
 
+// client signs a client certificate for subject and writes it as NAME.crt
+// and NAME.key.
+func (p *pkiDir) client(ca *certs.KeyPair, name string, subject pkix.Name) (*pair, error) {
+	kp, err := certs.Sign(&x509.Certificate{
+		Subject:  subject,
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, ca, pkiValidity)
+	if err != nil {
+		return nil, fmt.Errorf("sign the %s client certificate: %w", name, err)
+	}
+	return p.write(name, kp)
+}
+
 // write puts kp's certificate and key into NAME.crt and NAME.key.
 func (p *pkiDir) write(name string, kp *certs.KeyPair) (*pair, error) {
 	pr := &pair{certFile: filepath.Join(p.dir, name+".crt"), keyFile: filepath.Join(p.dir, name+".key")}
@@ -87,8 +99,9 @@ func (p *pkiDir) write(name string, kp *certs.KeyPair) (*pair, error) {
 	return pr, os.WriteFile(pr.keyFile, kp.KeyPEM, 0o600)
 }
 
-// kubeconfig writes an admin kubeconfig for server.
-func (p *pkiDir) kubeconfig(path, server string) error {
+// kubeconfig writes a kubeconfig for server that authenticates as user
+// (p.admin, p.proxy).
+func (p *pkiDir) kubeconfig(path, server string, user *pair) error {
 	conf := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
@@ -105,6 +118,6 @@ contexts:
 - name: e2e
   context: {cluster: e2e, user: admin}
 current-context: e2e
-`, server, p.ca.certFile, p.admin.certFile, p.admin.keyFile)
+`, server, p.ca.certFile, user.certFile, user.keyFile)
 	return os.WriteFile(path, []byte(conf), 0o600)
 }

@@ -36,14 +36,9 @@ type lookupResult struct {
 	queries float64
 }
 
-func corednsQueries(t *testing.T) float64 {
+func corednsQueries(t *testing.T, c *Cluster) float64 {
 	t.Helper()
-	text, err := framework.Scrape(CoreDNSMetrics)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, _ := metric(t, text, "coredns_dns_requests_total", nil) // absent before the first query
-	return v
+	return kubeDNSMetric(t, c, "coredns_dns_requests_total", nil) // absent before the first query
 }
 
 // stepResolvers runs getaddrinfo from glibc and musl in running pods
@@ -81,17 +76,17 @@ func stepResolvers(t *testing.T, ctx context.Context, c *Cluster) {
 		t.Logf("%s/%s (%s): %s", cl.ns, cl.app, cl.label, strings.ReplaceAll(strings.TrimSpace(text), "\n", " | "))
 		_ = conf
 		for _, name := range lookupNames {
-			before := corednsQueries(t)
+			before := corednsQueries(t, c)
 			l := lookup(t, c, cl.ns, pod.Name, cl.binary, name)
 			// CoreDNS counts a query when it answers; a lookup's last
 			// answers may land a moment after the client returns.
 			time.Sleep(100 * time.Millisecond)
-			results = append(results, lookupResult{client: cl, name: name, ok: l.ok, answer: l.answer, queries: corednsQueries(t) - before})
+			results = append(results, lookupResult{client: cl, name: name, ok: l.ok, answer: l.answer, queries: corednsQueries(t, c) - before})
 		}
 	}
-	table := resolverTable(results)
-	t.Logf("lookups on the real node:\n%s", table)
-	out := filepath.Join(framework.RepoRoot(), "bin", "node-resolvers.md")
+	table := resolverTable(results, c.ProxyMode)
+	t.Logf("lookups on the real node (kube-proxy %s mode):\n%s", c.ProxyMode, table)
+	out := filepath.Join(framework.RepoRoot(), "bin", "node-resolvers-"+c.ProxyMode+".md")
 	if err := os.WriteFile(out, []byte(table), 0o644); err != nil {
 		t.Error(err)
 	}
@@ -130,9 +125,9 @@ func stepResolvers(t *testing.T, ctx context.Context, c *Cluster) {
 	}
 }
 
-func resolverTable(rs []lookupResult) string {
+func resolverTable(rs []lookupResult, mode string) string {
 	var b strings.Builder
-	b.WriteString("| namespace | libc | resolv.conf | name | result | queries |\n|---|---|---|---|---|---|\n")
+	b.WriteString("| kube-proxy | namespace | libc | resolv.conf | name | result | queries |\n|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
 		res := "ok " + r.answer
 		if !r.ok {
@@ -142,7 +137,7 @@ func resolverTable(rs []lookupResult) string {
 		if r.client.binary == "resolve-musl" {
 			libc = "musl"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | `%s` | %s | %.0f |\n", r.client.ns, libc, r.client.label, r.name, res, r.queries)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | `%s` | %s | %.0f |\n", mode, r.client.ns, libc, r.client.label, r.name, res, r.queries)
 	}
 	return b.String()
 }
