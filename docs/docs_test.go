@@ -222,3 +222,38 @@ func TestDemoBuildsOnlyWhatItRuns(t *testing.T) {
 		}
 	}
 }
+
+// EFFECT.md's real-node tables hold each kube-proxy mode make e2e runs
+// the node under, row for row: the resolver table, the node-local queries
+// and its faults.
+func TestEffectRealNodeTablesCoverEveryProxyMode(t *testing.T) {
+	effect := read(t, "EFFECT.md")
+	start := strings.Index(effect, "<!-- on a real node:")
+	end := strings.Index(effect, "<!-- race:")
+	if start < 0 || end < start {
+		t.Fatal("EFFECT.md has lost its real-node section (<!-- on a real node: ... --> before <!-- race: ... -->)")
+	}
+	section := effect[start:end]
+	m := regexp.MustCompile(`(?m)^PROXY_MODES := (.+)$`).FindStringSubmatch(read(t, "Makefile"))
+	if m == nil {
+		t.Fatal("the Makefile has no PROXY_MODES")
+	}
+	modes := strings.Fields(m[1])
+	if len(modes) != 2 {
+		t.Fatalf("PROXY_MODES = %v; the suite runs under iptables and nftables", modes)
+	}
+	rows := map[string]int{}
+	for _, line := range strings.Split(section, "\n") {
+		for _, mode := range modes {
+			if strings.HasPrefix(line, "| "+mode+" |") {
+				rows[mode]++
+			}
+		}
+	}
+	for _, mode := range modes {
+		// 20 lookups, 12 through the cache, 5 fault states.
+		if rows[mode] != 37 {
+			t.Errorf("EFFECT.md's real-node section has %d rows measured under kube-proxy %s mode, want 37 (resolvers 20, node-local 12, faults 5): paste bin/node-resolvers-%s.md and bin/node-nodelocal-%s.md", rows[mode], mode, mode, mode)
+		}
+	}
+}

@@ -78,7 +78,7 @@ func run(n int, out, coredns string) error {
 }
 
 // realNodeMarker starts EFFECT.md's section measured on the real node.
-const realNodeMarker = "<!-- on a real node: from go test -v -run Install ./e2e/kubenode (bin/node-resolvers.md); make lab keeps it -->"
+const realNodeMarker = "<!-- on a real node: from make e2e-node (bin/node-resolvers-MODE.md, bin/node-nodelocal-MODE.md); make lab keeps it -->"
 
 // ChartPath is the latency chart EFFECT.md and the README show.
 const ChartPath = "docs/effect-latency.svg"
