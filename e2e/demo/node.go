@@ -32,7 +32,7 @@ func runOnNode(ctx context.Context, start time.Time) (err error) {
 		}
 		serr := c.Stop() //nolint:contextcheck // teardown runs on its own clock, also after Ctrl-C
 		if serr == nil {
-			fmt.Println("· torn down; the host is as it was (sysctls, links, cgroup folders, mounts, nft ruleset)")
+			fmt.Println("· torn down; the host is as it was (sysctls, links, cgroup folders, mounts, nft and iptables rules, conntrack entries)")
 			_ = os.RemoveAll(c.Dir)
 		}
 		if err == nil {
