@@ -85,7 +85,7 @@ lab-deps: ## What the effect and race labs need: CoreDNS (built), nftables and i
 	@if [ "$$(id -u)" = 0 ] && ! { command -v nft && command -v iptables; } > /dev/null; then \
 	  echo "installing nftables and iptables for the labs"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables iptables > /dev/null; fi
 
-NODE_PKGS := containerd runc containernetworking-plugins musl-tools conntrack
+NODE_PKGS := containerd runc containernetworking-plugins musl-tools conntrack ipset
 
 .PHONY: node-deps
 node-deps: ## What the real-node e2e needs (root): containerd, runc, the CNI plugins and musl-gcc, from Debian packages when missing.
@@ -106,11 +106,15 @@ E2E_FILTER := grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|kubenode:|\s+\S+_test.g
 proxy-tools: ## Build kube-proxy v1.37.1 (tool cache): the real node's Services and the race lab's DNAT.
 	bash hack/build-tools.sh kube-proxy
 
+.PHONY: enforcer-tools
+enforcer-tools: ## Build kube-router (tool cache): the real node's NetworkPolicy enforcer (only its firewall runs).
+	bash hack/build-tools.sh kube-router
+
 # The real node runs once per kube-proxy mode.
 PROXY_MODES := iptables nftables
 
 .PHONY: e2e
-e2e: e2e-tools matrix-tools proxy-tools chart-tools lab-deps node-deps ## E2E suite: real control plane calling the real webhook over TLS; the version matrix; reduced effect lab and the real node (root), under kube-proxy in iptables and in nftables mode.
+e2e: e2e-tools matrix-tools proxy-tools enforcer-tools chart-tools lab-deps node-deps ## E2E suite: real control plane calling the real webhook over TLS; the version matrix; reduced effect lab and the real node (root), under kube-proxy in iptables and in nftables mode.
 	HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 30m $$(go list ./e2e/... | grep -v /kubenode) 2>&1 | tee $(BIN)/e2e.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
 	@for m in $(MATRIX_MINORS); do v=$$(awk '/k8s.io\/kubernetes v/{print $$NF; exit}' hack/tools/apiserver-$$m/go.mod); \
 	  api=$(BIN)/tools/kube-apiserver-$$v/kube-apiserver; tests='$(E2E_WEBHOOK_MATRIX)'; \
@@ -123,7 +127,7 @@ e2e: e2e-tools matrix-tools proxy-tools chart-tools lab-deps node-deps ## E2E su
 	@$(MAKE) --no-print-directory e2e-node-run
 
 .PHONY: e2e-node
-e2e-node: e2e-tools proxy-tools chart-tools lab-deps node-deps ## Only the real-node e2e (root): manifests/install.yaml on a kubelet + containerd node with kube-proxy (iptables, then nftables mode), resolv.conf from running pods.
+e2e-node: e2e-tools proxy-tools enforcer-tools chart-tools lab-deps node-deps ## Only the real-node e2e (root): manifests/install.yaml on a kubelet + containerd node with kube-proxy (iptables, then nftables mode), resolv.conf from running pods.
 	@$(MAKE) --no-print-directory e2e-node-run
 
 .PHONY: e2e-node-run

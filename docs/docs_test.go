@@ -224,8 +224,8 @@ func TestDemoBuildsOnlyWhatItRuns(t *testing.T) {
 }
 
 // EFFECT.md's real-node tables hold each kube-proxy mode make e2e runs
-// the node under, row for row: the resolver table, the node-local queries
-// and its faults.
+// the node under, row for row: the resolver table, the node-local queries,
+// its faults and the NetworkPolicy cases.
 func TestEffectRealNodeTablesCoverEveryProxyMode(t *testing.T) {
 	effect := read(t, "EFFECT.md")
 	start := strings.Index(effect, "<!-- on a real node:")
@@ -251,9 +251,9 @@ func TestEffectRealNodeTablesCoverEveryProxyMode(t *testing.T) {
 		}
 	}
 	for _, mode := range modes {
-		// 20 lookups, 12 through the cache, 5 fault states.
-		if rows[mode] != 37 {
-			t.Errorf("EFFECT.md's real-node section has %d rows measured under kube-proxy %s mode, want 37 (resolvers 20, node-local 12, faults 5): paste bin/node-resolvers-%s.md and bin/node-nodelocal-%s.md", rows[mode], mode, mode, mode)
+		// 20 lookups, 12 through the cache, 5 fault states, 8 NetworkPolicy cases.
+		if rows[mode] != 45 {
+			t.Errorf("EFFECT.md's real-node section has %d rows measured under kube-proxy %s mode, want 45 (resolvers 20, node-local 12, faults 5, NetworkPolicy 8): paste bin/node-{resolvers,nodelocal,netpol}-%s.md", rows[mode], mode, mode)
 		}
 	}
 }

@@ -19,8 +19,9 @@ import (
 // a pod it points at the node-local cache may not send DNS there under its
 // namespace's NetworkPolicies (the usual "DNS to kube-dns only" recipe),
 // enforced and audit alike, counts it, and stops once a policy allows the
-// cache's address. (The control plane enforces no NetworkPolicy: the
-// detection is what is tested; the real node's bridge CNI enforces none either.)
+// cache's address. (This control plane enforces no NetworkPolicy: the
+// detection is what is tested here; e2e/kubenode checks the verdicts against
+// a real enforcer, kube-router, on the real node.)
 func TestNodeLocalNetworkPolicy(t *testing.T) {
 	ctx := context.Background()
 	dns := []networkingv1.NetworkPolicyPort{

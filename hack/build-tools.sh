@@ -6,7 +6,8 @@
 #
 # Usage: hack/build-tools.sh            control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) and kubelet
 #        hack/build-tools.sh apiserver-1.MINOR  kube-apiserver of the version matrix (bin/tools/kube-apiserver-<version>/kube-apiserver; hack/new-apiserver-module.sh writes its module)
-#        hack/build-tools.sh kube-proxy kube-proxy v1.37.1 for the conntrack race lab (bin/tools/kube-proxy-<version>/kube-proxy)
+#        hack/build-tools.sh kube-proxy kube-proxy v1.37.1: the real node's Services and the race lab's DNAT (bin/tools/kube-proxy-<version>/kube-proxy)
+#        hack/build-tools.sh kube-router kube-router v2, only its NetworkPolicy controller runs: the real node's enforcer (bin/tools/kube-router-<version>/kube-router)
 #        hack/build-tools.sh coredns    CoreDNS for the effect lab (bin/tools/coredns-<version>-<plugins>/coredns)
 #        hack/build-tools.sh helm       helm, for the chart (bin/tools/helm-<version>/helm)
 #        hack/build-tools.sh promtool   promtool, for the chart's alert rules (bin/tools/promtool-<version>/promtool)
@@ -101,6 +102,17 @@ if [ "$what" = kube-proxy ]; then
   mkdir -p "$out"
   build kube-proxy "$root/hack/tools/kube-proxy" . "$ldflags"
   echo "$out/kube-proxy"
+  exit 0
+fi
+
+if [ "$what" = kube-router ]; then
+  # kube-router for the real node's NetworkPolicy cases: its own module
+  # (hack/tools/kube-router, dependencies updated past v2.1.0's own).
+  v=$(grep -oE "github.com/cloudnativelabs/kube-router/v2 v[0-9.]+" "$root/hack/tools/kube-router/go.mod" | head -1 | cut -d" " -f2)
+  out=$root/bin/tools/kube-router-$v
+  mkdir -p "$out"
+  build kube-router "$root/hack/tools/kube-router" . "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$v"
+  echo "$out/kube-router"
   exit 0
 fi
 

@@ -125,6 +125,9 @@ type Cluster struct {
 	ctrd    *framework.Process
 	kubelet *framework.Process
 	proxy   *framework.Process
+	// enforcer is true while kube-router's rules may be on the node.
+	enforcer bool
+	busybox  string // busybox-static, for images built later
 	// ProxyMode is kube-proxy's mode: ProxyIPTables or ProxyNFTables.
 	ProxyMode string
 	proxyConf string
@@ -473,13 +476,12 @@ func (c *Cluster) node(ctx context.Context) error {
 	if err := c.startContainerd(ctx); err != nil {
 		return err
 	}
-	coredns, err := exec.Command("bash", filepath.Join(framework.RepoRoot(), "hack", "build-tools.sh"), "coredns").Output()
+	coredns, err := Tool("coredns")
 	if err != nil {
-		return fmt.Errorf("hack/build-tools.sh coredns: %w", err)
+		return err
 	}
-	lines := strings.Split(strings.TrimSpace(string(coredns)), "\n")
 	c.Logf("building and importing the images")
-	tarPath, err := c.buildImages(lines[len(lines)-1])
+	tarPath, err := c.buildImages(coredns)
 	if err != nil {
 		return err
 	}
@@ -783,6 +785,9 @@ func (c *Cluster) Stop() error {
 			c.killTasks()
 		}
 		c.ctrd.Stop()
+		if err := c.cleanupKubeRouter(); err != nil {
+			errs = append(errs, err)
+		}
 		if err := c.stopKubeProxy(); err != nil {
 			errs = append(errs, err)
 		}

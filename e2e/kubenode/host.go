@@ -50,6 +50,7 @@ type HostState struct {
 	Cgroups []string // first-level folders of every cgroup hierarchy
 	Ruleset string   // nft -s list ruleset (iptables-nft rules included; no counters), and iptables-legacy's
 	Tables  []string // nft list tables: "table FAMILY NAME"
+	IPSets  []string // ipset list -n
 
 	Mounts []string // mount points of the host mount namespace
 }
@@ -116,6 +117,9 @@ func Snapshot() (*HostState, error) {
 			}
 		}
 	}
+	if s.IPSets, err = ipsets(); err != nil {
+		return nil, err
+	}
 	mi, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
@@ -142,6 +146,7 @@ func (s *HostState) Diff(now *HostState) []string {
 	d = append(d, setDiff("link", s.Links, now.Links)...)
 	d = append(d, setDiff("cgroup folder", s.Cgroups, now.Cgroups)...)
 	d = append(d, setDiff("mount", s.Mounts, now.Mounts)...)
+	d = append(d, setDiff("ipset", s.IPSets, now.IPSets)...)
 	if s.Ruleset != now.Ruleset {
 		d = append(d, fmt.Sprintf("nft ruleset changed:\n--- before\n%s\n--- now\n%s", s.Ruleset, now.Ruleset))
 	}
@@ -186,7 +191,7 @@ func SkipReason() string {
 		return "not root: a real node needs root (network namespaces, cgroups, mounts, nft)"
 	}
 	var missing []string
-	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc", "nft", "iptables", "ip6tables", "conntrack", "unshare", "nsenter", "ip", "musl-gcc", "gcc", "dpkg", "apt-get"} {
+	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc", "nft", "iptables", "ip6tables", "conntrack", "ipset", "unshare", "nsenter", "ip", "musl-gcc", "gcc", "dpkg", "apt-get"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			missing = append(missing, bin)
 		}

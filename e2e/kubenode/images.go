@@ -41,6 +41,10 @@ const (
 	MuslClientImage = "dnstune.test/client:alpine"
 	// CoreDNSImage holds the project's CoreDNS build at /coredns.
 	CoreDNSImage = "dnstune.test/coredns:1"
+	// KubeRouterImage holds kube-router at /usr/local/bin/kube-router,
+	// busybox, and the node's iptables (iptables-nft) and ipset, which its
+	// NetworkPolicy controller runs.
+	KubeRouterImage = "dnstune.test/kube-router:1"
 )
 
 // debs are the Debian packages the client image is made of, extracted with
@@ -91,6 +95,7 @@ func (c *Cluster) buildImages(coredns string) (string, error) {
 	if err := nodeCacheImageDir(nodeCacheDir, coredns, busybox); err != nil {
 		return "", err
 	}
+	c.busybox = busybox
 	imgs := map[name.Reference]v1.Image{}
 	add := func(ref string, img v1.Image, err error) error {
 		if err != nil {

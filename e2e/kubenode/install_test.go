@@ -64,6 +64,7 @@ func TestInstallOnRealNode(t *testing.T) {
 		{"resolv.conf", stepResolvConf},
 		{"resolvers", stepResolvers},
 		{"nodelocal", stepNodeLocal},
+		{"networkpolicy", stepNetworkPolicy},
 		{"faults", stepFaults},
 		{"metric-names", stepMetricNames},
 		{"uninstall", stepUninstall},

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -200,15 +199,10 @@ func (c *Cluster) RemoveNodeCacheFromHost() error {
 }
 
 // nodeCacheImageDir lays out the node-cache image: CoreDNS, busybox (sh),
-// and the node's ip and nft with the libraries ldd lists, under
-// /opt/hosttools and run through their own loader, so nothing depends on
-// the image's libc layout.
+// and the node's ip and nft (hostTools).
 func nodeCacheImageDir(dir, coredns, busybox string) error {
-	tools := filepath.Join(dir, "opt", "hosttools")
-	for _, d := range []string{tools + "/bin", tools + "/lib", dir + "/usr/local/bin", dir + "/bin"} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
+	if err := os.MkdirAll(dir+"/bin", 0o755); err != nil {
+		return err
 	}
 	if err := copyFile(coredns, filepath.Join(dir, "coredns"), 0o755); err != nil {
 		return err
@@ -219,49 +213,5 @@ func nodeCacheImageDir(dir, coredns, busybox string) error {
 	if err := os.Symlink("busybox", filepath.Join(dir, "bin", "sh")); err != nil {
 		return err
 	}
-	loader := ""
-	for _, tool := range []string{"ip", "nft"} {
-		path, err := exec.LookPath(tool)
-		if err != nil {
-			return fmt.Errorf("%s (for the node-cache image): %w", tool, err)
-		}
-		real, err := filepath.EvalSymlinks(path)
-		if err != nil {
-			return err
-		}
-		if err := copyFile(real, filepath.Join(tools, "bin", tool), 0o755); err != nil {
-			return err
-		}
-		out, err := exec.Command("ldd", real).Output()
-		if err != nil {
-			return fmt.Errorf("ldd %s: %w", real, err)
-		}
-		for _, line := range strings.Split(string(out), "\n") {
-			f := strings.Fields(line)
-			lib := ""
-			switch {
-			case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
-				lib = f[2]
-			case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
-				lib, loader = f[0], filepath.Base(f[0])
-			default:
-				continue
-			}
-			realLib, err := filepath.EvalSymlinks(lib)
-			if err != nil {
-				return err
-			}
-			if err := copyFile(realLib, filepath.Join(tools, "lib", filepath.Base(lib)), 0o755); err != nil {
-				return err
-			}
-		}
-		wrapper := fmt.Sprintf("#!/bin/sh\nexec /opt/hosttools/lib/%s --library-path /opt/hosttools/lib /opt/hosttools/bin/%s \"$@\"\n", loader, tool)
-		if err := os.WriteFile(filepath.Join(dir, "usr", "local", "bin", tool), []byte(wrapper), 0o755); err != nil { // #nosec G306 -- an image's executable
-			return err
-		}
-	}
-	if loader == "" {
-		return errors.New("ldd named no dynamic loader for ip and nft")
-	}
-	return nil
+	return hostTools(dir, []hostTool{{name: "ip"}, {name: "nft"}})
 }

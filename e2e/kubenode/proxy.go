@@ -20,12 +20,13 @@ import (
 // cluster's: pods and the node IP, Services, and the node-local cache.
 var clusterAddresses = []string{PodSubnet, ServiceCIDR, NodeLocalIP + "/32"}
 
-// KubeProxyBinary builds kube-proxy v1.37.1 into the tool cache (once;
-// make proxy-tools does it ahead) and returns its path.
-func KubeProxyBinary() (string, error) {
-	out, err := exec.Command("bash", filepath.Join(framework.RepoRoot(), "hack", "build-tools.sh"), "kube-proxy").Output()
+// Tool builds one of hack/build-tools.sh's tools into the tool cache (once;
+// the make targets do it ahead) and returns its path: "kube-proxy",
+// "kube-router", "coredns".
+func Tool(what string) (string, error) {
+	out, err := exec.Command("bash", filepath.Join(framework.RepoRoot(), "hack", "build-tools.sh"), what).Output() // #nosec G204 -- the repository's own script
 	if err != nil {
-		return "", fmt.Errorf("hack/build-tools.sh kube-proxy: %w", err)
+		return "", fmt.Errorf("hack/build-tools.sh %s: %w", what, err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	return lines[len(lines)-1], nil
@@ -35,7 +36,7 @@ func KubeProxyBinary() (string, error) {
 // node's mount namespace, so its xtables lock is the node's, not the
 // host's) and waits until it serves its health check.
 func (c *Cluster) kubeProxy(ctx context.Context) error {
-	bin, err := KubeProxyBinary()
+	bin, err := Tool("kube-proxy")
 	if err != nil {
 		return err
 	}
@@ -112,7 +113,7 @@ func (c *Cluster) stopKubeProxy() error {
 	}
 	c.proxy.Stop()
 	var errs []error
-	bin, err := KubeProxyBinary()
+	bin, err := Tool("kube-proxy")
 	if err != nil {
 		return err
 	}

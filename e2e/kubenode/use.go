@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -124,3 +125,22 @@ func (c *Cluster) WaitDaemonSetReady(ctx context.Context, ns, name string, timeo
 
 // HostBefore is the host's state as Start found it.
 func (c *Cluster) HostBefore() *HostState { return c.before }
+
+// PodNetNS returns the path of a running pod's network namespace
+// (/proc/PID/ns/net of its first container's process, from containerd).
+func (c *Cluster) PodNetNS(ctx context.Context, pod *corev1.Pod) (string, error) {
+	if len(pod.Status.ContainerStatuses) == 0 {
+		return "", fmt.Errorf("pod %s/%s has no container status yet", pod.Namespace, pod.Name)
+	}
+	id := strings.TrimPrefix(pod.Status.ContainerStatuses[0].ContainerID, "containerd://")
+	out, err := c.AnchorCommand("ctr", "-n", "k8s.io", "tasks", "ls").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("ctr tasks ls: %w: %s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == id {
+			return "/proc/" + f[1] + "/ns/net", nil
+		}
+	}
+	return "", fmt.Errorf("containerd has no task %s (pod %s/%s)", id, pod.Namespace, pod.Name)
+}

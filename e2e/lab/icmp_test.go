@@ -6,13 +6,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/dnstune/dnstune/e2e/framework"
 )
 
 // A node-local cache that is gone while its address stays on the node
@@ -77,30 +76,14 @@ func TestPortUnreachableIsRateLimited(t *testing.T) {
 
 // dialIn makes a connected UDP socket in network namespace ns.
 func dialIn(ns, addr string) (*net.UDPConn, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = self.Close() }()
-	target, err := os.Open("/run/netns/" + ns)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = target.Close() }()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		return nil, fmt.Errorf("setns %s: %w", ns, err)
-	}
-	raddr, err := net.ResolveUDPAddr("udp", addr)
 	var conn *net.UDPConn
-	if err == nil {
-		conn, err = net.DialUDP("udp", nil, raddr)
-	}
-	if serr := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); serr != nil {
-		// This thread must not go back to the pool in the wrong namespace.
-		panic(fmt.Sprintf("setns back to the test's namespace: %v", serr))
-	}
+	err := framework.InNetNS("/run/netns/"+ns, func() error {
+		raddr, err := net.ResolveUDPAddr("udp", addr)
+		if err == nil {
+			conn, err = net.DialUDP("udp", nil, raddr)
+		}
+		return err
+	})
 	return conn, err
 }
 
