@@ -110,11 +110,15 @@ proxy-tools: ## Build kube-proxy v1.37.1 (tool cache): the real node's Services 
 enforcer-tools: ## Build kube-router (tool cache): the real node's NetworkPolicy enforcer (only its firewall runs).
 	bash hack/build-tools.sh kube-router
 
+.PHONY: certmanager-tools
+certmanager-tools: ## Build the cert-manager stand-in (tool cache): its controllers and CA injector from the cert-manager module.
+	bash hack/build-tools.sh cert-manager
+
 # The real node runs once per kube-proxy mode.
 PROXY_MODES := iptables nftables
 
 .PHONY: e2e
-e2e: e2e-tools matrix-tools proxy-tools enforcer-tools chart-tools lab-deps node-deps ## E2E suite: real control plane calling the real webhook over TLS; the version matrix; reduced effect lab and the real node (root), under kube-proxy in iptables and in nftables mode.
+e2e: e2e-tools matrix-tools proxy-tools enforcer-tools certmanager-tools chart-tools lab-deps node-deps ## E2E suite: real control plane calling the real webhook over TLS; the version matrix; reduced effect lab and the real node (root), under kube-proxy in iptables and in nftables mode.
 	HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 30m $$(go list ./e2e/... | grep -v /kubenode) 2>&1 | tee $(BIN)/e2e.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
 	@for m in $(MATRIX_MINORS); do v=$$(awk '/k8s.io\/kubernetes v/{print $$NF; exit}' hack/tools/apiserver-$$m/go.mod); \
 	  api=$(BIN)/tools/kube-apiserver-$$v/kube-apiserver; tests='$(E2E_WEBHOOK_MATRIX)'; \
@@ -127,7 +131,7 @@ e2e: e2e-tools matrix-tools proxy-tools enforcer-tools chart-tools lab-deps node
 	@$(MAKE) --no-print-directory e2e-node-run
 
 .PHONY: e2e-node
-e2e-node: e2e-tools proxy-tools enforcer-tools chart-tools lab-deps node-deps ## Only the real-node e2e (root): manifests/install.yaml on a kubelet + containerd node with kube-proxy (iptables, then nftables mode), resolv.conf from running pods.
+e2e-node: e2e-tools proxy-tools enforcer-tools certmanager-tools chart-tools lab-deps node-deps ## Only the real-node e2e (root): manifests/install.yaml on a kubelet + containerd node with kube-proxy (iptables, then nftables mode), resolv.conf from running pods.
 	@$(MAKE) --no-print-directory e2e-node-run
 
 .PHONY: e2e-node-run

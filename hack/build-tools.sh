@@ -8,6 +8,7 @@
 #        hack/build-tools.sh apiserver-1.MINOR  kube-apiserver of the version matrix (bin/tools/kube-apiserver-<version>/kube-apiserver; hack/new-apiserver-module.sh writes its module)
 #        hack/build-tools.sh kube-proxy kube-proxy v1.37.1: the real node's Services and the race lab's DNAT (bin/tools/kube-proxy-<version>/kube-proxy)
 #        hack/build-tools.sh kube-router kube-router v2, only its NetworkPolicy controller runs: the real node's enforcer (bin/tools/kube-router-<version>/kube-router)
+#        hack/build-tools.sh cert-manager cert-manager's controllers and CA injector in one stand-in binary (hack/tools/cert-manager; bin/tools/cert-manager-<version>/cert-manager)
 #        hack/build-tools.sh coredns    CoreDNS for the effect lab (bin/tools/coredns-<version>-<plugins>/coredns)
 #        hack/build-tools.sh helm       helm, for the chart (bin/tools/helm-<version>/helm)
 #        hack/build-tools.sh promtool   promtool, for the chart's alert rules (bin/tools/promtool-<version>/promtool)
@@ -30,10 +31,11 @@ ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
 # symbolic link into the cache.
 cache=${DNSTUNE_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dnstune-tools}
 
-build() { # name dir pkg ldflags
+build() { # name dir pkg ldflags [source files that are part of the key]
   local name=$1 dir=$2 pkg=$3 flags=$4
+  shift 4
   local key
-  key=$(cat "$dir/go.sum" "$dir/go.mod" <(echo "$pkg $flags") | sha256sum | cut -c1-12)
+  key=$(cat "$dir/go.sum" "$dir/go.mod" <(echo "$pkg $flags") "$@" | sha256sum | cut -c1-12)
   local cached=$cache/$(basename "$out")-$name-$key/$name
   if [ -f "$out/$name" ] && [ ! -L "$out/$name" ]; then
     # Built here before the cache existed: move it in, if it is this build.
@@ -111,8 +113,19 @@ if [ "$what" = kube-router ]; then
   v=$(grep -oE "github.com/cloudnativelabs/kube-router/v2 v[0-9.]+" "$root/hack/tools/kube-router/go.mod" | head -1 | cut -d" " -f2)
   out=$root/bin/tools/kube-router-$v
   mkdir -p "$out"
-  build kube-router "$root/hack/tools/kube-router" . "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$v"
+  build kube-router "$root/hack/tools/kube-router" . "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$v" "$root/hack/tools/kube-router/main.go"
   echo "$out/kube-router"
+  exit 0
+fi
+
+if [ "$what" = cert-manager ]; then
+  # cert-manager's controllers from its packages: its cmd modules are not on
+  # the module proxy (hack/tools/cert-manager/main.go says what runs).
+  v=$(grep -oE "github.com/cert-manager/cert-manager v[0-9.]+" "$root/hack/tools/cert-manager/go.mod" | head -1 | cut -d" " -f2)
+  out=$root/bin/tools/cert-manager-$v
+  mkdir -p "$out"
+  build cert-manager "$root/hack/tools/cert-manager" . "-s -w -X github.com/cert-manager/cert-manager/pkg/util.AppVersion=$v" "$root/hack/tools/cert-manager/main.go"
+  echo "$out/cert-manager"
   exit 0
 fi
 

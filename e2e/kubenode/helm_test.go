@@ -3,6 +3,7 @@ package kubenode
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -233,8 +234,59 @@ func stepHelmCertManager(t *testing.T, ctx context.Context, c *Cluster) {
 		t.Fatalf("cert-manager CRDs not found: %v", crds)
 	}
 	sh(t, c, "kubectl apply -f "+strings.Join(crds, " -f ")+" && kubectl wait --for condition=established --timeout=60s crd/certificates.cert-manager.io crd/issuers.cert-manager.io")
+	// cert-manager first and running, as docs/install.md says; its
+	// controllers issue the chart's chain and its CA injector fills the
+	// caBundle.
+	if err := c.InstallCertManager(ctx); err != nil {
+		t.Fatalf("%v\n%s", err, sh(t, c, "kubectl -n cert-manager describe pods | tail -30; kubectl -n cert-manager logs deploy/cert-manager --tail=30"))
+	}
+	defer func() {
+		if err := c.RemoveCertManager(context.Background()); err != nil {
+			t.Errorf("remove cert-manager: %v", err)
+		}
+	}()
 	install := `helm install dnstune manifests/dnstune --namespace dnstune-system --create-namespace --set image.tag=dev --set certificates.mode=cert-manager`
 	t.Logf("%s\n%s", install, sh(t, c, install))
+	start := time.Now()
+	if err := c.WaitDeploymentReady(ctx, "dnstune-system", "dnstune-webhook", 3*time.Minute); err != nil {
+		t.Fatalf("%v\n%s", err, sh(t, c, "kubectl -n dnstune-system get certificates,certificaterequests,issuers,secrets; kubectl -n cert-manager logs deploy/cert-manager --tail=40"))
+	}
+	t.Logf("webhook Ready %s after helm install: cert-manager issued its certificate", time.Since(start).Round(100*time.Millisecond))
+	var secret corev1.Secret
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: "dnstune-system", Name: "dnstune-webhook-tls"}, &secret); err != nil {
+		t.Fatal(err)
+	}
+	if secret.Annotations["cert-manager.io/certificate-name"] != "dnstune-webhook" || len(secret.Data["ca.crt"]) == 0 {
+		t.Fatalf("the webhook's Secret was not issued by cert-manager: annotations %v, keys %d", secret.Annotations, len(secret.Data))
+	}
+	if err := framework.Eventually(time.Minute, 500*time.Millisecond, func() error {
+		var mwc admissionregistrationv1.MutatingWebhookConfiguration
+		if err := c.Client.Get(ctx, client.ObjectKey{Name: "dnstune"}, &mwc); err != nil {
+			return err
+		}
+		if !bytes.Equal(mwc.Webhooks[0].ClientConfig.CABundle, secret.Data["ca.crt"]) {
+			return errors.New("caBundle is not the issued CA yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The apiserver calls the webhook through its Service, with the
+	// certificate cert-manager issued and the CA it injected: pods are
+	// mutated (failurePolicy Ignore would let them through unmutated).
+	if err := framework.Eventually(30*time.Second, 500*time.Millisecond, func() error {
+		dep := ClientDeployment("e2e-enabled", "cm-probe", GlibcClientImage)
+		p, err := c.Clientset.CoreV1().Pods("e2e-enabled").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "cm-probe-"}, Spec: dep.Spec.Template.Spec}, metav1.CreateOptions{DryRun: []string{"All"}})
+		if err != nil {
+			return err
+		}
+		if p.Spec.DNSConfig == nil || len(p.Spec.DNSConfig.Options) == 0 {
+			return errors.New("pod admitted unmutated: the apiserver did not reach the webhook with cert-manager's certificate")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	cert := &unstructured.Unstructured{}
 	cert.SetAPIVersion("cert-manager.io/v1")
 	cert.SetKind("Certificate")
