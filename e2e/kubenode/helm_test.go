@@ -304,6 +304,9 @@ func stepHelmCertManager(t *testing.T, ctx context.Context, c *Cluster) {
 	if mwc.Annotations["cert-manager.io/inject-ca-from"] != "dnstune-system/dnstune-webhook" {
 		t.Errorf("webhook configuration annotations %v", mwc.Annotations)
 	}
+	certManagerRenewal(ctx, t, c)
+	certManagerCARotation(ctx, t, c)
+	certManagerGone(ctx, t, c)
 	t.Logf("%s\n%s", HelmUninstallCommand, sh(t, c, HelmUninstallCommand))
 	waitNothingLeft(t, c, "helm uninstall (cert-manager mode)")
 }

@@ -72,6 +72,7 @@ func TestInstallOnRealNode(t *testing.T) {
 		{"helm-upgrade", stepHelmUpgrade},
 		{"helm-uninstall", stepHelmUninstall},
 		{"helm-cert-manager", stepHelmCertManager},
+		{"cert-manager-manifests", stepCertManagerManifests},
 	}
 	for _, s := range steps {
 		if !t.Run(s.name, func(t *testing.T) { s.f(t, ctx, c) }) {
