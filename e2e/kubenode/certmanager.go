@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -56,11 +54,7 @@ func certManagerObjects() []client.Object {
 				{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
 			},
 		},
-		&rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: "dnstune-e2e-cert-manager"},
-			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "dnstune-e2e-cert-manager"},
-			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "cert-manager", Namespace: "cert-manager"}},
-		},
+		clusterRoleBinding("dnstune-e2e-cert-manager", "cert-manager", "cert-manager"),
 		&appsv1.Deployment{
 			ObjectMeta: metav1.ObjectMeta{Name: "cert-manager", Namespace: "cert-manager", Labels: labels},
 			Spec: appsv1.DeploymentSpec{
@@ -98,20 +92,8 @@ func (c *Cluster) InstallCertManager(ctx context.Context) error {
 	if err := copyFile(bin, filepath.Join(dir, "cert-manager"), 0o755); err != nil {
 		return err
 	}
-	img, err := dirImage(dir, []string{"/cert-manager"})
-	if err != nil {
+	if err := c.importImage(CertManagerImage, dir, []string{"/cert-manager"}); err != nil {
 		return err
-	}
-	tag, err := name.NewTag(CertManagerImage)
-	if err != nil {
-		return err
-	}
-	tarPath := filepath.Join(c.Dir, "images", "cert-manager.tar")
-	if err := tarball.WriteToFile(tarPath, tag, img); err != nil {
-		return err
-	}
-	if out, err := c.AnchorCommand("ctr", "-n", "k8s.io", "images", "import", tarPath).CombinedOutput(); err != nil {
-		return fmt.Errorf("ctr images import %s: %w: %s", tarPath, err, out)
 	}
 	for _, o := range certManagerObjects() {
 		if err := c.Client.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {

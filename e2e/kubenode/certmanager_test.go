@@ -127,14 +127,7 @@ func runCreates(ctx context.Context, c *Cluster, tag string, n int64, done func(
 			defer wg.Done()
 			for time.Now().Before(deadline) && (l.sent.Load() < n || !done()) {
 				i := l.sent.Add(1)
-				pod := &corev1.Pod{
-					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%04d", tag, i), Namespace: "e2e-faults"},
-					Spec: corev1.PodSpec{
-						NodeSelector:                  map[string]string{"dnstune.test/never": "true"},
-						TerminationGracePeriodSeconds: ptr.To[int64](0),
-						Containers:                    []corev1.Container{{Name: "c", Image: GlibcClientImage}},
-					},
-				}
+				pod := stormPod(fmt.Sprintf("%s-%04d", tag, i))
 				got, err := c.Clientset.CoreV1().Pods("e2e-faults").Create(ctx, pod, metav1.CreateOptions{})
 				switch {
 				case err != nil:

@@ -19,8 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dnstune/dnstune/e2e/framework"
@@ -88,11 +86,7 @@ func (c *Cluster) InstallKubeRouter(ctx context.Context) error {
 				{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
 			},
 		},
-		&rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: "kube-router"},
-			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "kube-router"},
-			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "kube-router", Namespace: "kube-system"}},
-		},
+		clusterRoleBinding("kube-router", "kube-system", "kube-router"),
 		&appsv1.DaemonSet{
 			ObjectMeta: metav1.ObjectMeta{Name: "kube-router", Namespace: "kube-system", Labels: labels},
 			Spec: appsv1.DaemonSetSpec{
@@ -169,22 +163,7 @@ func (c *Cluster) importKubeRouterImage() error {
 	if err := kubeRouterImageDir(dir, bin, c.busybox); err != nil {
 		return err
 	}
-	img, err := dirImage(dir, []string{"/usr/local/bin/kube-router"})
-	if err != nil {
-		return err
-	}
-	tag, err := name.NewTag(KubeRouterImage)
-	if err != nil {
-		return err
-	}
-	tarPath := filepath.Join(c.Dir, "images", "kube-router.tar")
-	if err := tarball.WriteToFile(tarPath, tag, img); err != nil {
-		return err
-	}
-	if out, err := c.AnchorCommand("ctr", "-n", "k8s.io", "images", "import", tarPath).CombinedOutput(); err != nil {
-		return fmt.Errorf("ctr images import %s: %w: %s", tarPath, err, out)
-	}
-	return nil
+	return c.importImage(KubeRouterImage, dir, []string{"/usr/local/bin/kube-router"})
 }
 
 // KubeRouterSyncs is how many times kube-router has synced its iptables

@@ -34,14 +34,7 @@ func createStorm(t *testing.T, ctx context.Context, c *Cluster, tag string, n, c
 				if i > int64(n) {
 					return
 				}
-				pod := &corev1.Pod{
-					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%03d", tag, i), Namespace: "e2e-faults"},
-					Spec: corev1.PodSpec{
-						NodeSelector:                  map[string]string{"dnstune.test/never": "true"},
-						TerminationGracePeriodSeconds: ptr.To[int64](0),
-						Containers:                    []corev1.Container{{Name: "c", Image: GlibcClientImage}},
-					},
-				}
+				pod := stormPod(fmt.Sprintf("%s-%03d", tag, i))
 				got, err := c.Clientset.CoreV1().Pods("e2e-faults").Create(ctx, pod, metav1.CreateOptions{})
 				mu.Lock()
 				if err != nil {
@@ -57,6 +50,19 @@ func createStorm(t *testing.T, ctx context.Context, c *Cluster, tag string, n, c
 	disrupt()
 	wg.Wait()
 	return failed, unmutated
+}
+
+// stormPod is a pod of the create storms, in e2e-faults (opted in): never
+// scheduled, so only admission is exercised.
+func stormPod(name string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "e2e-faults"},
+		Spec: corev1.PodSpec{
+			NodeSelector:                  map[string]string{"dnstune.test/never": "true"},
+			TerminationGracePeriodSeconds: ptr.To[int64](0),
+			Containers:                    []corev1.Container{{Name: "c", Image: GlibcClientImage}},
+		},
+	}
 }
 
 func stepFaults(t *testing.T, ctx context.Context, c *Cluster) {

@@ -138,6 +138,28 @@ func (c *Cluster) buildImages(coredns string) (string, error) {
 	return out, nil
 }
 
+// importImage builds a one-layer image of dir (dirImage) under ref and
+// imports it into the node's containerd: for the images only some steps
+// run (the enforcer, cert-manager), built when those steps start.
+func (c *Cluster) importImage(ref, dir string, entrypoint []string) error {
+	img, err := dirImage(dir, entrypoint)
+	if err != nil {
+		return fmt.Errorf("image %s: %w", ref, err)
+	}
+	tag, err := name.NewTag(ref)
+	if err != nil {
+		return err
+	}
+	tarPath := dir + ".tar"
+	if err := tarball.WriteToFile(tarPath, tag, img); err != nil {
+		return fmt.Errorf("write %s: %w", tarPath, err)
+	}
+	if out, err := c.AnchorCommand("ctr", "-n", "k8s.io", "images", "import", tarPath).CombinedOutput(); err != nil {
+		return fmt.Errorf("ctr images import %s: %w: %s", tarPath, err, out)
+	}
+	return nil
+}
+
 // extractDebs downloads the packages (apt-get download, into a cache under
 // bin/ so a second run needs no network) and unpacks them into root.
 func extractDebs(root string) error {

@@ -12,6 +12,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -143,4 +144,14 @@ func (c *Cluster) PodNetNS(ctx context.Context, pod *corev1.Pod) (string, error)
 		}
 	}
 	return "", fmt.Errorf("containerd has no task %s (pod %s/%s)", id, pod.Namespace, pod.Name)
+}
+
+// clusterRoleBinding binds the ClusterRole name to the ServiceAccount
+// ns/sa, under the ClusterRole's name.
+func clusterRoleBinding(name, ns, sa string) *rbacv1.ClusterRoleBinding {
+	return &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: name},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: ns}},
+	}
 }
