@@ -68,10 +68,14 @@ type Monitor struct {
 	reapplies  *prometheus.CounterVec
 }
 
+// DefaultInterval is the monitor's time between checks when
+// MonitorOptions.Interval is unset (dnstune node monitor --interval).
+const DefaultInterval = 15 * time.Second
+
 // NewMonitor returns a monitor; call Check or Run.
 func NewMonitor(o MonitorOptions) *Monitor {
 	if o.Interval <= 0 {
-		o.Interval = 15 * time.Second
+		o.Interval = DefaultInterval
 	}
 	if o.Target == (Thresholds{}) {
 		o.Target = DefaultTargets

@@ -81,6 +81,16 @@ type CacheProbe struct {
 	failures *prometheus.CounterVec
 }
 
+// Defaults of the node-local cache probe, for ProbeOptions left unset
+// (the flags of dnstune node monitor show the same): the name asked (type
+// A; NOERROR and NXDOMAIN count as answers), the time between probes and
+// how long one waits.
+const (
+	DefaultProbeName     = "kubernetes.default.svc.cluster.local."
+	DefaultProbeInterval = 5 * time.Second
+	DefaultProbeTimeout  = time.Second
+)
+
 // NewCacheProbe returns a probe for o.Address; call Probe or Run.
 func NewCacheProbe(o ProbeOptions) (*CacheProbe, error) {
 	if !o.Address.IsValid() {
@@ -90,7 +100,7 @@ func NewCacheProbe(o ProbeOptions) (*CacheProbe, error) {
 		o.Port = 53
 	}
 	if o.Name == "" {
-		o.Name = "kubernetes.default.svc.cluster.local."
+		o.Name = DefaultProbeName
 	}
 	if o.Name[len(o.Name)-1] != '.' {
 		o.Name += "."
@@ -104,10 +114,10 @@ func NewCacheProbe(o ProbeOptions) (*CacheProbe, error) {
 		return nil, fmt.Errorf("node-local probe name %q: %w", o.Name, err)
 	}
 	if o.Interval <= 0 {
-		o.Interval = 5 * time.Second
+		o.Interval = DefaultProbeInterval
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = time.Second
+		o.Timeout = DefaultProbeTimeout
 	}
 	p := &CacheProbe{o: o}
 	p.up = prometheus.NewGaugeVec(prometheus.GaugeOpts{

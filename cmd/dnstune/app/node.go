@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -155,7 +154,7 @@ func newNodeMonitorCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&procRoot, "proc-root", "/proc", "where /proc is (for tests and chroots)")
-	f.DurationVar(&o.Interval, "interval", 15*time.Second, "time between checks")
+	f.DurationVar(&o.Interval, "interval", node.DefaultInterval, "time between checks")
 	f.StringVar(&addr, "metrics-bind-address", node.DefaultMetricsBindAddress, "address of /metrics, /healthz and /readyz")
 	f.StringVar(&thresh, "gc-thresh", node.DefaultTargets.String(), "thresholds node tune set; lower values are reported as drift")
 	f.BoolVar(&o.Reapply, "reapply", false, "write --gc-thresh back on drift (needs the privilege of node tune)")
@@ -164,9 +163,9 @@ func newNodeMonitorCommand() *cobra.Command {
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for Events when not in a cluster (default: in-cluster config)")
 	f.StringVar(&nodeName, "node-name", os.Getenv("NODE_NAME"), "the Node that Events are about (default $NODE_NAME, from the downward API)")
 	f.StringVar(&probeAddr, "nodelocal-address", "", "node-local DNS cache to probe with a DNS query over UDP (the policy's nodeLocalDNS); empty: no probe")
-	f.StringVar(&probe.Name, "nodelocal-probe-name", "kubernetes.default.svc.cluster.local.", "name the probe asks for (type A; NOERROR and NXDOMAIN count as answers)")
-	f.DurationVar(&probe.Interval, "nodelocal-probe-interval", 5*time.Second, "time between probes")
-	f.DurationVar(&probe.Timeout, "nodelocal-probe-timeout", time.Second, "how long a probe waits for the answer")
+	f.StringVar(&probe.Name, "nodelocal-probe-name", node.DefaultProbeName, "name the probe asks for (type A; NOERROR and NXDOMAIN count as answers)")
+	f.DurationVar(&probe.Interval, "nodelocal-probe-interval", node.DefaultProbeInterval, "time between probes")
+	f.DurationVar(&probe.Timeout, "nodelocal-probe-timeout", node.DefaultProbeTimeout, "how long a probe waits for the answer")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	fam.add(cmd)
 	return cmd
