@@ -486,12 +486,11 @@ func certManagerState(ctx context.Context) string {
 // injector, hack/tools/cert-manager) against the test apiserver.
 func runCertManager(t *testing.T) func() {
 	t.Helper()
-	out, err := exec.Command("bash", filepath.Join(framework.RepoRoot(), "hack", "build-tools.sh"), "cert-manager").Output()
+	bin, err := framework.BuildTool("cert-manager")
 	if err != nil {
-		t.Fatalf("hack/build-tools.sh cert-manager: %v", err)
+		t.Fatal(err)
 	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	p, err := framework.StartProcess("cert-manager", filepath.Join(env.Dir, "cert-manager.log"), nil, lines[len(lines)-1], "--kubeconfig="+env.Kubeconfig)
+	p, err := framework.StartProcess("cert-manager", filepath.Join(env.Dir, "cert-manager.log"), nil, bin, "--kubeconfig="+env.Kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,7 +81,7 @@ func certManagerObjects() []client.Object {
 // InstallCertManager builds the stand-in's image, imports it, applies its
 // install and waits until its pod runs.
 func (c *Cluster) InstallCertManager(ctx context.Context) error {
-	bin, err := Tool("cert-manager")
+	bin, err := framework.BuildTool("cert-manager")
 	if err != nil {
 		return err
 	}

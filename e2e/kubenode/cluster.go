@@ -131,6 +131,7 @@ type Cluster struct {
 	// ProxyMode is kube-proxy's mode: ProxyIPTables or ProxyNFTables.
 	ProxyMode string
 	proxyConf string
+	proxyBin  string         // kube-proxy, for its --cleanup at teardown
 	undo      []func() error // network, LIFO
 	// loopbackPorts are the ports the cluster listens on at 127.0.0.1:
 	// teardown flushes their conntrack entries.
@@ -476,7 +477,7 @@ func (c *Cluster) node(ctx context.Context) error {
 	if err := c.startContainerd(ctx); err != nil {
 		return err
 	}
-	coredns, err := Tool("coredns")
+	coredns, err := framework.BuildTool("coredns")
 	if err != nil {
 		return err
 	}

@@ -155,7 +155,7 @@ func (c *Cluster) InstallKubeRouter(ctx context.Context) error {
 // importKubeRouterImage builds the kube-router image (only the suites that
 // run the enforcer need it) and imports it into the node's containerd.
 func (c *Cluster) importKubeRouterImage() error {
-	bin, err := Tool("kube-router")
+	bin, err := framework.BuildTool("kube-router")
 	if err != nil {
 		return err
 	}
@@ -196,16 +196,7 @@ func (c *Cluster) RemoveKubeRouter(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := framework.Eventually(time.Minute, 500*time.Millisecond, func() error {
-		pods, err := c.Clientset.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=kube-router"})
-		if err != nil {
-			return err
-		}
-		if len(pods.Items) > 0 {
-			return fmt.Errorf("%d kube-router pods left", len(pods.Items))
-		}
-		return nil
-	}); err != nil {
+	if err := c.waitPodsGone(ctx, "kube-system", "k8s-app=kube-router", time.Minute); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(append(errs, c.cleanupKubeRouter())...)

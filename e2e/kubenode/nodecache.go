@@ -15,8 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
-
-	"github.com/dnstune/dnstune/e2e/framework"
 )
 
 // The node-local DNS cache, run the way NodeLocal DNSCache runs it: a
@@ -168,16 +166,7 @@ func (c *Cluster) DeleteNodeCache(ctx context.Context) error {
 	if err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
-	return framework.Eventually(90*time.Second, 500*time.Millisecond, func() error {
-		pods, err := c.Clientset.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=node-local-dns"})
-		if err != nil {
-			return err
-		}
-		if len(pods.Items) > 0 {
-			return fmt.Errorf("%d node-local-dns pods left", len(pods.Items))
-		}
-		return nil
-	})
+	return c.waitPodsGone(ctx, "kube-system", "k8s-app=node-local-dns", 90*time.Second)
 }
 
 // RemoveNodeCacheFromHost removes what the cache's init container added to

@@ -20,26 +20,15 @@ import (
 // cluster's: pods and the node IP, Services, and the node-local cache.
 var clusterAddresses = []string{PodSubnet, ServiceCIDR, NodeLocalIP + "/32"}
 
-// Tool builds one of hack/build-tools.sh's tools into the tool cache (once;
-// the make targets do it ahead) and returns its path: "kube-proxy",
-// "kube-router", "coredns".
-func Tool(what string) (string, error) {
-	out, err := exec.Command("bash", filepath.Join(framework.RepoRoot(), "hack", "build-tools.sh"), what).Output() // #nosec G204 -- the repository's own script
-	if err != nil {
-		return "", fmt.Errorf("hack/build-tools.sh %s: %w", what, err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	return lines[len(lines)-1], nil
-}
-
 // kubeProxy starts kube-proxy in c.ProxyMode as a node process (in the
 // node's mount namespace, so its xtables lock is the node's, not the
 // host's) and waits until it serves its health check.
 func (c *Cluster) kubeProxy(ctx context.Context) error {
-	bin, err := Tool("kube-proxy")
+	bin, err := framework.BuildTool("kube-proxy")
 	if err != nil {
 		return err
 	}
+	c.proxyBin = bin
 	kubeconfig := filepath.Join(c.Dir, "kube-proxy.kubeconfig")
 	if err := c.pki.kubeconfig(kubeconfig, fmt.Sprintf("https://%s:%d", NodeIP, c.apiPort), c.pki.proxy); err != nil {
 		return err
@@ -113,11 +102,7 @@ func (c *Cluster) stopKubeProxy() error {
 	}
 	c.proxy.Stop()
 	var errs []error
-	bin, err := Tool("kube-proxy")
-	if err != nil {
-		return err
-	}
-	if out, err := c.AnchorCommand(bin, "--config="+c.proxyConf, "--cleanup").CombinedOutput(); err != nil {
+	if out, err := c.AnchorCommand(c.proxyBin, "--config="+c.proxyConf, "--cleanup").CombinedOutput(); err != nil {
 		errs = append(errs, fmt.Errorf("kube-proxy --cleanup: %w: %s", err, out))
 	}
 	// In iptables mode kube-proxy also makes kubelet's KUBE-FIREWALL chain

@@ -155,3 +155,17 @@ func clusterRoleBinding(name, ns, sa string) *rbacv1.ClusterRoleBinding {
 		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: ns}},
 	}
 }
+
+// waitPodsGone waits until no pod of namespace ns matches selector.
+func (c *Cluster) waitPodsGone(ctx context.Context, ns, selector string, timeout time.Duration) error {
+	return framework.Eventually(timeout, 500*time.Millisecond, func() error {
+		pods, err := c.Clientset.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			return err
+		}
+		if len(pods.Items) > 0 {
+			return fmt.Errorf("%d pods %s left in %s", len(pods.Items), selector, ns)
+		}
+		return nil
+	})
+}
