@@ -44,6 +44,7 @@ func TestInstall(t *testing.T) {
 	}{
 		{"rendered manifests are accepted", testManifestsAccepted},
 		{"RBAC is least privilege", testRBAC},
+		{"node agent writes its own Node's condition only", testNodeCondition},
 		{"self-managed certificates", testSelfManaged},
 		{"cert-manager CA injection", testCertManager},
 	}
@@ -211,6 +212,9 @@ func testRBAC(ctx context.Context, t *testing.T) {
 			}
 			return webhook.Get(ctx, client.ObjectKeyFromObject(l), l)
 		},
+		"node agent gets kube-system/kube-dns (the cover's upstream)": func() error {
+			return nodeAgent.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "kube-dns"}, &corev1.Service{})
+		},
 		"node agent creates an Event on a Node": func() error {
 			return nodeAgent.Create(ctx, &corev1.Event{
 				ObjectMeta:     metav1.ObjectMeta{GenerateName: "node.", Namespace: "default"},
@@ -250,6 +254,12 @@ func testRBAC(ctx context.Context, t *testing.T) {
 		"node agent reads nodes": func() error { return nodeAgent.List(ctx, &corev1.NodeList{}) },
 		"node agent creates elsewhere": func() error {
 			return nodeAgent.Create(ctx, &corev1.Event{ObjectMeta: metav1.ObjectMeta{GenerateName: "x.", Namespace: "kube-system"}, InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: "n1"}})
+		},
+		"node agent reads another kube-system Service": func() error {
+			return nodeAgent.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "kube-dns-other"}, &corev1.Service{})
+		},
+		"node agent patches a Node": func() error {
+			return nodeAgent.Patch(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}, client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"labels":{"x":"y"}}}`)))
 		},
 		"node agent reads its secrets": func() error { return nodeAgent.List(ctx, &corev1.SecretList{}, client.InNamespace(systemNS)) },
 	}

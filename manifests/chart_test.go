@@ -19,6 +19,8 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
@@ -385,6 +387,60 @@ func TestAdmissionPolicyRBACNamesEveryCompiledObject(t *testing.T) {
 			if !allowed[res][n] {
 				t.Errorf("install-admission-policy.yaml: no patch/delete on %s %q (allowed: %v)", res, n, allowed[res])
 			}
+		}
+	}
+}
+
+// TestNodeAgentPrivilegeFollowsTheCover: the monitor runs as root with
+// NET_ADMIN and NET_BIND_SERVICE alone when it covers for the node-local
+// cache (the default), non-root with no capability when it does not, and
+// the cover's RBAC (its Services' Role) comes and goes with it.
+func TestNodeAgentPrivilegeFollowsTheCover(t *testing.T) {
+	def := filepath.Join(chart, "tests", "values", "default.yaml")
+	for _, tc := range []struct {
+		sets    []string
+		user    int64
+		add     []string
+		roleFor bool
+	}{
+		{nil, 0, []string{"NET_ADMIN", "NET_BIND_SERVICE"}, true},
+		{[]string{"--set", "node.nodeLocalCover.enabled=false"}, 65532, nil, false},
+		{[]string{"--set", "node.nodeLocalProbe.enabled=false"}, 65532, nil, false},
+	} {
+		out := render(t, def, append(tc.sets, "--show-only", "templates/node.yaml")...)
+		var ds appsv1.DaemonSet
+		roles := 0
+		for _, doc := range strings.Split(out, "\n---\n") {
+			var meta struct {
+				Kind     string
+				Metadata struct{ Name string }
+			}
+			if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case meta.Kind == "DaemonSet":
+				if err := yaml.Unmarshal([]byte(doc), &ds); err != nil {
+					t.Fatal(err)
+				}
+			case meta.Kind == "Role" && meta.Metadata.Name == "dnstune-node-upstream":
+				roles++
+			}
+		}
+		if len(ds.Spec.Template.Spec.Containers) != 1 {
+			t.Fatalf("%v: no monitor container rendered", tc.sets)
+		}
+		sc := ds.Spec.Template.Spec.Containers[0].SecurityContext
+		var add []string
+		for _, c := range sc.Capabilities.Add {
+			add = append(add, string(c))
+		}
+		if sc.RunAsUser == nil || *sc.RunAsUser != tc.user || !slices.Equal(add, tc.add) || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
+			sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || (sc.Privileged != nil && *sc.Privileged) {
+			t.Errorf("%v: monitor securityContext %+v (add %v), want user %d, drop ALL, add %v, read-only, unprivileged", tc.sets, sc, add, tc.user, tc.add)
+		}
+		if (roles == 1) != tc.roleFor {
+			t.Errorf("%v: %d dnstune-node-upstream Roles, want one: %v", tc.sets, roles, tc.roleFor)
 		}
 	}
 }

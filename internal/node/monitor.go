@@ -308,14 +308,20 @@ func (m *Monitor) Collect(ch chan<- prometheus.Metric) {
 
 // Handler serves /metrics (from reg, which should include the monitor),
 // /healthz (always ok) and /readyz (ok once a check succeeded).
-func (m *Monitor) Handler(reg *prometheus.Registry) http.Handler {
+func (m *Monitor) Handler(reg *prometheus.Registry) http.Handler { return handler(reg, m.Ready) }
+
+// handler serves /metrics from reg, /healthz (always ok) and /readyz (ok
+// once every ready says so).
+func handler(reg *prometheus.Registry, ready ...func() bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !m.Ready() {
-			http.Error(w, "no successful check yet", http.StatusServiceUnavailable)
-			return
+		for _, r := range ready {
+			if !r() {
+				http.Error(w, "no successful check yet", http.StatusServiceUnavailable)
+				return
+			}
 		}
 		_, _ = w.Write([]byte("ok"))
 	})

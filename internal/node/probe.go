@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/dns/dnsmessage"
+	corev1 "k8s.io/api/core/v1"
 )
 
 // ProbeOptions configure a CacheProbe. Zero values take the defaults
@@ -37,9 +39,26 @@ type ProbeOptions struct {
 	// Timeout of one probe, default 1s (the nodelocal profile's timeout:1:
 	// what a pod waits before its next nameserver).
 	Timeout time.Duration
-	// Events may be nil (not in a cluster).
-	Events EventSink
-	Log    logr.Logger
+	// Confirm is the time to the next probe after one that disagreed with
+	// the verdict, default 1s: a change is confirmed (DefaultProbesToChange
+	// probes in a row) within a second or two instead of a whole Interval.
+	Confirm time.Duration
+	// WellKnown are other node-local addresses probed with each Interval
+	// (not the Confirm probes), default DefaultWellKnown; the policy's own
+	// address is left out. Set an empty, non-nil slice to probe none.
+	WellKnown []WellKnownAddress
+	// Cover, when set, answers at Address while the verdict is down and
+	// nothing else listens there.
+	Cover *Cover
+	// Events and Conditions may be nil (not in a cluster).
+	Events     EventSink
+	Conditions ConditionSink
+	Log        logr.Logger
+}
+
+// ConditionSink keeps the Node's ConditionType condition.
+type ConditionSink interface {
+	SetCondition(ctx context.Context, c corev1.NodeCondition) error
 }
 
 // Probe outcomes other than an answer, the reason label of
@@ -72,13 +91,19 @@ type ProbeResult struct {
 type CacheProbe struct {
 	o ProbeOptions
 
-	mu    sync.Mutex
-	seen  bool // a probe has run
-	wasUp bool // what the last one found
+	mu        sync.Mutex
+	h         hysteresis
+	status    CacheStatus
+	since     time.Time // of the condition's status
+	dirty     bool      // the condition needs writing
+	wellKnown []WellKnownAddress
 
 	up       *prometheus.GaugeVec
 	duration *prometheus.HistogramVec
 	failures *prometheus.CounterVec
+	verdict  *prometheus.GaugeVec
+	covering *prometheus.GaugeVec
+	wkUp     *prometheus.GaugeVec
 }
 
 // Defaults of the node-local cache probe, for ProbeOptions left unset
@@ -119,7 +144,31 @@ func NewCacheProbe(o ProbeOptions) (*CacheProbe, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultProbeTimeout
 	}
-	p := &CacheProbe{o: o}
+	if o.Confirm <= 0 {
+		o.Confirm = time.Second
+	}
+	if o.WellKnown == nil {
+		o.WellKnown = DefaultWellKnown
+	}
+	p := &CacheProbe{o: o, h: hysteresis{need: DefaultProbesToChange}, since: time.Now(), dirty: true}
+	for _, w := range o.WellKnown {
+		if w.Address != o.Address.String() {
+			p.wellKnown = append(p.wellKnown, w)
+		}
+	}
+	p.status.Address = p.Address()
+	p.verdict = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dnstune_node_nodelocal_verdict_up",
+		Help: "1 while the node-local DNS cache counts as up (two probes in a row answered), 0 while it counts as down (two failed); absent until the probes agree. The Node condition " + string(ConditionType) + " says the same.",
+	}, []string{"address"})
+	p.covering = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dnstune_node_nodelocal_covering",
+		Help: "1 while the agent answers at the node-local DNS cache's address itself (forwarding to kube-dns) because the cache does not.",
+	}, []string{"address", "upstream"})
+	p.wkUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dnstune_node_nodelocal_wellknown_up",
+		Help: "1 when a well-known node-local DNS address (not the policy's) answered the last probe, by platform.",
+	}, []string{"address", "platform"})
 	p.up = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "dnstune_node_nodelocal_up",
 		Help: "1 when the node-local DNS cache answered the last probe (a DNS query over UDP) with NOERROR or NXDOMAIN, else 0.",
@@ -141,9 +190,16 @@ func (p *CacheProbe) Address() string {
 	return net.JoinHostPort(p.o.Address.String(), strconv.Itoa(p.o.Port))
 }
 
-// Probe sends one query, updates the metrics, records an Event when the
-// cache's state changed, and returns the result.
+// Probe sends one query (none while the agent covers: the address would
+// answer through the agent), updates the metrics and the verdict, records an
+// Event when the verdict changes, starts the cover when the cache counts as
+// down and nothing else listens at its address, and keeps the Node
+// condition. It returns the result of the query.
 func (p *CacheProbe) Probe(ctx context.Context) ProbeResult {
+	if p.o.Cover != nil && p.o.Cover.Active() {
+		p.checkCover(ctx)
+		return ProbeResult{Detail: "not probed: the agent answers at the address itself"}
+	}
 	r := Query(ctx, p.Address(), p.o.Name, p.o.Timeout)
 	addr := p.o.Address.String()
 	if r.Up {
@@ -154,34 +210,195 @@ func (p *CacheProbe) Probe(ctx context.Context) ProbeResult {
 		p.failures.WithLabelValues(addr, r.Reason).Inc()
 	}
 	p.mu.Lock()
-	wasUp, seen := p.wasUp, p.seen
-	p.wasUp, p.seen = r.Up, true
+	v, changed := p.h.observe(r.Up)
+	p.status.Verdict, p.status.Last = v, r
+	if r.Up {
+		p.status.Failures = 0
+	} else {
+		p.status.Failures++
+	}
+	if changed {
+		p.since, p.dirty = time.Now(), true
+		p.verdict.WithLabelValues(addr).Set(map[bool]float64{true: 1, false: 0}[v == VerdictUp])
+	}
 	p.mu.Unlock()
 	switch {
-	case !r.Up && (!seen || wasUp):
+	case changed && v == VerdictDown:
 		msg := fmt.Sprintf("node-local DNS cache %s does not answer: %s; pods pointed at it wait out their timeout before their next nameserver (musl pods: only the other nameserver answers)", p.Address(), r.Detail)
 		p.o.Log.Info(msg)
 		sendEvent(p.o.Events, "Warning", "NodeLocalDNSDown", msg)
-	case r.Up && seen && !wasUp:
-		msg := fmt.Sprintf("node-local DNS cache %s answers again (%s in %s)", p.Address(), r.Detail, r.Duration.Round(time.Microsecond))
+	case changed && v == VerdictUp:
+		msg := fmt.Sprintf("node-local DNS cache %s answers (%s in %s)", p.Address(), r.Detail, r.Duration.Round(time.Microsecond))
 		p.o.Log.Info(msg)
 		sendEvent(p.o.Events, "Normal", "NodeLocalDNSUp", msg)
-	case r.Up && !seen:
-		p.o.Log.Info("node-local DNS cache answers", "address", p.Address(), "answer", r.Detail, "duration", r.Duration.String())
 	}
+	if v == VerdictDown && p.o.Cover != nil {
+		p.startCover(ctx)
+	}
+	p.writeCondition(ctx)
 	return r
 }
 
-// Run probes every Interval until ctx ends.
+// ProbeWellKnown asks each well-known address at once and exports which
+// answered; it updates the condition when that changed.
+func (p *CacheProbe) ProbeWellKnown(ctx context.Context) {
+	if len(p.wellKnown) == 0 {
+		return
+	}
+	res := make([]ProbeResult, len(p.wellKnown))
+	var wg sync.WaitGroup
+	for i, w := range p.wellKnown {
+		wg.Go(func() {
+			res[i] = Query(ctx, net.JoinHostPort(w.Address, strconv.Itoa(p.o.Port)), p.o.Name, p.o.Timeout)
+		})
+	}
+	wg.Wait()
+	var answering []string
+	for i, w := range p.wellKnown {
+		if res[i].Up {
+			answering = append(answering, w.Address+" ("+w.Platform+")")
+			p.wkUp.WithLabelValues(w.Address, w.Platform).Set(1)
+		} else {
+			p.wkUp.WithLabelValues(w.Address, w.Platform).Set(0)
+		}
+	}
+	p.mu.Lock()
+	if !slices.Equal(answering, p.status.Answering) {
+		p.status.Answering, p.dirty = answering, true
+	}
+	p.mu.Unlock()
+	p.writeCondition(ctx)
+}
+
+// startCover starts the cover unless something else listens at the address
+// (the cache, bound but not answering: the cover would only share its port).
+func (p *CacheProbe) startCover(ctx context.Context) {
+	c := p.o.Cover
+	if c.Active() {
+		return
+	}
+	if busy, err := c.CacheListening(); err != nil || busy {
+		if err != nil {
+			p.o.Log.Error(err, "cannot tell whether the cache listens; not covering")
+		}
+		return
+	}
+	if err := c.Start(ctx); err != nil {
+		p.o.Log.Error(err, "cannot cover for the node-local DNS cache")
+		sendEvent(p.o.Events, "Warning", "NodeLocalDNSCoverFailed", err.Error())
+		return
+	}
+	p.setCovering(true, c.Upstream())
+	msg := fmt.Sprintf("dnstune answers at %s while the node-local DNS cache does not, forwarding to kube-dns at %s", p.Address(), c.Upstream())
+	p.o.Log.Info(msg)
+	sendEvent(p.o.Events, "Normal", "NodeLocalDNSCovered", msg)
+}
+
+// checkCover gives the address back when the cache listens there again.
+func (p *CacheProbe) checkCover(ctx context.Context) {
+	c := p.o.Cover
+	back, err := c.CacheListening()
+	if err != nil {
+		p.o.Log.Error(err, "cannot tell whether the cache listens again")
+		return
+	}
+	if !back {
+		return
+	}
+	up := c.Upstream()
+	if err := c.Stop(); err != nil {
+		p.o.Log.Error(err, "giving the node-local address back")
+	}
+	p.setCovering(false, up)
+	msg := fmt.Sprintf("the node-local DNS cache listens at %s again: dnstune stopped answering there", p.Address())
+	p.o.Log.Info(msg)
+	sendEvent(p.o.Events, "Normal", "NodeLocalDNSCoverEnded", msg)
+	p.writeCondition(ctx)
+}
+
+func (p *CacheProbe) setCovering(on bool, upstream string) {
+	g := p.covering.WithLabelValues(p.o.Address.String(), upstream)
+	if on {
+		g.Set(1)
+	} else {
+		g.Set(0)
+	}
+	p.mu.Lock()
+	p.status.Covering, p.status.Upstream, p.dirty = on, upstream, true
+	p.since = time.Now() // the reason changed
+	p.mu.Unlock()
+}
+
+// Probed says whether a probe has run (part of the agent's readiness).
+func (p *CacheProbe) Probed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.h.run > 0 || p.status.Covering
+}
+
+// Status is what the probe knows now.
+func (p *CacheProbe) Status() CacheStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.status
+	s.Answering = slices.Clone(s.Answering)
+	return s
+}
+
+// writeCondition writes the Node condition when it changed (and again after
+// a failed write).
+func (p *CacheProbe) writeCondition(ctx context.Context) {
+	if p.o.Conditions == nil {
+		return
+	}
+	p.mu.Lock()
+	if !p.dirty {
+		p.mu.Unlock()
+		return
+	}
+	c := p.status.Condition(p.since, time.Now())
+	p.mu.Unlock()
+	if err := p.o.Conditions.SetCondition(ctx, c); err != nil {
+		p.o.Log.Error(err, "cannot set the Node condition", "type", string(ConditionType))
+		return
+	}
+	p.mu.Lock()
+	p.dirty = false
+	p.mu.Unlock()
+}
+
+// Run probes until ctx ends: every Interval while the verdict holds, every
+// Confirm while a change is being confirmed, the well-known addresses every
+// Interval, and, while the agent covers, looks for the cache's return every
+// CoverCheckInterval. It gives the address back before it returns.
 func (p *CacheProbe) Run(ctx context.Context) {
-	t := time.NewTicker(p.o.Interval)
-	defer t.Stop()
+	lastWK := time.Time{}
 	for {
+		if time.Since(lastWK) >= p.o.Interval {
+			lastWK = time.Now()
+			go p.ProbeWellKnown(ctx)
+		}
 		p.Probe(ctx)
+		wait := p.o.Interval
+		p.mu.Lock()
+		if !p.h.settled() {
+			wait = p.o.Confirm
+		}
+		p.mu.Unlock()
+		if p.o.Cover != nil && p.o.Cover.Active() {
+			wait = CoverCheckInterval
+		}
 		select {
 		case <-ctx.Done():
+			if p.o.Cover != nil && p.o.Cover.Active() {
+				if err := p.o.Cover.Stop(); err != nil {
+					p.o.Log.Error(err, "giving the node-local address back at exit")
+				} else {
+					p.o.Log.Info("gave the node-local address back at exit", "address", p.Address())
+				}
+			}
 			return
-		case <-t.C:
+		case <-time.After(wait):
 		}
 	}
 }
@@ -191,6 +408,9 @@ func (p *CacheProbe) Describe(ch chan<- *prometheus.Desc) {
 	p.up.Describe(ch)
 	p.duration.Describe(ch)
 	p.failures.Describe(ch)
+	p.verdict.Describe(ch)
+	p.covering.Describe(ch)
+	p.wkUp.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -198,6 +418,9 @@ func (p *CacheProbe) Collect(ch chan<- prometheus.Metric) {
 	p.up.Collect(ch)
 	p.duration.Collect(ch)
 	p.failures.Collect(ch)
+	p.verdict.Collect(ch)
+	p.covering.Collect(ch)
+	p.wkUp.Collect(ch)
 }
 
 // Query asks addr (host:port) for name's A record over UDP, once, and says

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/dns/dnsmessage"
+	corev1 "k8s.io/api/core/v1"
 )
 
 // fakeDNS is a UDP server on loopback that answers each query with what
@@ -24,7 +25,18 @@ type fakeDNS struct {
 
 func startFakeDNS(t *testing.T, reply func(q []byte) []byte) *fakeDNS {
 	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	return startFakeDNSAt(t, "127.0.0.1:0", false, reply)
+}
+
+// startFakeDNSAt is startFakeDNS on addr, with SO_REUSEPORT when reuse (as
+// CoreDNS binds). Its stop (also run at cleanup) closes it.
+func startFakeDNSAt(t *testing.T, addr string, reuse bool, reply func(q []byte) []byte) *fakeDNS {
+	t.Helper()
+	var lc net.ListenConfig
+	if reuse {
+		lc.Control = reusePort
+	}
+	c, err := lc.ListenPacket(context.Background(), "udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,9 +58,11 @@ func startFakeDNS(t *testing.T, reply func(q []byte) []byte) *fakeDNS {
 			}()
 		}
 	}()
-	t.Cleanup(func() { _ = c.Close(); f.wg.Wait() })
+	t.Cleanup(f.stop)
 	return f
 }
+
+func (f *fakeDNS) stop() { _ = f.conn.Close(); f.wg.Wait() }
 
 func (f *fakeDNS) addr() string { return f.conn.LocalAddr().String() }
 
@@ -182,10 +196,32 @@ func (r *recordedEvents) take() []string {
 	return e
 }
 
-// TestNodeLocalProbe follows a cache through down, up, down and up again:
-// the gauge follows each probe, answered probes land in the histogram,
-// failures are counted by reason, and an Event is recorded at each change
-// of state only.
+// recordedConditions is a ConditionSink that keeps what was written.
+type recordedConditions struct {
+	mu  sync.Mutex
+	got []corev1.NodeCondition
+}
+
+func (r *recordedConditions) SetCondition(_ context.Context, c corev1.NodeCondition) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, c)
+	return nil
+}
+
+func (r *recordedConditions) take() []corev1.NodeCondition {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.got
+	r.got = nil
+	return c
+}
+
+// TestNodeLocalProbe follows a cache through down, up, one lost probe,
+// down and up again: the raw gauge follows each probe, answered probes land
+// in the histogram, failures are counted by reason, and the verdict, its
+// Events and the Node condition change only after two probes in a row
+// disagree with them.
 func TestNodeLocalProbe(t *testing.T) {
 	var mu sync.Mutex
 	rcode := dnsmessage.RCodeServerFailure
@@ -198,23 +234,36 @@ func TestNodeLocalProbe(t *testing.T) {
 	host, port, _ := net.SplitHostPort(srv.addr())
 	pn, _ := strconv.Atoi(port)
 	ev := &recordedEvents{}
-	p, err := NewCacheProbe(ProbeOptions{Address: netip.MustParseAddr(host), Port: pn, Timeout: 300 * time.Millisecond, Events: ev})
+	conds := &recordedConditions{}
+	p, err := NewCacheProbe(ProbeOptions{Address: netip.MustParseAddr(host), Port: pn, Timeout: 300 * time.Millisecond, Events: ev, Conditions: conds, WellKnown: []WellKnownAddress{}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
 	gauge := func() float64 { return testutil.ToFloat64(p.up.WithLabelValues(host)) }
+	const (
+		S = dnsmessage.RCodeSuccess
+		F = dnsmessage.RCodeServerFailure
+	)
 	steps := []struct {
-		rcode  dnsmessage.RCode
-		up     float64
-		events []string
+		rcode   dnsmessage.RCode
+		up      float64
+		verdict Verdict
+		events  []string
+		cond    corev1.ConditionStatus // "": not written
 	}{
-		{dnsmessage.RCodeServerFailure, 0, []string{"Warning NodeLocalDNSDown: node-local DNS cache " + srv.addr() + " does not answer: " + srv.addr() + " answered SERVFAIL"}},
-		{dnsmessage.RCodeServerFailure, 0, nil},
-		{dnsmessage.RCodeSuccess, 1, []string{"Normal NodeLocalDNSUp: node-local DNS cache " + srv.addr() + " answers again (NOERROR in"}},
-		{dnsmessage.RCodeNameError, 1, nil},
-		{dnsmessage.RCodeRefused, 0, []string{"Warning NodeLocalDNSDown"}},
-		{dnsmessage.RCodeSuccess, 1, []string{"Normal NodeLocalDNSUp"}},
+		{F, 0, VerdictUnknown, nil, corev1.ConditionUnknown},
+		{F, 0, VerdictDown, []string{"Warning NodeLocalDNSDown: node-local DNS cache " + srv.addr() + " does not answer: " + srv.addr() + " answered SERVFAIL"}, corev1.ConditionFalse},
+		{F, 0, VerdictDown, nil, ""},
+		{S, 1, VerdictDown, nil, ""},
+		{S, 1, VerdictUp, []string{"Normal NodeLocalDNSUp: node-local DNS cache " + srv.addr() + " answers (NOERROR in"}, corev1.ConditionTrue},
+		{dnsmessage.RCodeNameError, 1, VerdictUp, nil, ""},
+		{F, 0, VerdictUp, nil, ""}, // one lost probe
+		{S, 1, VerdictUp, nil, ""},
+		{dnsmessage.RCodeRefused, 0, VerdictUp, nil, ""},
+		{F, 0, VerdictDown, []string{"Warning NodeLocalDNSDown"}, corev1.ConditionFalse},
+		{S, 1, VerdictDown, nil, ""},
+		{S, 1, VerdictUp, []string{"Normal NodeLocalDNSUp"}, corev1.ConditionTrue},
 	}
 	for i, s := range steps {
 		set(s.rcode)
@@ -222,19 +271,29 @@ func TestNodeLocalProbe(t *testing.T) {
 		if g := gauge(); g != s.up {
 			t.Errorf("step %d (%s): dnstune_node_nodelocal_up = %v, want %v", i, s.rcode, g, s.up)
 		}
+		if v := p.Status().Verdict; v != s.verdict {
+			t.Errorf("step %d (%s): verdict %s, want %s", i, s.rcode, v, s.verdict)
+		}
 		got := ev.take()
 		if len(got) != len(s.events) {
 			t.Errorf("step %d (%s): events %q, want %d like %q", i, s.rcode, got, len(s.events), s.events)
-			continue
-		}
-		for j := range got {
-			if !strings.HasPrefix(got[j], s.events[j]) {
-				t.Errorf("step %d: event %q, want it to start with %q", i, got[j], s.events[j])
+		} else {
+			for j := range got {
+				if !strings.HasPrefix(got[j], s.events[j]) {
+					t.Errorf("step %d: event %q, want it to start with %q", i, got[j], s.events[j])
+				}
 			}
 		}
+		c := conds.take()
+		switch {
+		case s.cond == "" && len(c) != 0:
+			t.Errorf("step %d: condition written %+v, want none (nothing changed)", i, c)
+		case s.cond != "" && (len(c) != 1 || c[0].Status != s.cond || c[0].Type != ConditionType):
+			t.Errorf("step %d: conditions %+v, want one %s %s", i, c, ConditionType, s.cond)
+		}
 	}
-	if n := testutil.ToFloat64(p.failures.WithLabelValues(host, ProbeRcode)); n != 3 {
-		t.Errorf("rcode failures = %v, want 3", n)
+	if n := testutil.ToFloat64(p.failures.WithLabelValues(host, ProbeRcode)); n != 6 {
+		t.Errorf("rcode failures = %v, want 6", n)
 	}
 	if n := testutil.CollectAndCount(p.duration); n != 1 {
 		t.Errorf("histogram series = %d, want 1", n)
@@ -249,7 +308,7 @@ dnstune_node_nodelocal_up{address="127.0.0.1"} 1
 }
 
 // TestNodeLocalProbeStartsDown: a cache that never answered is reported
-// once, at the first probe (a node the cache does not run on).
+// once, at the second probe (a node the cache does not run on).
 func TestNodeLocalProbeStartsDown(t *testing.T) {
 	srv := startFakeDNS(t, func([]byte) []byte { return nil })
 	host, port, _ := net.SplitHostPort(srv.addr())
@@ -266,6 +325,9 @@ func TestNodeLocalProbeStartsDown(t *testing.T) {
 	}
 	if got := ev.take(); len(got) != 1 || !strings.Contains(got[0], "NodeLocalDNSDown") || !strings.Contains(got[0], "within 100ms") {
 		t.Errorf("events %q, want one NodeLocalDNSDown naming the timeout", got)
+	}
+	if !p.Probed() {
+		t.Error("Probed() is false after three probes")
 	}
 }
 

@@ -3,7 +3,7 @@
 // namespace of a node, and watches how full that table is. Decisions
 // (Plan, AutoRaise, ParseStat) are pure; Proc does the file I/O, against
 // /proc or any tree laid out like it (--proc-root); Serve is the monitor's
-// HTTP server and EventsFor its Kubernetes Events.
+// HTTP server and ForNode its Kubernetes Events and Node condition.
 package node
 
 import (

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -101,11 +102,16 @@ func newNodeMonitorCommand() *cobra.Command {
 		nodeName         string
 		probe            node.ProbeOptions
 		probeAddr        string
+		cover            bool
+		coverUpstream    []string
+		wellKnown        bool
 	)
 	cmd := &cobra.Command{
 		Use: "monitor",
 		Example: `  # the DaemonSet's container: metrics on :9741, Events on its Node
-  dnstune node monitor --nodelocal-address 169.254.20.10`,
+  dnstune node monitor --nodelocal-address 169.254.20.10
+  # and answer at the cache's address, forwarding to kube-dns, while it does not
+  dnstune node monitor --nodelocal-address 169.254.20.10 --nodelocal-cover`,
 		Short: "Export neighbour-table fill, overflows and conntrack races as Prometheus metrics; report drift",
 		Args:  cobra.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error {
@@ -136,20 +142,44 @@ func newNodeMonitorCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := newLogger(cmd.ErrOrStderr(), verbose)
 			o.Log = log
-			o.Events = node.EventsFor(log, kubeconfig, nodeName)
+			api := node.ForNode(log, kubeconfig, nodeName)
+			if api != nil {
+				o.Events = api
+			}
 			m := node.NewMonitor(o)
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			var p *node.CacheProbe
 			if probe.Address.IsValid() {
 				probe.Events, probe.Log = o.Events, log.WithName("nodelocal")
-				p, err := node.NewCacheProbe(probe)
-				if err != nil {
+				if api != nil {
+					probe.Conditions = api
+				}
+				if !wellKnown {
+					probe.WellKnown = []node.WellKnownAddress{}
+				}
+				if cover {
+					var err error
+					probe.Cover, err = node.NewCover(node.CoverOptions{
+						Address: probe.Address, Proc: o.Proc, Log: probe.Log,
+						Upstream: func(ctx context.Context) (string, error) {
+							if api == nil {
+								return node.ServiceAddress(ctx, nil, coverUpstream)
+							}
+							return api.ServiceAddress(ctx, coverUpstream)
+						},
+					})
+					if err != nil {
+						return err
+					}
+				}
+				var err error
+				if p, err = node.NewCacheProbe(probe); err != nil {
 					return err
 				}
 				reg.MustRegister(p)
-				go p.Run(cmd.Context())
 			}
-			return node.Serve(cmd.Context(), m, reg, addr, log)
+			return node.Serve(cmd.Context(), m, p, reg, addr, log)
 		},
 	}
 	f := cmd.Flags()
@@ -166,6 +196,9 @@ func newNodeMonitorCommand() *cobra.Command {
 	f.StringVar(&probe.Name, "nodelocal-probe-name", node.DefaultProbeName, "name the probe asks for (type A; NOERROR and NXDOMAIN count as answers)")
 	f.DurationVar(&probe.Interval, "nodelocal-probe-interval", node.DefaultProbeInterval, "time between probes")
 	f.DurationVar(&probe.Timeout, "nodelocal-probe-timeout", node.DefaultProbeTimeout, "how long a probe waits for the answer")
+	f.BoolVar(&wellKnown, "nodelocal-wellknown", true, "also probe the well-known node-local addresses (169.254.20.10, AKS LocalDNS's 169.254.10.11 and 169.254.10.10) and say which answer")
+	f.BoolVar(&cover, "nodelocal-cover", false, "while the cache does not answer (two failed probes) and nothing listens at its address, answer there, forwarding to kube-dns; give the address back as soon as the cache listens again (needs root, CAP_NET_ADMIN and CAP_NET_BIND_SERVICE)")
+	f.StringSliceVar(&coverUpstream, "nodelocal-cover-upstream", []string{"kube-system/kube-dns-upstream", "kube-system/kube-dns"}, "where the cover forwards: the first of these Services (namespace/name) that exists, or host:port")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	fam.add(cmd)
 	return cmd
