@@ -2,6 +2,7 @@ package kubenode
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,6 +48,7 @@ var neighSysctls = HostSysctls[:6]
 type HostState struct {
 	Sysctls map[string]string
 	Links   []string
+	Addrs   []string // "link address/prefix" of every link (the node agent's cover adds one to lo)
 	Cgroups []string // first-level folders of every cgroup hierarchy
 	Ruleset string   // nft -s list ruleset (iptables-nft rules included; no counters), and iptables-legacy's
 	Tables  []string // nft list tables: "table FAMILY NAME"
@@ -75,6 +77,19 @@ func Snapshot() (*HostState, error) {
 	}
 	for _, i := range ifaces {
 		s.Links = append(s.Links, i.Name())
+	}
+	nifs, err := net.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	for _, i := range nifs {
+		addrs, err := i.Addrs()
+		if err != nil {
+			return nil, fmt.Errorf("addresses of %s: %w", i.Name, err)
+		}
+		for _, a := range addrs {
+			s.Addrs = append(s.Addrs, i.Name+" "+a.String())
+		}
 	}
 	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*")
 	for _, h := range hierarchies {
@@ -130,6 +145,7 @@ func Snapshot() (*HostState, error) {
 		}
 	}
 	slices.Sort(s.Links)
+	slices.Sort(s.Addrs)
 	slices.Sort(s.Cgroups)
 	slices.Sort(s.Mounts)
 	return s, nil
@@ -144,6 +160,7 @@ func (s *HostState) Diff(now *HostState) []string {
 		}
 	}
 	d = append(d, setDiff("link", s.Links, now.Links)...)
+	d = append(d, setDiff("address", s.Addrs, now.Addrs)...)
 	d = append(d, setDiff("cgroup folder", s.Cgroups, now.Cgroups)...)
 	d = append(d, setDiff("mount", s.Mounts, now.Mounts)...)
 	d = append(d, setDiff("ipset", s.IPSets, now.IPSets)...)

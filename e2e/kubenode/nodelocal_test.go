@@ -2,9 +2,11 @@ package kubenode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -71,8 +73,23 @@ func (d dnsCounts) minus(o dnsCounts) dnsCounts {
 // from glibc and musl, counts what reaches the cache and kube-dns, then
 // breaks the cache in the ways a node does and measures each lookup.
 func stepNodeLocal(t *testing.T, ctx context.Context, c *Cluster) {
+	// The cache was never on this node: no interface holds its address, and
+	// the node agent answers there itself (added to lo), so pods pointed at
+	// it resolve. The cache then starts beside it and the agent steps aside.
+	waitCovering(t, 1)
+	waitNodeCondition(t, ctx, c, corev1.ConditionFalse, node.ReasonCovered)
+	if !loHolds(t, NodeLocalIP) {
+		t.Fatalf("the cover answers at %s but lo does not hold it", NodeLocalIP)
+	}
+	if r := node.Query(ctx, net.JoinHostPort(NodeLocalIP, "53"), ServiceName+"."+ServiceNamespace+".svc.cluster.local.", time.Second); !r.Up {
+		t.Fatalf("the cover does not answer on the node: %s", r.Detail)
+	}
 	if err := c.InstallNodeCache(ctx); err != nil {
 		t.Fatal(err)
+	}
+	waitCovering(t, 0)
+	if loHolds(t, NodeLocalIP) {
+		t.Errorf("lo still holds %s with the cache running: the cover left its address", NodeLocalIP)
 	}
 	if _, err := os.Stat("/sys/class/net/" + NodeLocalLink); err != nil {
 		t.Fatalf("the cache's init container left no %s link: %v", NodeLocalLink, err)
@@ -203,7 +220,8 @@ func stepNodeLocal(t *testing.T, ctx context.Context, c *Cluster) {
 	checkFallback(t, "cache killed", during)
 
 	// Deleted: the pod is gone, the address and the rules stay (node-cache
-	// killed without its teardown does the same): queries are refused.
+	// killed without its teardown does the same): queries are refused until
+	// the node agent, two probes later, answers there itself (the cover).
 	if err := c.DeleteNodeCache(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -211,44 +229,102 @@ func stepNodeLocal(t *testing.T, ctx context.Context, c *Cluster) {
 	waitNodeLocalUp(t, c, 0)
 	t.Logf("node agent: dnstune_node_nodelocal_up 0 %s after the DaemonSet was deleted", time.Since(downSince).Round(time.Millisecond))
 	waitNodeEvent(t, ctx, c, "NodeLocalDNSDown")
-	checkFallback(t, "DaemonSet deleted", measure("DaemonSet deleted (address left, nothing listens)"))
+	waitCovering(t, 1)
+	t.Logf("node agent: covering %s after the DaemonSet was deleted", time.Since(downSince).Round(time.Millisecond))
+	waitNodeEvent(t, ctx, c, "NodeLocalDNSCovered")
+	waitNodeCondition(t, ctx, c, corev1.ConditionFalse, node.ReasonCovered)
+	checkCovered(t, "DaemonSet deleted", measure("DaemonSet deleted (address left, nothing listens): dnstune covers"))
 
-	// No cache on the node: nothing holds the address, so the node drops
-	// the packets silently, as a real network does.
+	// No cache on the node: the cache's interface goes, with the address;
+	// the cover takes the address onto lo (else the node would drop the
+	// packets silently, as a real network does, and glibc would wait out
+	// timeout:1 on every lookup).
 	if err := c.RemoveNodeCacheFromHost(); err != nil {
 		t.Fatal(err)
 	}
-	noCache := measure("no cache on the node (silent drop)")
-	checkFallback(t, "no cache on the node", noCache)
-	for _, name := range faultNames {
-		if l := noCache[nodeLocalNS+"/glibc "+name]; l.ms < 1000 {
-			t.Errorf("glibc %s with no cache on the node took %.0f ms: it should wait out timeout:1 on the dead address first; is the outage still a silent drop?", name, l.ms)
+	if err := framework.Eventually(5*time.Second, 100*time.Millisecond, func() error {
+		if !loHolds(t, NodeLocalIP) {
+			return fmt.Errorf("lo does not hold %s: the cover did not take the address", NodeLocalIP)
 		}
-		if l := noCache["e2e-plain/musl-cache-only "+name]; l.ok {
-			t.Errorf("musl with the cache as its only nameserver resolved %s with no cache on the node", name)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	noCache := measure("no cache on the node: dnstune covers")
+	checkCovered(t, "no cache on the node", noCache)
+	checkReportCoverage(t, c, "answers on 0/1 nodes (missing: "+NodeName+" Covered)", nodeLocalNS+"/"+pods[nodeLocalNS+"/glibc"]+" ("+NodeName+")")
+
+	// Pods created during the outage get the nodelocal profile (no
+	// admission gating) and resolve through the cover as well.
+	var duringRows []string
+	for _, cl := range nodeLocalClients[:2] {
+		app := cl.app + "-during"
+		if err := c.Client.Create(ctx, ClientDeployment(cl.ns, app, cl.image)); err != nil {
+			t.Fatal(err)
 		}
+		if err := c.WaitDeploymentReady(ctx, cl.ns, app, 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		pod, err := c.RunningPod(ctx, cl.ns, app)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf, _, err := c.ReadResolvConf(pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(conf.Nameservers, []string{NodeLocalIP, KubeDNSIP}) {
+			t.Errorf("%s/%s created during the outage: nameservers %v, want the cache then kube-dns", cl.ns, app, conf.Nameservers)
+		}
+		got := map[string]lookupOutcome{}
+		var ms []string
+		for _, name := range faultNames {
+			l := lookup(t, c, cl.ns, pod.Name, cl.binary, name)
+			got[cl.ns+"/"+app+" "+name] = l
+			ms = append(ms, fmt.Sprintf("%.0f", l.ms))
+		}
+		checkCovered(t, "created during the outage", got)
+		duringRows = append(duringRows, fmt.Sprintf("| %s | %s | %s ms |", c.ProxyMode, libcOf(cl), strings.Join(ms, " / ")))
 	}
 
-	// Back: the DaemonSet again.
+	// Back: the DaemonSet again. The cache binds beside the cover (both
+	// set SO_REUSEPORT), the cover steps aside and takes its address off lo.
+	backSince := time.Now()
 	if err := c.InstallNodeCache(ctx); err != nil {
 		t.Fatal(err)
 	}
+	waitCovering(t, 0)
+	t.Logf("node agent: stopped covering %s after the DaemonSet was created again", time.Since(backSince).Round(time.Millisecond))
+	waitNodeEvent(t, ctx, c, "NodeLocalDNSCoverEnded")
+	if loHolds(t, NodeLocalIP) {
+		t.Errorf("lo still holds %s after the cache came back: the cover left its address", NodeLocalIP)
+	}
 	waitNodeLocalUp(t, c, 1)
 	waitNodeEvent(t, ctx, c, "NodeLocalDNSUp")
+	waitNodeCondition(t, ctx, c, corev1.ConditionTrue, node.ReasonAnswers)
 	back := measure("recovered")
 	for k, l := range back {
 		if !l.ok {
 			t.Errorf("after recovery %s: %s", k, l.answer)
 		}
 	}
+	before := countDNS(t, c)
+	if l := lookup(t, c, nodeLocalNS, pods[nodeLocalNS+"/glibc"], "resolve-glibc", ServiceName+"."+ServiceNamespace); !l.ok {
+		t.Errorf("glibc after recovery: %s", l.answer)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if d := countDNS(t, c).minus(before); d.cache == 0 || d.kubeDNSUDP != 0 {
+		t.Errorf("after recovery a glibc lookup reached the cache %v times and kube-dns directly %v times: want the cache alone", d.cache, d.kubeDNSUDP)
+	}
 	head := "| kube-proxy | state |"
 	for _, cl := range nodeLocalClients {
 		head += " " + libcOf(cl) + " " + cl.label + " |"
 	}
 	head += " port unreachables the node's ICMP rate limit held back |"
-	table := fmt.Sprintf("%s\nFaults (cache SIGKILLed: it answered again after %s; each cell `%s`):\n\n%s\n%s\n%s\n",
+	table := fmt.Sprintf("%s\nFaults (cache SIGKILLed: it answered again after %s; each cell `%s`):\n\n%s\n%s\n%s\n\nCreated during the outage (no cache on the node, dnstune covers), nodelocal profile:\n\n| kube-proxy | libc | `%s` |\n|---|---|---|\n%s\n",
 		queries, gap.Round(time.Millisecond), strings.Join(faultNames, "` / `"), head,
-		"|---|---|"+strings.Repeat("---|", len(nodeLocalClients)+1), strings.Join(faults, "\n"))
+		"|---|---|"+strings.Repeat("---|", len(nodeLocalClients)+1), strings.Join(faults, "\n"),
+		strings.Join(faultNames, "` / `"), strings.Join(duringRows, "\n"))
 	t.Logf("node-local faults:\n%s", table)
 	if err := os.WriteFile(filepath.Join(framework.RepoRoot(), "bin", "node-nodelocal-"+c.ProxyMode+".md"), []byte(table), 0o644); err != nil {
 		t.Error(err)
@@ -307,6 +383,104 @@ func checkFallback(t *testing.T, state string, got map[string]lookupOutcome) {
 		if !l.ok {
 			t.Errorf("%s: %s failed (%s)", state, k, l.answer)
 		}
+	}
+}
+
+// checkCovered: while the node agent covers for the cache, every pod
+// pointed at it resolves (the musl pod with the cache alone too) without
+// waiting out a timeout first: a lookup that waited timeout:1 takes at
+// least 1,000 ms; a covered one takes what a plain pod's does (a few ms).
+func checkCovered(t *testing.T, state string, got map[string]lookupOutcome) {
+	t.Helper()
+	for k, l := range got {
+		if strings.HasPrefix(k, "e2e-plain/glibc") || strings.HasPrefix(k, "e2e-plain/musl ") {
+			continue // plain pods: the reference
+		}
+		if !l.ok || l.ms >= 500 {
+			t.Errorf("%s, covered: %s: ok %v after %.0f ms (%s); want an answer without a timeout waited", state, k, l.ok, l.ms, l.answer)
+		}
+	}
+}
+
+// checkReportCoverage runs dnstune report -A and checks its coverage
+// lines: the summary, and a nodelocal pod listed on a node without a cache.
+func checkReportCoverage(t *testing.T, c *Cluster, summary, pod string) {
+	t.Helper()
+	out, err := exec.Command(c.Dnstune, "report", "-A", "--kubeconfig", c.Kubeconfig).Output() // #nosec G204 -- the binary under test
+	var exit *exec.ExitError
+	if err != nil && (!errors.As(err, &exit) || exit.ExitCode() != 2) {
+		t.Fatalf("dnstune report -A: %v: %s", err, out)
+	}
+	text := string(out)
+	if !strings.Contains(text, summary) || !strings.Contains(text, pod) {
+		t.Errorf("dnstune report -A says:\n%s\nwant %q and the pod %s", text, summary, pod)
+	}
+	if i := strings.Index(text, "node-local DNS cache"); i >= 0 {
+		t.Logf("dnstune report -A, coverage:\n%s", text[i:])
+	}
+}
+
+// loHolds says whether lo holds addr (the cover's address).
+func loHolds(t *testing.T, addr string) bool {
+	t.Helper()
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := lo.Addrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if strings.HasPrefix(a.String(), addr+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// waitCovering waits until the node agent exports
+// dnstune_node_nodelocal_covering = want for the cache's address (absent
+// counts as 0): two failed probes (5 s apart, the second 1 s after the
+// first) and a scrape.
+func waitCovering(t *testing.T, want float64) {
+	t.Helper()
+	if err := framework.Eventually(20*time.Second, 100*time.Millisecond, func() error {
+		text, err := framework.Scrape("http://" + net.JoinHostPort(NodeIP, "9741") + "/metrics")
+		if err != nil {
+			return err
+		}
+		v, _ := metric(t, text, "dnstune_node_nodelocal_covering", map[string]string{"address": NodeLocalIP})
+		if v != want {
+			return fmt.Errorf("dnstune_node_nodelocal_covering{address=%q} = %v, want %v", NodeLocalIP, v, want)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitNodeCondition waits until the Node carries the agent's condition
+// with status and reason.
+func waitNodeCondition(t *testing.T, ctx context.Context, c *Cluster, status corev1.ConditionStatus, reason string) {
+	t.Helper()
+	if err := framework.Eventually(20*time.Second, 250*time.Millisecond, func() error {
+		n, err := c.Clientset.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, cond := range n.Status.Conditions {
+			if cond.Type == node.ConditionType {
+				if cond.Status != status || cond.Reason != reason {
+					return fmt.Errorf("condition %s is %s %s (%s), want %s %s", node.ConditionType, cond.Status, cond.Reason, cond.Message, status, reason)
+				}
+				t.Logf("Node condition %s %s %s: %s", cond.Type, cond.Status, cond.Reason, cond.Message)
+				return nil
+			}
+		}
+		return fmt.Errorf("node %s has no %s condition", NodeName, node.ConditionType)
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 

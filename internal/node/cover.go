@@ -182,6 +182,27 @@ func (c *Cover) Start(ctx context.Context) (err error) {
 	return nil
 }
 
+// Ensure keeps the address local while the cover runs: when the interface
+// that held it goes away (the cache's, removed by its teardown or by hand),
+// the cover's sockets would stay bound to an address the node no longer
+// delivers to, so the cover adds it to lo. It reports whether it did.
+func (c *Cover) Ensure() (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.udp == nil || c.added {
+		return false, nil
+	}
+	local, err := c.o.Links.HasLocal(c.o.Address)
+	if err != nil || local {
+		return false, err
+	}
+	if err := c.o.Links.Add(c.o.Address, CoverLabel); err != nil {
+		return false, fmt.Errorf("node-local cover: %s left the node and cannot be added to lo: %w", c.o.Address, err)
+	}
+	c.added = true
+	return true, nil
+}
+
 // Stop closes the sockets, waits for the forwarder to stop accepting,
 // and removes the address if the cover added it.
 func (c *Cover) Stop() error {

@@ -52,8 +52,8 @@ func TestConditionOfStatus(t *testing.T) {
 		reason string
 		msg    []string
 	}{
-		{CacheStatus{Address: "169.254.20.10:53", Verdict: VerdictUp, Last: ProbeResult{Up: true, Detail: "NOERROR", Duration: 400 * time.Microsecond}, Answering: []string{"169.254.10.11 (AKS LocalDNS (pod traffic))"}},
-			corev1.ConditionTrue, ReasonAnswers, []string{"169.254.20.10:53 answers (NOERROR in 400µs)", "answering: 169.254.10.11 (AKS LocalDNS (pod traffic))"}},
+		{CacheStatus{Address: "169.254.20.10:53", Verdict: VerdictUp, Last: ProbeResult{Up: true, Detail: "NOERROR", Duration: 400 * time.Microsecond}, Answering: []string{"169.254.10.11 (AKS LocalDNS (pod traffic))", "169.254.10.10 (AKS LocalDNS (node traffic))"}},
+			corev1.ConditionTrue, ReasonAnswers, []string{"169.254.20.10:53 answers (NOERROR in 400µs)", "answering: 169.254.10.11 (AKS LocalDNS (pod traffic)), 169.254.10.10"}},
 		{CacheStatus{Address: "169.254.20.10:53", Verdict: VerdictDown, Failures: 3, Last: ProbeResult{Reason: ProbeTimeout, Detail: "no answer from 169.254.20.10:53 within 1s"}},
 			corev1.ConditionFalse, ReasonNoAnswer, []string{"does not answer (last failure: no answer from 169.254.20.10:53 within 1s, 3 probes in a row)", "answering: none"}},
 		{CacheStatus{Address: "169.254.20.10:53", Verdict: VerdictDown, Covering: true, Upstream: "10.0.0.11:53", Last: ProbeResult{Detail: "nothing listens"}},
@@ -69,6 +69,13 @@ func TestConditionOfStatus(t *testing.T) {
 			if !strings.Contains(c.Message, m) {
 				t.Errorf("condition message %q lacks %q", c.Message, m)
 			}
+		}
+		var want []string
+		for _, a := range tc.s.Answering {
+			want = append(want, strings.Fields(a)[0])
+		}
+		if got := AnsweringInCondition(c); !slices.Equal(got, want) {
+			t.Errorf("AnsweringInCondition(%q) = %q, want %q", c.Message, got, want)
 		}
 	}
 }
@@ -342,7 +349,8 @@ func TestCoverTakesOverAndGivesBack(t *testing.T) {
 }
 
 // TestCoverLeavesAHeldAddress: when an interface already holds the
-// address (the cache's, left behind), the cover neither adds nor removes it.
+// address (the cache's, left behind), the cover neither adds nor removes it,
+// until that interface goes away.
 func TestCoverLeavesAHeldAddress(t *testing.T) {
 	port := freePort(t)
 	links := &fakeLinks{local: true}
@@ -358,13 +366,63 @@ func TestCoverLeavesAHeldAddress(t *testing.T) {
 	if got := ask(t, "udp", "127.0.0.1:"+strconv.Itoa(port)); got != "10.0.0.2" {
 		t.Errorf("covered answer %q", got)
 	}
-	if err := c.Stop(); err != nil {
-		t.Fatal(err)
+	if added, err := c.Ensure(); added || err != nil {
+		t.Errorf("Ensure with the address held = %v, %v, want nothing done", added, err)
 	}
 	if got := links.take(); len(got) != 0 {
 		t.Errorf("address calls %q with the address already held, want none", got)
 	}
+	// The interface that held it goes away: the cover takes the address
+	// onto lo, and gives it back at Stop.
+	links.mu.Lock()
+	links.local = false
+	links.mu.Unlock()
+	if added, err := c.Ensure(); !added || err != nil {
+		t.Errorf("Ensure with the address gone = %v, %v, want it added", added, err)
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := links.take(); !slices.Equal(got, []string{"add 127.0.0.1 " + CoverLabel, "del 127.0.0.1 " + CoverLabel}) {
+		t.Errorf("address calls %q, want the address added when it left, removed at Stop", got)
+	}
 	if _, err := NewCover(CoverOptions{Address: netip.MustParseAddr("127.0.0.1")}); err == nil || !strings.Contains(err.Error(), "--nodelocal-cover-upstream") {
 		t.Errorf("a cover without upstream: %v", err)
+	}
+}
+
+// TestProbeAsksOnlyAddressesTheNodeHolds: an address no interface of the
+// node holds is not asked (whatever answers there from the host is off the
+// node, as on networks that answer DNS on any address), and counts as down
+// with reason not-local; so does a well-known one.
+func TestProbeAsksOnlyAddressesTheNodeHolds(t *testing.T) {
+	var mu sync.Mutex
+	asked := 0
+	srv := startFakeDNS(t, func(q []byte) []byte {
+		mu.Lock()
+		asked++
+		mu.Unlock()
+		return answer(t, q, dnsmessage.RCodeSuccess, nil)
+	})
+	host, port, _ := net.SplitHostPort(srv.addr())
+	pn, _ := strconv.Atoi(port)
+	p, err := NewCacheProbe(ProbeOptions{Address: netip.MustParseAddr(host), Port: pn, Links: &fakeLinks{local: false},
+		WellKnown: []WellKnownAddress{{"127.0.0.2", "test"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if r := p.Probe(context.Background()); r.Up || r.Reason != ProbeNotLocal || !strings.Contains(r.Detail, "no interface of this node holds "+host) {
+			t.Errorf("probe = %+v, want not-local", r)
+		}
+	}
+	p.ProbeWellKnown(context.Background())
+	if s := p.Status(); s.Verdict != VerdictDown || len(s.Answering) != 0 {
+		t.Errorf("status %+v, want down and no well-known address answering", s)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if asked != 0 {
+		t.Errorf("%d queries sent to an address the node does not hold", asked)
 	}
 }

@@ -50,6 +50,12 @@ type ProbeOptions struct {
 	// Cover, when set, answers at Address while the verdict is down and
 	// nothing else listens there.
 	Cover *Cover
+	// Links tells whether the node holds an address, default Netlink{}. A
+	// node-local cache holds its address on the node (node-local-dns and
+	// AKS LocalDNS on a dummy interface); an address the node does not hold
+	// is probed no further (ProbeNotLocal): whatever answers there from the
+	// host is off the node, not a node-local cache.
+	Links AddressLinks
 	// Events and Conditions may be nil (not in a cluster).
 	Events     EventSink
 	Conditions ConditionSink
@@ -64,11 +70,12 @@ type ConditionSink interface {
 // Probe outcomes other than an answer, the reason label of
 // dnstune_node_nodelocal_probe_failures_total.
 const (
-	ProbeTimeout  = "timeout"  // no answer within the timeout (a silent drop, or a stuck cache)
-	ProbeRefused  = "refused"  // nothing listens there (ICMP port unreachable)
-	ProbeRcode    = "rcode"    // it answered SERVFAIL, REFUSED or another error code
-	ProbeMismatch = "mismatch" // it answered something that is not the answer to the probe
-	ProbeError    = "error"    // the query could not be sent (no route, …)
+	ProbeTimeout  = "timeout"   // no answer within the timeout (a silent drop, or a stuck cache)
+	ProbeRefused  = "refused"   // nothing listens there (ICMP port unreachable)
+	ProbeRcode    = "rcode"     // it answered SERVFAIL, REFUSED or another error code
+	ProbeMismatch = "mismatch"  // it answered something that is not the answer to the probe
+	ProbeError    = "error"     // the query could not be sent (no route, …)
+	ProbeNotLocal = "not-local" // no interface of the node holds the address: no node-local cache can answer there
 )
 
 // ProbeResult is the outcome of one probe.
@@ -150,6 +157,9 @@ func NewCacheProbe(o ProbeOptions) (*CacheProbe, error) {
 	if o.WellKnown == nil {
 		o.WellKnown = DefaultWellKnown
 	}
+	if o.Links == nil {
+		o.Links = Netlink{}
+	}
 	p := &CacheProbe{o: o, h: hysteresis{need: DefaultProbesToChange}, since: time.Now(), dirty: true}
 	for _, w := range o.WellKnown {
 		if w.Address != o.Address.String() {
@@ -180,7 +190,7 @@ func NewCacheProbe(o ProbeOptions) (*CacheProbe, error) {
 	}, []string{"address"})
 	p.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dnstune_node_nodelocal_probe_failures_total",
-		Help: "Probes of the node-local DNS cache that got no usable answer, by reason: timeout, refused, rcode, mismatch, error.",
+		Help: "Probes of the node-local DNS cache that got no usable answer, by reason: timeout, refused, rcode, mismatch, error, not-local (no interface of the node holds the address; not asked).",
 	}, []string{"address", "reason"})
 	return p, nil
 }
@@ -200,7 +210,7 @@ func (p *CacheProbe) Probe(ctx context.Context) ProbeResult {
 		p.checkCover(ctx)
 		return ProbeResult{Detail: "not probed: the agent answers at the address itself"}
 	}
-	r := Query(ctx, p.Address(), p.o.Name, p.o.Timeout)
+	r := p.query(ctx, p.o.Address)
 	addr := p.o.Address.String()
 	if r.Up {
 		p.up.WithLabelValues(addr).Set(1)
@@ -239,6 +249,14 @@ func (p *CacheProbe) Probe(ctx context.Context) ProbeResult {
 	return r
 }
 
+// query asks addr when the node holds it.
+func (p *CacheProbe) query(ctx context.Context, addr netip.Addr) ProbeResult {
+	if local, err := p.o.Links.HasLocal(addr); err == nil && !local {
+		return ProbeResult{Reason: ProbeNotLocal, Detail: fmt.Sprintf("no interface of this node holds %s: no node-local cache runs here", addr)}
+	}
+	return Query(ctx, net.JoinHostPort(addr.String(), strconv.Itoa(p.o.Port)), p.o.Name, p.o.Timeout)
+}
+
 // ProbeWellKnown asks each well-known address at once and exports which
 // answered; it updates the condition when that changed.
 func (p *CacheProbe) ProbeWellKnown(ctx context.Context) {
@@ -249,7 +267,9 @@ func (p *CacheProbe) ProbeWellKnown(ctx context.Context) {
 	var wg sync.WaitGroup
 	for i, w := range p.wellKnown {
 		wg.Go(func() {
-			res[i] = Query(ctx, net.JoinHostPort(w.Address, strconv.Itoa(p.o.Port)), p.o.Name, p.o.Timeout)
+			if a, err := netip.ParseAddr(w.Address); err == nil {
+				res[i] = p.query(ctx, a)
+			}
 		})
 	}
 	wg.Wait()
@@ -303,6 +323,11 @@ func (p *CacheProbe) checkCover(ctx context.Context) {
 		return
 	}
 	if !back {
+		if added, err := c.Ensure(); err != nil {
+			p.o.Log.Error(err, "keeping the node-local address")
+		} else if added {
+			p.o.Log.Info("the node-local address left the node while covered: added it to lo", "address", p.o.Address.String(), "label", CoverLabel)
+		}
 		return
 	}
 	up := c.Upstream()

@@ -141,6 +141,26 @@ func (s CacheStatus) Condition(since, now time.Time) corev1.NodeCondition {
 		c.Status, c.Reason = corev1.ConditionUnknown, ReasonProbing
 		c.Message = fmt.Sprintf("probing node-local DNS cache %s (last: %s)", s.Address, s.Last.Detail)
 	}
-	c.Message += "; well-known node-local addresses answering: " + wk
+	c.Message += wellKnownPrefix + wk
 	return c
+}
+
+// wellKnownPrefix ends the condition's message, before the well-known
+// addresses that answer ("none", or "address (platform), …").
+const wellKnownPrefix = "; well-known node-local addresses answering: "
+
+// AnsweringInCondition returns the well-known addresses a condition's
+// message says answer (the agent's Condition writes them).
+func AnsweringInCondition(c corev1.NodeCondition) []string {
+	_, list, ok := strings.Cut(c.Message, wellKnownPrefix)
+	if !ok || list == "none" {
+		return nil
+	}
+	var out []string
+	for _, item := range strings.Split(list, "), ") {
+		if a, _, ok := strings.Cut(item, " ("); ok && a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }

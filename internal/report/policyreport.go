@@ -23,6 +23,10 @@ const (
 	// RuleNodeLocalEgress is the rule of a warn result: the workload's
 	// NetworkPolicies block DNS to the node-local cache it is pointed at.
 	RuleNodeLocalEgress = "nodelocal-egress-blocked"
+	// RuleNodeLocalCoverage is the rule of a warn result: some of the
+	// workload's pods use the node-local cache on nodes where it does not
+	// answer (the node agents' dnstune.io/NodeLocalDNS condition).
+	RuleNodeLocalCoverage = "nodelocal-coverage"
 )
 
 var apiVersions = map[string]string{
@@ -96,6 +100,9 @@ func workloadResults(w Workload, now time.Time) []any {
 		}
 	}
 	out := []any{res(rule, result, msg, props)}
+	if n := len(w.OnNodesWithoutCache); n > 0 {
+		out = append(out, res(RuleNodeLocalCoverage, "warn", fmt.Sprintf("%d pods use the node-local DNS cache on nodes where it does not answer: %s", n, strings.Join(w.OnNodesWithoutCache, ", ")), map[string]any{"profile": w.Profile}))
+	}
 	if w.NodeLocalEgress != "" {
 		out = append(out, res(RuleNodeLocalEgress, "warn", strings.TrimPrefix(w.NodeLocalEgress, "dnstune: "), map[string]any{"profile": w.Profile}))
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/dnstune/dnstune/internal/node"
 	"github.com/dnstune/dnstune/policy"
 )
 
@@ -148,5 +150,57 @@ func TestPolicyReportsSplit(t *testing.T) {
 	}
 	if total != 2500+834 || len(seen) != 2500 {
 		t.Errorf("%d results for %d workloads", total, len(seen))
+	}
+}
+
+// Scan, given the nodes where the cache does not answer (from the Node
+// conditions), names the nodelocal pods running there, and the
+// PolicyReport warns about them; pods elsewhere, and pods not pointed at
+// the cache, are not named.
+func TestScanAndReportNodeLocalCoverage(t *testing.T) {
+	down := node.CacheStatus{Address: "169.254.20.10:53", Verdict: node.VerdictDown, Last: node.ProbeResult{Detail: "refused"}}
+	up := node.CacheStatus{Address: "169.254.20.10:53", Verdict: node.VerdictUp, Last: node.ProbeResult{Up: true, Detail: "NOERROR"}}
+	nodelocalDNS := &corev1.PodDNSConfig{Nameservers: []string{"169.254.20.10", "10.96.0.10"}}
+	pod := func(name, nodeName string, dns *corev1.PodDNSConfig) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "edge"},
+			Spec: corev1.PodSpec{NodeName: nodeName, DNSPolicy: corev1.DNSClusterFirst, DNSConfig: dns, Containers: []corev1.Container{{Name: "c", Image: "x"}}}}
+	}
+	n1, n2 := nodeWith("n1", &down, nil), nodeWith("n2", &up, nil)
+	objs := []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "edge", Labels: map[string]string{policy.InjectLabel: "enabled", policy.ProfileLabel: "nodelocal"}}},
+		&n1, &n2,
+		pod("on-n1", "n1", nodelocalDNS), pod("on-n2", "n2", nodelocalDNS), pod("plain-on-n1", "n1", nil),
+	}
+	c := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(objs...).Build()
+	pol := policy.Default()
+	cov, err := ReadCoverage(context.Background(), c, pol)
+	if err != nil || cov == nil {
+		t.Fatalf("coverage %v, %v", cov, err)
+	}
+	if cov.Summary() != "node-local DNS cache 169.254.20.10 answers on 1/2 nodes (missing: n1 NoAnswer)" {
+		t.Errorf("summary %q", cov.Summary())
+	}
+	ws, err := Scan(context.Background(), Options{Client: c, Policy: pol, ClusterDNS: netip.MustParseAddr("10.96.0.10"), CacheMissing: cov.MissingNodes()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gaps []string
+	for _, w := range ws {
+		gaps = append(gaps, w.OnNodesWithoutCache...)
+	}
+	if !slices.Equal(gaps, []string{"on-n1 on n1 (NoAnswer)"}) {
+		t.Errorf("pods on nodes without the cache %q, want on-n1 alone", gaps)
+	}
+	var warned []string
+	for _, u := range PolicyReports("edge", ws, time.Unix(100, 0)) {
+		results, _, _ := unstructured.NestedSlice(u.Object, "results")
+		for _, r := range results {
+			if m := r.(map[string]any); m["rule"] == RuleNodeLocalCoverage && m["result"] == "warn" {
+				warned = append(warned, m["message"].(string))
+			}
+		}
+	}
+	if !slices.Equal(warned, []string{"1 pods use the node-local DNS cache on nodes where it does not answer: on-n1 on n1 (NoAnswer)"}) {
+		t.Errorf("coverage warnings %q", warned)
 	}
 }

@@ -170,7 +170,12 @@ func (r *Reporter) optedIn(ctx context.Context) ([]string, error) {
 // scan scans the cluster and writes every changed report and the gauge.
 func (r *Reporter) scan(ctx context.Context, opted []string) error {
 	start := time.Now()
-	ws, err := Scan(ctx, Options{Client: r.Reader, Policy: r.Policy(), ClusterDNS: r.ClusterDNS(), PageSize: r.PageSize})
+	pol := r.Policy()
+	missing, err := CacheMissing(ctx, r.Reader, pol)
+	if err != nil {
+		r.Log.V(1).Info("node-local coverage not in the reports", "reason", err.Error())
+	}
+	ws, err := Scan(ctx, Options{Client: r.Reader, Policy: pol, ClusterDNS: r.ClusterDNS(), PageSize: r.PageSize, CacheMissing: missing})
 	if err != nil {
 		return err
 	}
@@ -291,7 +296,7 @@ func stripPod(p *corev1.Pod) *corev1.Pod {
 
 func stripSpec(s *corev1.PodSpec) {
 	keep := corev1.PodSpec{
-		DNSPolicy: s.DNSPolicy, DNSConfig: s.DNSConfig, HostNetwork: s.HostNetwork, OS: s.OS, NodeSelector: s.NodeSelector,
+		DNSPolicy: s.DNSPolicy, DNSConfig: s.DNSConfig, HostNetwork: s.HostNetwork, OS: s.OS, NodeSelector: s.NodeSelector, NodeName: s.NodeName,
 		Containers: containersNamesImages(s.Containers), InitContainers: containersNamesImages(s.InitContainers),
 	}
 	if s.Affinity != nil && s.Affinity.NodeAffinity != nil {

@@ -46,8 +46,12 @@ type Workload struct {
 	// NodeLocalEgress, when set, says that the workload's pods are (or, in
 	// audit, would be) pointed at the node-local cache while their
 	// namespace's NetworkPolicies block DNS to it (policy.EgressWarning).
-	NodeLocalEgress string      `json:"nodeLocalEgress,omitempty"`
-	Pods            []PodResult `json:"pods"`
+	NodeLocalEgress string `json:"nodeLocalEgress,omitempty"`
+	// OnNodesWithoutCache are the workload's running pods that use the
+	// node-local cache on a node where it does not answer, as
+	// "pod on node (reason)" (Options.CacheMissing).
+	OnNodesWithoutCache []string    `json:"onNodesWithoutCache,omitempty"`
+	Pods                []PodResult `json:"pods"`
 }
 
 // Options for Scan.
@@ -61,6 +65,9 @@ type Options struct {
 	Namespace string
 	// PageSize is how many objects one LIST returns, default 500.
 	PageSize int64
+	// CacheMissing maps the nodes where the node-local cache does not
+	// answer to why (Coverage.MissingNodes); nil: not checked.
+	CacheMissing map[string]string
 }
 
 // DefaultPageSize is Options.PageSize's default.
@@ -190,6 +197,9 @@ func addPod(byOwner map[string]*Workload, w *owners, p *corev1.Pod, ns policy.Na
 	wl.Pods = append(wl.Pods, r)
 	if prof := o.Policy.Profiles[r.Profile]; wl.NodeLocalEgress == "" && r.Status != Skipped && prof != nil && prof.Mode == v1alpha1.ModeNodeLocal {
 		wl.NodeLocalEgress = policy.EgressWarning(policy.CacheEgress(p, nps, o.Policy.NodeLocalDNS), ns.Name, o.Policy.NodeLocalDNS)
+	}
+	if why, ok := o.CacheMissing[p.Spec.NodeName]; ok && p.Spec.DNSConfig != nil && slices.Contains(p.Spec.DNSConfig.Nameservers, o.Policy.NodeLocalDNS.String()) {
+		wl.OnNodesWithoutCache = append(wl.OnNodesWithoutCache, p.Name+" on "+p.Spec.NodeName+" ("+why+")")
 	}
 	switch r.Status {
 	case UpToDate:

@@ -74,20 +74,49 @@ func (f *clusterFlags) connectAndScan(ctx context.Context) (client.Client, []rep
 	return c, ws, err
 }
 
+// loadPolicy loads the policy: the file, or the cluster's.
+func (f *clusterFlags) loadPolicy(ctx context.Context, c client.Client) (*policy.Policy, error) {
+	if f.policyFile != "" {
+		return policy.LoadFile(f.policyFile)
+	}
+	var cm corev1.ConfigMap
+	if err := c.Get(ctx, PolicyConfigMap, &cm); err != nil {
+		return nil, fmt.Errorf("failed to read the cluster's policy (ConfigMap %s; or give --policy): %w", PolicyConfigMap, err)
+	}
+	return policy.Load("configmap/"+PolicyConfigMap.String(), []byte(cm.Data["policy.yaml"]))
+}
+
+// coverage reads where the node-local cache answers (the node agents' Node
+// conditions); nil when no profile of the policy is nodelocal.
+func (f *clusterFlags) coverage(ctx context.Context, c client.Client) (*report.Coverage, error) {
+	pol, err := f.loadPolicy(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return report.ReadCoverage(ctx, c, pol)
+}
+
+// writeCoverage prints the coverage after the report's table.
+func writeCoverage(w io.Writer, cov *report.Coverage, ws []report.Workload) {
+	_, _ = fmt.Fprintln(w, "\n"+cov.Summary())
+	if a := cov.Advice(); a != "" {
+		_, _ = fmt.Fprintln(w, a)
+	}
+	var pods []string
+	for _, x := range ws {
+		for _, p := range x.OnNodesWithoutCache {
+			pods = append(pods, x.Namespace+"/"+p)
+		}
+	}
+	if len(pods) > 0 {
+		_, _ = fmt.Fprintf(w, "nodelocal pods on nodes where the cache does not answer (%d): %s\n", len(pods), strings.Join(pods, ", "))
+	}
+}
+
 // scan loads the policy (the file, or the cluster's) and the cluster DNS
 // address, and scans.
 func (f *clusterFlags) scan(ctx context.Context, c client.Client) ([]report.Workload, error) {
-	var pol *policy.Policy
-	var err error
-	if f.policyFile != "" {
-		pol, err = policy.LoadFile(f.policyFile)
-	} else {
-		var cm corev1.ConfigMap
-		if err = c.Get(ctx, PolicyConfigMap, &cm); err != nil {
-			return nil, fmt.Errorf("failed to read the cluster's policy (ConfigMap %s; or give --policy): %w", PolicyConfigMap, err)
-		}
-		pol, err = policy.Load("configmap/"+PolicyConfigMap.String(), []byte(cm.Data["policy.yaml"]))
-	}
+	pol, err := f.loadPolicy(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +125,8 @@ func (f *clusterFlags) scan(ctx context.Context, c client.Client) ([]report.Work
 	if f.all {
 		ns = ""
 	}
-	return report.Scan(ctx, report.Options{Client: c, Policy: pol, ClusterDNS: dns, Namespace: ns})
+	missing, _ := report.CacheMissing(ctx, c, pol) // unknown (no right to list nodes): the table says so after it
+	return report.Scan(ctx, report.Options{Client: c, Policy: pol, ClusterDNS: dns, Namespace: ns, CacheMissing: missing})
 }
 
 func newReportCommand() *cobra.Command {
@@ -113,7 +143,12 @@ func newReportCommand() *cobra.Command {
 DaemonSet, CronJob, Job, or bare Pod), counts the running pods whose DNS
 settings are what the policy gives a pod created now (up to date), those a
 restart would change (out of date, with the change), and those the policy
-skips (with the reason). The decision is the webhook's own. Exit code 0:
+skips (with the reason). The decision is the webhook's own. When a profile
+is nodelocal, the table ends with the node-local cache's coverage: on how
+many nodes it answers (the node agents' dnstune.io/NodeLocalDNS condition),
+which do not and why, the nodelocal pods running there, and, when it
+answers nowhere but a well-known address answers everywhere, which address
+to set. Exit code 0:
 nothing out of date; 2: something is (for CI gates); 1: an error.`,
 		Args: cobra.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error {
@@ -123,12 +158,21 @@ nothing out of date; 2: something is (for CI gates); 1: an error.`,
 			return f.validate()
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, ws, err := f.connectAndScan(cmd.Context())
+			c, ws, err := f.connectAndScan(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if err := writeReport(cmd.OutOrStdout(), ws, output); err != nil {
 				return err
+			}
+			if output == "table" {
+				cov, err := f.coverage(cmd.Context(), c)
+				switch {
+				case err != nil:
+					_, _ = fmt.Fprintln(cmd.ErrOrStderr(), "node-local coverage unknown: "+err.Error())
+				case cov != nil:
+					writeCoverage(cmd.OutOrStdout(), cov, ws)
+				}
 			}
 			if report.OutOfDateAny(ws) {
 				return exitError{2}
