@@ -215,7 +215,7 @@ func TestAlertRules(t *testing.T) {
 	}
 	rules := alertRules(t)
 	want := []string{"DnstuneConntrackInsertFailed", "DnstuneNeighbourTableNearlyFull", "DnstuneNeighbourTableOverflow", "DnstuneNeighbourThresholdsDrifted",
-		"DnstuneNoClusterDNS", "DnstuneNodeLocalDown", "DnstunePolicyReloadFailing", "DnstuneWebhookAbsent", "DnstuneWebhookErrors"}
+		"DnstuneNoClusterDNS", "DnstuneNodeLocalCovered", "DnstuneNodeLocalDown", "DnstunePolicyReloadFailing", "DnstuneWebhookAbsent", "DnstuneWebhookErrors"}
 	var names []string
 	for _, r := range rules {
 		names = append(names, r.Alert)

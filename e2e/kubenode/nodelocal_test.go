@@ -11,11 +11,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	"github.com/dnstune/dnstune/e2e/framework"
@@ -205,7 +207,7 @@ func stepNodeLocal(t *testing.T, ctx context.Context, c *Cluster) {
 	// gap is from the kill until the cache answers again.
 	killed := time.Now()
 	killContainer(t, ctx, c, "kube-system", "k8s-app=node-local-dns", "node-cache")
-	during := measure("cache killed, restarting")
+	during := measure("cache killed, restarting: dnstune takes over at once")
 	var gap time.Duration
 	if err := framework.Eventually(2*time.Minute, 50*time.Millisecond, func() error {
 		if r := node.Query(ctx, net.JoinHostPort(NodeLocalIP, "53"), "kubernetes.default.svc.cluster.local.", 200*time.Millisecond); !r.Up {
@@ -217,7 +219,7 @@ func stepNodeLocal(t *testing.T, ctx context.Context, c *Cluster) {
 		t.Fatal(err)
 	}
 	t.Logf("cache SIGKILLed: it answered again after %s", gap.Round(time.Millisecond))
-	checkFallback(t, "cache killed", during)
+	checkCovered(t, "cache killed", during)
 
 	// Deleted: the pod is gone, the address and the rules stay (node-cache
 	// killed without its teardown does the same): queries are refused until
@@ -252,7 +254,7 @@ func stepNodeLocal(t *testing.T, ctx context.Context, c *Cluster) {
 	}
 	noCache := measure("no cache on the node: dnstune covers")
 	checkCovered(t, "no cache on the node", noCache)
-	checkReportCoverage(t, c, "answers on 0/1 nodes (missing: "+NodeName+" Covered)", nodeLocalNS+"/"+pods[nodeLocalNS+"/glibc"]+" ("+NodeName+")")
+	checkReportCoverage(t, c, "answers on 0/1 nodes (missing: "+NodeName+" Covered)", nodeLocalNS+"/"+pods[nodeLocalNS+"/glibc"]+" on "+NodeName+" (Covered)")
 
 	// Pods created during the outage get the nodelocal profile (no
 	// admission gating) and resolve through the cover as well.
@@ -316,6 +318,8 @@ func stepNodeLocal(t *testing.T, ctx context.Context, c *Cluster) {
 	if d := countDNS(t, c).minus(before); d.cache == 0 || d.kubeDNSUDP != 0 {
 		t.Errorf("after recovery a glibc lookup reached the cache %v times and kube-dns directly %v times: want the cache alone", d.cache, d.kubeDNSUDP)
 	}
+	restart := rollingRestartUnderLoad(t, ctx, c, pods)
+
 	head := "| kube-proxy | state |"
 	for _, cl := range nodeLocalClients {
 		head += " " + libcOf(cl) + " " + cl.label + " |"
@@ -324,7 +328,7 @@ func stepNodeLocal(t *testing.T, ctx context.Context, c *Cluster) {
 	table := fmt.Sprintf("%s\nFaults (cache SIGKILLed: it answered again after %s; each cell `%s`):\n\n%s\n%s\n%s\n\nCreated during the outage (no cache on the node, dnstune covers), nodelocal profile:\n\n| kube-proxy | libc | `%s` |\n|---|---|---|\n%s\n",
 		queries, gap.Round(time.Millisecond), strings.Join(faultNames, "` / `"), head,
 		"|---|---|"+strings.Repeat("---|", len(nodeLocalClients)+1), strings.Join(faults, "\n"),
-		strings.Join(faultNames, "` / `"), strings.Join(duringRows, "\n"))
+		strings.Join(faultNames, "` / `"), strings.Join(duringRows, "\n")) + "\n" + restart
 	t.Logf("node-local faults:\n%s", table)
 	if err := os.WriteFile(filepath.Join(framework.RepoRoot(), "bin", "node-nodelocal-"+c.ProxyMode+".md"), []byte(table), 0o644); err != nil {
 		t.Error(err)
@@ -372,18 +376,108 @@ func libcOf(cl resolverClient) string {
 	return "glibc"
 }
 
-// checkFallback: pods under dnstune's nodelocal profile still resolve while
-// the cache is down (kube-dns is their second nameserver), as plain pods do.
-func checkFallback(t *testing.T, state string, got map[string]lookupOutcome) {
+// rollingRestartUnderLoad restarts the cache's DaemonSet as kubectl
+// rollout restart does while the glibc and musl pods of the nodelocal
+// namespace resolve without pause (resolve with the same name 300 times per
+// run, runs back to back until the new cache answers, then one more): every
+// lookup must succeed. It returns a table row per libc: lookups, failures,
+// those over 500 ms, the worst.
+func rollingRestartUnderLoad(t *testing.T, ctx context.Context, c *Cluster, pods map[string]string) string {
 	t.Helper()
-	for k, l := range got {
-		if strings.HasPrefix(k, "e2e-plain/musl-cache-only") {
-			continue
-		}
-		if !l.ok {
-			t.Errorf("%s: %s failed (%s)", state, k, l.answer)
-		}
+	name := ServiceName + "." + ServiceNamespace
+	args := make([]string, 300)
+	for i := range args {
+		args[i] = name
 	}
+	type tally struct {
+		n, failed, slow int
+		worst           float64
+		firstFail       string
+	}
+	var mu sync.Mutex
+	tallies := map[string]*tally{}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, cl := range nodeLocalClients[:2] {
+		tl := &tally{}
+		tallies[libcOf(cl)] = tl
+		wg.Go(func() {
+			last := false
+			for {
+				select {
+				case <-done:
+					last = true
+				default:
+				}
+				out, err := c.Exec(cl.ns, pods[cl.ns+"/"+cl.app], append([]string{"/usr/local/bin/" + cl.binary}, args...)...)
+				if err != nil {
+					t.Errorf("%s lookups during the restart: %v", cl.app, err)
+					return
+				}
+				mu.Lock()
+				for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+					f := strings.Fields(line)
+					if len(f) < 3 {
+						continue
+					}
+					ms, _ := strconv.ParseFloat(f[2], 64)
+					tl.n++
+					tl.worst = max(tl.worst, ms)
+					if ms >= 500 {
+						tl.slow++
+					}
+					if f[1] != "ok" {
+						tl.failed++
+						if tl.firstFail == "" {
+							tl.firstFail = line
+						}
+					}
+				}
+				mu.Unlock()
+				if last {
+					return
+				}
+			}
+		})
+	}
+	start := time.Now()
+	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":%q}}}}}`, start.Format(time.RFC3339))
+	if _, err := c.Clientset.AppsV1().DaemonSets("kube-system").Patch(ctx, "node-local-dns", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err := framework.Eventually(2*time.Minute, 200*time.Millisecond, func() error {
+		ds, err := c.Clientset.AppsV1().DaemonSets("kube-system").Get(ctx, "node-local-dns", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if ds.Status.ObservedGeneration < ds.Generation || ds.Status.UpdatedNumberScheduled != 1 || ds.Status.NumberReady != 1 {
+			return fmt.Errorf("node-local-dns not rolled out: %d updated, %d ready", ds.Status.UpdatedNumberScheduled, ds.Status.NumberReady)
+		}
+		if r := node.Query(ctx, net.JoinHostPort(NodeLocalIP, "53"), "kubernetes.default.svc.cluster.local.", 200*time.Millisecond); !r.Up {
+			return fmt.Errorf("the new cache does not answer: %s", r.Detail)
+		}
+		return nil
+	})
+	took := time.Since(start)
+	close(done)
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for _, libc := range []string{"glibc", "musl"} {
+		tl := tallies[libc]
+		t.Logf("rolling restart of node-local-dns (%s until the new cache answered), %s: %d lookups, %d failed, %d over 500 ms, worst %.0f ms", took.Round(time.Millisecond), libc, tl.n, tl.failed, tl.slow, tl.worst)
+		if tl.failed > 0 {
+			t.Errorf("%s: %d of %d lookups failed during the cache's rolling restart (first: %s)", libc, tl.failed, tl.n, tl.firstFail)
+		}
+		if tl.n < 300 {
+			t.Errorf("%s: only %d lookups during the restart", libc, tl.n)
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %d | %d | %d | %.0f ms |", c.ProxyMode, libc, took.Round(100*time.Millisecond), tl.n, tl.failed, tl.slow, tl.worst))
+	}
+	return "\nRolling restart of the cache's DaemonSet under a steady lookup load (nodelocal profile, `" + name + "` back to back):\n\n" +
+		"| kube-proxy | libc | until the new cache answered | lookups | failed | over 500 ms | worst |\n|---|---|---|---|---|---|---|\n" + strings.Join(rows, "\n") + "\n"
 }
 
 // checkCovered: while the node agent covers for the cache, every pod

@@ -6,12 +6,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,32 +22,48 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The cover: while the node-local cache does not answer, the agent answers
-// at its address itself, forwarding every query to kube-dns, so that pods
-// pointed at the cache (before the outage as well as during it) resolve at
+// The cover: the agent answers at the node-local cache's address whenever
+// the cache does not, forwarding every query to kube-dns, so that pods
+// pointed at the cache (before an outage as well as during it) resolve at
 // the speed of a pod that asks kube-dns directly, instead of waiting out
 // their timeout (glibc) or failing (musl with the cache alone).
 //
+// It stands by on the cache's own port and takes over the instant the
+// cache's socket closes (a crash, a kill, a rolling restart), with no probe
+// in between:
+//   - Both bind the port with SO_REUSEPORT. CoreDNS, which node-local-dns and
+//     AKS LocalDNS run, sets it on every listener (coredns
+//     plugin/pkg/reuseport), and both run as root, which the kernel requires
+//     of sockets sharing a port. The kernel keeps the group's sockets in an
+//     array (a socket that leaves is replaced by the last one).
+//   - The cover attaches a classic BPF program to the group
+//     (SO_ATTACH_REUSEPORT_CBPF) that returns an index of the cache's in
+//     that array: every query goes to the cache while its socket is bound.
+//     When it closes, the cover is alone and gets every query (an index past
+//     the group's end makes the kernel fall back to its hash over what is
+//     left). The cover follows the array from /proc/net/udp every
+//     CoverCheckInterval (a join is appended, a leave is replaced by the
+//     last); when it cannot tell the order (a join and a leave between two
+//     looks) or it still receives queries beside a bound cache, it binds
+//     again, which puts it last.
+//
 // It never fights the cache for the address or the port:
 //   - The address: the cover adds it (a /32 on lo, labelled lo:dnstune) only
-//     when no interface of the node holds it, and removes only that label.
-//     The kernel keeps an address's local route while any interface still
-//     holds it, so the cache's own interface is untouched either way.
-//   - The port: the cover binds with SO_REUSEPORT. So does the cache: CoreDNS,
-//     which node-local-dns and AKS LocalDNS run, sets SO_REUSEPORT on every
-//     listener (coredns plugin/pkg/reuseport), and both run as root, which
-//     the kernel requires of sockets sharing a port. A cache that starts
-//     while the cover holds the port binds beside it instead of failing; the
-//     cover sees a listener that is not its own in /proc/net/udp and closes
-//     its sockets at once (within CoverCheckInterval). While both are bound,
-//     the kernel spreads queries over both, and both answer.
+//     when no interface of the node holds it, and removes its own as soon as
+//     another interface holds it too (the cache's, back). The kernel keeps an
+//     address's local route while any interface holds it.
+//   - The port: a cache that starts while the cover holds the port binds
+//     beside it (SO_REUSEPORT) and gets every query. A cache that cannot
+//     share (no SO_REUSEPORT, or another user) makes the cover's bind fail
+//     while it runs: the cover then stays off on that node and says so.
 
 // CoverLabel is the label of the address the cover adds to lo, so it removes
 // only its own (and a look at `ip addr show lo` says who added it).
 const CoverLabel = "lo:dnstune"
 
-// CoverCheckInterval is how often a cover looks for the cache's listener
-// beside its own: the longest the two share the port.
+// CoverCheckInterval is how often a running cover reads /proc/net/udp for
+// the cache's socket: how soon it moves the cache's index after the cache
+// rebinds in an order it did not expect, and takes its address off lo.
 const CoverCheckInterval = 250 * time.Millisecond
 
 // Bounds of the forwarder: queries in flight (more are dropped, as a busy
@@ -59,8 +78,9 @@ const (
 // AddressLinks adds and removes the cover's address; Netlink is the real
 // one. Tests use fakes: changing a node's addresses needs root.
 type AddressLinks interface {
-	// HasLocal says whether an interface of the node holds addr.
-	HasLocal(addr netip.Addr) (bool, error)
+	// HasLocal says whether an interface of the node holds addr, not
+	// counting an address labelled except ("" counts every address).
+	HasLocal(addr netip.Addr, except string) (bool, error)
 	// Add adds addr/32 (or /128) to lo with label; Del removes it.
 	Add(addr netip.Addr, label string) error
 	Del(addr netip.Addr, label string) error
@@ -90,11 +110,17 @@ type Cover struct {
 	mu       sync.Mutex
 	udp      net.PacketConn
 	tcp      net.Listener
-	inodes   map[uint64]bool // of its own sockets
+	own      map[uint64]bool // inodes of its sockets
+	udpIno   uint64          // of its UDP socket
+	order    []uint64        // the port's UDP group as the kernel keeps it, as far as seen
+	steer    int             // the index its BPF program returns; -1: none attached
+	stable   bool            // the cache's sockets did not change at the last look
+	seen     int64           // received at the last look
 	added    bool            // it added the address
 	upstream string
 	wg       sync.WaitGroup
 	inflight chan struct{}
+	received atomic.Int64 // queries its UDP socket read
 }
 
 // NewCover returns a cover for o.Address; it answers nothing until Start.
@@ -118,7 +144,7 @@ func (c *Cover) addr() string {
 	return net.JoinHostPort(c.o.Address.String(), strconv.Itoa(c.o.Port))
 }
 
-// Active says whether the cover holds the port.
+// Active says whether the cover holds the port (standing by or answering).
 func (c *Cover) Active() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -132,9 +158,14 @@ func (c *Cover) Upstream() string {
 	return c.upstream
 }
 
-// Start makes the address answer: it adds the address if no interface
-// holds it, binds UDP and TCP on it with SO_REUSEPORT and forwards every
-// query to the upstream. It undoes what it did when a step fails.
+// ErrCacheWontShare is Start's error when the cache holds the port and does
+// not share it: the cover must stay off on this node.
+var ErrCacheWontShare = errors.New("the node-local cache holds the port without sharing it (SO_REUSEPORT, same user); the cover stays off on this node")
+
+// Start binds UDP and TCP on the address with SO_REUSEPORT (adding the
+// address to lo first if no interface holds it), steers the port's traffic
+// to the cache's socket while there is one, and forwards what reaches it
+// to the upstream. It undoes what it did when a step fails.
 func (c *Cover) Start(ctx context.Context) (err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -145,62 +176,180 @@ func (c *Cover) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("node-local cover: no upstream to forward to: %w", err)
 	}
-	local, err := c.o.Links.HasLocal(c.o.Address)
+	local, err := c.o.Links.HasLocal(c.o.Address, "")
 	if err != nil {
 		return fmt.Errorf("node-local cover: cannot list the node's addresses: %w", err)
 	}
-	if !local {
+	elsewhere, err := c.o.Links.HasLocal(c.o.Address, CoverLabel)
+	if err != nil {
+		return fmt.Errorf("node-local cover: cannot list the node's addresses: %w", err)
+	}
+	switch {
+	case !local:
 		if err := c.o.Links.Add(c.o.Address, CoverLabel); err != nil {
 			return fmt.Errorf("node-local cover: cannot add %s to lo (needs CAP_NET_ADMIN in the host network namespace): %w", c.o.Address, err)
 		}
 		c.added = true
+	case !elsewhere:
+		// Only its own label holds it: left by an agent that was killed
+		// while covering. It is this cover's to remove.
+		c.added = true
 	}
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, c.closeLocked())
-		}
-	}()
+	c.upstream = up
+	if err := c.bindLocked(ctx); err != nil {
+		return errors.Join(err, c.closeLocked())
+	}
+	return nil
+}
+
+// bindLocked binds the sockets (last in the port's group), steers, and
+// starts forwarding.
+func (c *Cover) bindLocked(ctx context.Context) (err error) {
 	lc := net.ListenConfig{Control: reusePort}
+	// Plain TCP: Go listens with MPTCP by default where the kernel has it,
+	// and an MPTCP socket takes no reuseport program (EOPNOTSUPP).
+	lc.SetMultipathTCP(false)
 	if c.udp, err = lc.ListenPacket(ctx, "udp", c.addr()); err != nil {
-		return fmt.Errorf("node-local cover: cannot bind %s/udp (needs CAP_NET_BIND_SERVICE, and the same user as the cache to share its port): %w", c.addr(), err)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("node-local cover: bind %s/udp: %w", c.addr(), ErrCacheWontShare)
+		}
+		return fmt.Errorf("node-local cover: cannot bind %s/udp (needs CAP_NET_BIND_SERVICE): %w", c.addr(), err)
 	}
 	if c.tcp, err = lc.Listen(ctx, "tcp", c.addr()); err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("node-local cover: bind %s/tcp: %w", c.addr(), ErrCacheWontShare)
+		}
 		return fmt.Errorf("node-local cover: cannot bind %s/tcp: %w", c.addr(), err)
 	}
-	c.inodes = map[uint64]bool{}
-	for _, s := range []any{c.udp, c.tcp} {
+	c.own = map[uint64]bool{}
+	for i, s := range []any{c.udp, c.tcp} {
 		ino, err := socketInode(s.(syscall.Conn))
 		if err != nil {
 			return fmt.Errorf("node-local cover: %w", err)
 		}
-		c.inodes[ino] = true
+		c.own[ino] = true
+		if i == 0 {
+			c.udpIno = ino
+		}
 	}
-	c.upstream = up
+	cache, err := c.cacheSockets()
+	if err != nil {
+		return err
+	}
+	// It joined last: after every socket of the cache's.
+	c.order = append(slices.Sorted(maps.Keys(cache)), c.udpIno)
+	c.steer, c.stable, c.seen = -1, false, c.received.Load()
+	if err := c.steerLocked(); err != nil {
+		return err
+	}
 	c.wg.Add(2)
-	go func(pc net.PacketConn) { defer c.wg.Done(); c.serveUDP(pc, up) }(c.udp)
-	go func(l net.Listener) { defer c.wg.Done(); c.serveTCP(l, up) }(c.tcp)
+	go func(pc net.PacketConn, up string) { defer c.wg.Done(); c.serveUDP(pc, up) }(c.udp, c.upstream)
+	go func(l net.Listener, up string) { defer c.wg.Done(); c.serveTCP(l, up) }(c.tcp, c.upstream)
 	return nil
 }
 
-// Ensure keeps the address local while the cover runs: when the interface
-// that held it goes away (the cache's, removed by its teardown or by hand),
-// the cover's sockets would stay bound to an address the node no longer
-// delivers to, so the cover adds it to lo. It reports whether it did.
-func (c *Cover) Ensure() (bool, error) {
+// steerLocked attaches the program that sends every query and connection to
+// an index that is not the cover's: 0, or 1 when the cover is at 0 (alone,
+// the index is past the end and the kernel picks the cover).
+func (c *Cover) steerLocked() error {
+	idx := 0
+	if slices.Index(c.order, c.udpIno) == 0 {
+		idx = 1
+	}
+	if idx == c.steer {
+		return nil
+	}
+	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: uint32(idx)}} // #nosec G115 -- 0 or 1
+	fprog := &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	for _, s := range []syscall.Conn{c.udp.(syscall.Conn), c.tcp.(syscall.Conn)} {
+		rc, err := s.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, fprog)
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("node-local cover: cannot steer the port to the cache (SO_ATTACH_REUSEPORT_CBPF): %w", serr)
+		}
+	}
+	c.steer = idx
+	return nil
+}
+
+// Refresh looks at the port once: it says whether the cache's socket is
+// bound beside the cover (then the cache gets every query; else the cover
+// answers), follows the port's group to keep the steering right (binding
+// again when it cannot), and keeps the address local: on lo when the
+// interface that held it went away, off lo once another interface holds it
+// again.
+func (c *Cover) Refresh(ctx context.Context) (cacheBound bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.udp == nil || c.added {
+	if c.udp == nil {
 		return false, nil
 	}
-	local, err := c.o.Links.HasLocal(c.o.Address)
-	if err != nil || local {
+	now, err := c.cacheSockets()
+	if err != nil {
 		return false, err
 	}
-	if err := c.o.Links.Add(c.o.Address, CoverLabel); err != nil {
-		return false, fmt.Errorf("node-local cover: %s left the node and cannot be added to lo: %w", c.o.Address, err)
+	var left, joined []uint64
+	for _, ino := range c.order {
+		if ino != c.udpIno && !now[ino] {
+			left = append(left, ino)
+		}
 	}
-	c.added = true
-	return true, nil
+	for _, ino := range slices.Sorted(maps.Keys(now)) {
+		if !slices.Contains(c.order, ino) {
+			joined = append(joined, ino)
+		}
+	}
+	received := c.received.Load()
+	wrong := c.stable && len(left) == 0 && len(joined) == 0 && len(now) > 0 && received > c.seen
+	switch {
+	case len(left) > 0 && len(joined) > 0, wrong:
+		// The order is unknown, or the cover still gets queries beside the
+		// cache: bind again, last.
+		c.o.Log.V(1).Info("cover: binding again behind the cache's sockets", "left", len(left), "joined", len(joined), "misrouted", wrong)
+		if err := c.closeSocketsLocked(); err != nil {
+			return len(now) > 0, err
+		}
+		if err := c.bindLocked(ctx); err != nil {
+			return len(now) > 0, err
+		}
+	default:
+		for _, ino := range left { // the kernel moves the last socket into the slot
+			i := slices.Index(c.order, ino)
+			c.order[i] = c.order[len(c.order)-1]
+			c.order = c.order[:len(c.order)-1]
+		}
+		c.order = append(c.order, joined...)
+		c.stable = len(left) == 0 && len(joined) == 0
+		c.seen = received
+		if err := c.steerLocked(); err != nil {
+			return len(now) > 0, err
+		}
+	}
+	elsewhere, err := c.o.Links.HasLocal(c.o.Address, CoverLabel)
+	if err != nil {
+		return len(now) > 0, err
+	}
+	switch {
+	case c.added && elsewhere:
+		if err := c.o.Links.Del(c.o.Address, CoverLabel); err != nil {
+			return len(now) > 0, fmt.Errorf("node-local cover: cannot take %s (%s) off lo: %w", c.o.Address, CoverLabel, err)
+		}
+		c.added = false
+	case !c.added && !elsewhere:
+		if err := c.o.Links.Add(c.o.Address, CoverLabel); err != nil {
+			return len(now) > 0, fmt.Errorf("node-local cover: %s left the node and cannot be added to lo: %w", c.o.Address, err)
+		}
+		c.added = true
+	}
+	return len(now) > 0, nil
 }
 
 // Stop closes the sockets, waits for the forwarder to stop accepting,
@@ -212,15 +361,8 @@ func (c *Cover) Stop() error {
 }
 
 func (c *Cover) closeLocked() error {
-	var errs []error
-	if c.udp != nil {
-		errs = append(errs, c.udp.Close())
-	}
-	if c.tcp != nil {
-		errs = append(errs, c.tcp.Close())
-	}
-	c.wg.Wait()
-	c.udp, c.tcp, c.inodes, c.upstream = nil, nil, nil, ""
+	errs := []error{c.closeSocketsLocked()}
+	c.upstream = ""
 	if c.added {
 		if err := c.o.Links.Del(c.o.Address, CoverLabel); err != nil {
 			errs = append(errs, fmt.Errorf("node-local cover: cannot remove %s (%s) from lo: %w", c.o.Address, CoverLabel, err))
@@ -231,23 +373,44 @@ func (c *Cover) closeLocked() error {
 	return errors.Join(errs...)
 }
 
-// CacheListening says whether a UDP socket that is not the cover's listens
-// on the address and port: the cache, back. Wildcard listeners do not count
-// (they do not take the cache's address from a more specific bind).
-func (c *Cover) CacheListening() (bool, error) {
-	c.mu.Lock()
-	own := c.inodes
-	c.mu.Unlock()
+// closeSocketsLocked closes the sockets and waits for the forwarder.
+func (c *Cover) closeSocketsLocked() error {
+	var errs []error
+	if c.udp != nil {
+		errs = append(errs, c.udp.Close())
+	}
+	if c.tcp != nil {
+		errs = append(errs, c.tcp.Close())
+	}
+	c.wg.Wait()
+	c.udp, c.tcp, c.own, c.order, c.udpIno = nil, nil, nil, nil, 0
+	return errors.Join(errs...)
+}
+
+// cacheSockets are the inodes of the UDP sockets bound to the address and
+// port that are not the cover's: the cache's. Wildcard listeners do not
+// count (they do not take the cache's address from a more specific bind).
+func (c *Cover) cacheSockets() (map[uint64]bool, error) {
 	socks, err := c.o.Proc.udpListeners()
 	if err != nil {
-		return false, err
+		return nil, err
 	}
+	out := map[uint64]bool{}
 	for _, s := range socks {
-		if s.addr == netip.AddrPortFrom(c.o.Address, uint16(c.o.Port)) && !own[s.inode] {
-			return true, nil
+		if s.addr == netip.AddrPortFrom(c.o.Address, uint16(c.o.Port)) && !c.own[s.inode] {
+			out[s.inode] = true
 		}
 	}
-	return false, nil
+	return out, nil
+}
+
+// CacheListening says whether a socket other than the cover's listens at
+// the address (UDP), whether or not the cover runs.
+func (c *Cover) CacheListening() (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, err := c.cacheSockets()
+	return len(s) > 0, err
 }
 
 func (c *Cover) serveUDP(pc net.PacketConn, up string) {
@@ -257,6 +420,7 @@ func (c *Cover) serveUDP(pc net.PacketConn, up string) {
 		if err != nil {
 			return // closed
 		}
+		c.received.Add(1)
 		if n < 12 {
 			continue // not a DNS message
 		}

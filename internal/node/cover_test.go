@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/dns/dnsmessage"
 	corev1 "k8s.io/api/core/v1"
 )
@@ -108,30 +110,35 @@ func TestParseProcNetUDP(t *testing.T) {
 	}
 }
 
-// fakeLinks is an AddressLinks that records what the cover did.
+// fakeLinks is an AddressLinks that records what the cover did: other
+// is an interface that is not the cover's holding the address (the
+// cache's), ours the cover's lo:dnstune.
 type fakeLinks struct {
-	mu    sync.Mutex
-	local bool
-	calls []string
+	mu          sync.Mutex
+	other, ours bool
+	calls       []string
 }
 
-func (f *fakeLinks) HasLocal(netip.Addr) (bool, error) {
+func (f *fakeLinks) HasLocal(_ netip.Addr, except string) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.local, nil
+	return f.other || (f.ours && except != CoverLabel), nil
 }
 func (f *fakeLinks) Add(a netip.Addr, label string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.ours = true
 	f.calls = append(f.calls, "add "+a.String()+" "+label)
 	return nil
 }
 func (f *fakeLinks) Del(a netip.Addr, label string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.ours = false
 	f.calls = append(f.calls, "del "+a.String()+" "+label)
 	return nil
 }
+func (f *fakeLinks) setOther(v bool) { f.mu.Lock(); f.other = v; f.mu.Unlock() }
 func (f *fakeLinks) take() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -250,21 +257,197 @@ func freePort(t *testing.T) int {
 	return 0
 }
 
-// TestCoverTakesOverAndGivesBack plays an outage on loopback: a cache (a
-// fake answering 10.0.0.1, bound with SO_REUSEPORT as CoreDNS binds) dies;
-// after two failed probes the agent answers at its address over UDP and
-// TCP with kube-dns's answers (10.0.0.2), adding the address when no
-// interface holds it; the cache comes back and binds beside the cover; the
-// cover sees it, steps aside and removes the address; two probes later the
-// cache counts as up. Events, the condition and the metrics follow.
-func TestCoverTakesOverAndGivesBack(t *testing.T) {
+// answers asks n queries over UDP and counts the answers by A record:
+// 10.0.0.1 is the cache's, 10.0.0.2 kube-dns's through the cover.
+func answers(t *testing.T, at string, n int) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for range n {
+		got[ask(t, "udp", at)]++
+	}
+	return got
+}
+
+func cacheReply(t *testing.T) func([]byte) []byte {
+	return func(q []byte) []byte { return answer(t, q, dnsmessage.RCodeSuccess, nil) }
+}
+
+// TestCoverStandsByBesideACache: the cache is bound first (its interface
+// holds the address). The cover binds beside it and every query still goes
+// to the cache; the cache's socket closes and the very next query is
+// answered by the cover, before any look at the port; a cache that binds
+// again gets every query once the cover has looked (a leave and a join
+// between two looks: it binds again, last) or at once (it looked between).
+func TestCoverStandsByBesideACache(t *testing.T) {
 	port := freePort(t)
 	at := fmt.Sprintf("127.0.0.1:%d", port)
-	cacheReply := func(q []byte) []byte { return answer(t, q, dnsmessage.RCodeSuccess, nil) }
-	cache := startFakeDNSAt(t, at, true, cacheReply)
+	cache := startFakeDNSAt(t, at, true, cacheReply(t))
 	upstream := startFakeUpstream(t)
-	links := &fakeLinks{local: false}
-	cover, err := NewCover(CoverOptions{Address: netip.MustParseAddr("127.0.0.1"), Port: port, Links: links,
+	links := &fakeLinks{other: true}
+	c, err := NewCover(CoverOptions{Address: netip.MustParseAddr("127.0.0.1"), Port: port, Links: links,
+		Upstream: func(context.Context) (string, error) { return upstream, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	refresh := func(want bool) {
+		t.Helper()
+		if bound, err := c.Refresh(ctx); err != nil || bound != want {
+			t.Fatalf("Refresh = %v, %v; want cache bound %v", bound, err, want)
+		}
+	}
+	refresh(true)
+	if got := answers(t, at, 40); got["10.0.0.1"] != 40 {
+		t.Fatalf("standing by beside the cache: answers %v, want all 40 from the cache", got)
+	}
+	cache.stop()
+	if got := answers(t, at, 40); got["10.0.0.2"] != 40 {
+		t.Fatalf("the cache's socket closed: answers %v, want all 40 from the cover at once", got)
+	}
+	// A leave and a join between two looks: the cover binds again, last.
+	cache = startFakeDNSAt(t, at, true, cacheReply(t))
+	refresh(true)
+	if got := answers(t, at, 40); got["10.0.0.1"] != 40 {
+		t.Fatalf("the cache bound again (one look after): answers %v, want all 40 from the cache", got)
+	}
+	// A look between the leave and the join: the cache gets every query
+	// from its first one.
+	cache.stop()
+	refresh(false)
+	if got := answers(t, at, 10); got["10.0.0.2"] != 10 {
+		t.Fatalf("no cache: answers %v, want the cover's", got)
+	}
+	startFakeDNSAt(t, at, true, cacheReply(t))
+	if got := answers(t, at, 40); got["10.0.0.1"] != 40 {
+		t.Fatalf("the cache bound again (no look yet): answers %v, want all 40 from the cache", got)
+	}
+	before := c.received.Load()
+	refresh(true)
+	refresh(true)
+	if got := answers(t, at, 40); got["10.0.0.1"] != 40 || c.received.Load() != before {
+		t.Errorf("standing by: answers %v, the cover read %d queries; want all from the cache and none at the cover", got, c.received.Load()-before)
+	}
+	if calls := links.take(); len(calls) != 0 {
+		t.Errorf("address calls %q with the cache's interface holding it, want none", calls)
+	}
+}
+
+// TestCoverWithoutACache: no interface holds the address. The cover adds it
+// to lo and answers over UDP and TCP with kube-dns's answers; a cache that
+// binds gets every query at once; the cover takes its address off lo once
+// the cache's interface holds it, and puts it back when that goes away.
+func TestCoverWithoutACache(t *testing.T) {
+	port := freePort(t)
+	at := fmt.Sprintf("127.0.0.1:%d", port)
+	upstream := startFakeUpstream(t)
+	links := &fakeLinks{}
+	c, err := NewCover(CoverOptions{Address: netip.MustParseAddr("127.0.0.1"), Port: port, Links: links,
+		Upstream: func(context.Context) (string, error) { return upstream, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	if got := links.take(); !slices.Equal(got, []string{"add 127.0.0.1 " + CoverLabel}) {
+		t.Errorf("address calls %q, want the address added to lo with its label", got)
+	}
+	for _, network := range []string{"udp", "tcp"} {
+		if got := ask(t, network, at); got != "10.0.0.2" {
+			t.Errorf("%s query answered %q, want kube-dns's 10.0.0.2 through the cover", network, got)
+		}
+	}
+	// A server that does not share the port cannot bind beside the cover.
+	if conn, err := net.ListenPacket("udp", at); err == nil {
+		_ = conn.Close()
+		t.Error("a bind without SO_REUSEPORT succeeded beside the cover")
+	}
+	startFakeDNSAt(t, at, true, cacheReply(t))
+	if got := answers(t, at, 40); got["10.0.0.1"] != 40 {
+		t.Errorf("a cache bound beside the cover: answers %v, want all 40 from the cache at once", got)
+	}
+	if bound, err := c.Refresh(ctx); !bound || err != nil {
+		t.Errorf("Refresh = %v, %v with the cache bound", bound, err)
+	}
+	if got := links.take(); len(got) != 0 {
+		t.Errorf("address calls %q while only the cover's lo holds the address, want none", got)
+	}
+	links.setOther(true) // the cache's interface holds it now
+	if _, err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	links.setOther(false) // and goes away
+	if _, err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := links.take(); !slices.Equal(got, []string{"del 127.0.0.1 " + CoverLabel, "add 127.0.0.1 " + CoverLabel}) {
+		t.Errorf("address calls %q, want the cover's address off lo while the cache's interface held it, back after", got)
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := links.take(); !slices.Equal(got, []string{"del 127.0.0.1 " + CoverLabel}) {
+		t.Errorf("address calls at Stop %q, want the address removed", got)
+	}
+	// An agent killed while covering left its address: the next one takes
+	// it as its own and removes it when it is no longer needed.
+	links.mu.Lock()
+	links.ours = true
+	links.mu.Unlock()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := links.take(); !slices.Equal(got, []string{"del 127.0.0.1 " + CoverLabel}) {
+		t.Errorf("address calls %q with a leftover lo:dnstune, want it adopted and removed at Stop", got)
+	}
+	if _, err := NewCover(CoverOptions{Address: netip.MustParseAddr("127.0.0.1")}); err == nil || !strings.Contains(err.Error(), "--nodelocal-cover-upstream") {
+		t.Errorf("a cover without upstream: %v", err)
+	}
+}
+
+// TestCoverRefusedByACacheThatWillNotShare: a cache bound without
+// SO_REUSEPORT keeps the port; the cover says so and leaves nothing behind.
+func TestCoverRefusedByACacheThatWillNotShare(t *testing.T) {
+	port := freePort(t)
+	at := fmt.Sprintf("127.0.0.1:%d", port)
+	startFakeDNSAt(t, at, false, cacheReply(t))
+	links := &fakeLinks{}
+	c, err := NewCover(CoverOptions{Address: netip.MustParseAddr("127.0.0.1"), Port: port, Links: links,
+		Upstream: func(context.Context) (string, error) { return "127.0.0.1:1", nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); !errors.Is(err, ErrCacheWontShare) {
+		t.Errorf("Start beside a cache that does not share: %v, want ErrCacheWontShare", err)
+	}
+	if c.Active() {
+		t.Error("the cover is active after a failed start")
+	}
+	if got := links.take(); !slices.Equal(got, []string{"add 127.0.0.1 " + CoverLabel, "del 127.0.0.1 " + CoverLabel}) {
+		t.Errorf("address calls %q, want the address it added removed again", got)
+	}
+}
+
+// TestProbeWithCover follows the agent through an outage on loopback: the
+// cache answers, its socket closes (the cover answers at once; two probes
+// later the verdict is down and the condition says Covered), it binds
+// again (the cover stands by; two probes later it is up). Events, the
+// condition and the covering gauge follow.
+func TestProbeWithCover(t *testing.T) {
+	port := freePort(t)
+	at := fmt.Sprintf("127.0.0.1:%d", port)
+	cache := startFakeDNSAt(t, at, true, cacheReply(t))
+	upstream := startFakeUpstream(t)
+	cover, err := NewCover(CoverOptions{Address: netip.MustParseAddr("127.0.0.1"), Port: port, Links: &fakeLinks{other: true},
 		Upstream: func(context.Context) (string, error) { return upstream, nil }})
 	if err != nil {
 		t.Fatal(err)
@@ -275,119 +458,49 @@ func TestCoverTakesOverAndGivesBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = cover.Stop() })
 	ctx := context.Background()
+	covering := func() float64 { return testutil.ToFloat64(p.covering.WithLabelValues("127.0.0.1")) }
 	p.Probe(ctx)
 	p.Probe(ctx)
-	if v := p.Status().Verdict; v != VerdictUp {
-		t.Fatalf("verdict %s with the cache answering", v)
-	}
-	if got := ask(t, "udp", at); got != "10.0.0.1" {
-		t.Fatalf("the cache answered %q", got)
+	if v := p.Status().Verdict; v != VerdictUp || !cover.Active() || covering() != 0 {
+		t.Fatalf("verdict %s, cover active %v, covering %v; want up, standing by", v, cover.Active(), covering())
 	}
 	_, _ = ev.take(), conds.take()
 
-	cache.stop() // the outage
-	p.Probe(ctx)
-	if cover.Active() {
-		t.Fatal("the cover started after one failed probe")
+	cache.stop()
+	if got := ask(t, "udp", at); got != "10.0.0.2" {
+		t.Errorf("the cache's socket closed: answered by %q, want the cover at once", got)
 	}
 	p.Probe(ctx)
-	if !cover.Active() {
-		t.Fatalf("no cover after two failed probes: verdict %s, events %q", p.Status().Verdict, ev.take())
+	if covering() != 1 {
+		t.Errorf("covering = %v after the cache's socket closed", covering())
 	}
-	if got := links.take(); !slices.Equal(got, []string{"add 127.0.0.1 " + CoverLabel}) {
-		t.Errorf("address calls %q, want the address added with its label", got)
+	p.Probe(ctx)
+	if v := p.Status().Verdict; v != VerdictDown {
+		t.Errorf("verdict %s after two probes without the cache", v)
 	}
-	for _, network := range []string{"udp", "tcp"} {
-		if got := ask(t, network, at); got != "10.0.0.2" {
-			t.Errorf("covered %s query answered %q, want kube-dns's 10.0.0.2", network, got)
-		}
-	}
-	if got := ev.take(); len(got) != 2 || !strings.HasPrefix(got[0], "Warning NodeLocalDNSDown") || !strings.HasPrefix(got[1], "Normal NodeLocalDNSCovered") || !strings.Contains(got[1], upstream) {
-		t.Errorf("events %q, want NodeLocalDNSDown then NodeLocalDNSCovered naming %s", got, upstream)
+	if got := ev.take(); len(got) != 2 || !strings.HasPrefix(got[0], "Normal NodeLocalDNSCovered") || !strings.Contains(got[0], upstream) || !strings.HasPrefix(got[1], "Warning NodeLocalDNSDown") {
+		t.Errorf("events %q, want NodeLocalDNSCovered naming %s, then NodeLocalDNSDown", got, upstream)
 	}
 	if c := conds.take(); len(c) == 0 || c[len(c)-1].Reason != ReasonCovered {
 		t.Errorf("conditions %+v, want the last one Covered", c)
 	}
-	if busy, err := cover.CacheListening(); err != nil || busy {
-		t.Errorf("CacheListening = %v, %v with only the cover bound", busy, err)
-	}
-	// A server without SO_REUSEPORT cannot take the port from the cover:
-	// the cover relies on the cache binding as CoreDNS does.
-	if c, err := net.ListenPacket("udp", at); err == nil {
-		_ = c.Close()
-		t.Error("a plain bind succeeded beside the cover")
-	}
 
-	p.Probe(ctx) // covered: no probe, the cache is not back
-	if !cover.Active() {
-		t.Fatal("the cover stopped with no cache listening")
-	}
-	startFakeDNSAt(t, at, true, cacheReply) // the cache is back, beside the cover
-	p.Probe(ctx)
-	if cover.Active() {
-		t.Fatal("the cover kept the port with the cache listening")
-	}
-	if got := links.take(); !slices.Equal(got, []string{"del 127.0.0.1 " + CoverLabel}) {
-		t.Errorf("address calls %q, want the address removed", got)
-	}
-	if got := ev.take(); len(got) != 1 || !strings.HasPrefix(got[0], "Normal NodeLocalDNSCoverEnded") {
-		t.Errorf("events %q, want NodeLocalDNSCoverEnded", got)
-	}
-	for range 2 {
-		p.Probe(ctx)
-	}
-	if v := p.Status().Verdict; v != VerdictUp {
-		t.Errorf("verdict %s after the cache came back", v)
-	}
+	startFakeDNSAt(t, at, true, cacheReply(t)) // back, beside the cover
 	if got := ask(t, "udp", at); got != "10.0.0.1" {
-		t.Errorf("after the give-back the answer came from %q, want the cache's 10.0.0.1", got)
+		t.Errorf("the cache bound again: answered by %q, want the cache", got)
+	}
+	p.Probe(ctx)
+	p.Probe(ctx)
+	if v := p.Status().Verdict; v != VerdictUp || covering() != 0 {
+		t.Errorf("verdict %s, covering %v after the cache came back", v, covering())
+	}
+	if got := ev.take(); len(got) != 2 || !strings.HasPrefix(got[0], "Normal NodeLocalDNSCoverEnded") || !strings.HasPrefix(got[1], "Normal NodeLocalDNSUp") {
+		t.Errorf("events %q, want NodeLocalDNSCoverEnded then NodeLocalDNSUp", got)
 	}
 	if c := conds.take(); len(c) == 0 || c[len(c)-1].Status != corev1.ConditionTrue {
 		t.Errorf("conditions %+v, want the last one True", c)
-	}
-}
-
-// TestCoverLeavesAHeldAddress: when an interface already holds the
-// address (the cache's, left behind), the cover neither adds nor removes it,
-// until that interface goes away.
-func TestCoverLeavesAHeldAddress(t *testing.T) {
-	port := freePort(t)
-	links := &fakeLinks{local: true}
-	up := startFakeUpstream(t)
-	c, err := NewCover(CoverOptions{Address: netip.MustParseAddr("127.0.0.1"), Port: port, Links: links,
-		Upstream: func(context.Context) (string, error) { return up, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if got := ask(t, "udp", "127.0.0.1:"+strconv.Itoa(port)); got != "10.0.0.2" {
-		t.Errorf("covered answer %q", got)
-	}
-	if added, err := c.Ensure(); added || err != nil {
-		t.Errorf("Ensure with the address held = %v, %v, want nothing done", added, err)
-	}
-	if got := links.take(); len(got) != 0 {
-		t.Errorf("address calls %q with the address already held, want none", got)
-	}
-	// The interface that held it goes away: the cover takes the address
-	// onto lo, and gives it back at Stop.
-	links.mu.Lock()
-	links.local = false
-	links.mu.Unlock()
-	if added, err := c.Ensure(); !added || err != nil {
-		t.Errorf("Ensure with the address gone = %v, %v, want it added", added, err)
-	}
-	if err := c.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	if got := links.take(); !slices.Equal(got, []string{"add 127.0.0.1 " + CoverLabel, "del 127.0.0.1 " + CoverLabel}) {
-		t.Errorf("address calls %q, want the address added when it left, removed at Stop", got)
-	}
-	if _, err := NewCover(CoverOptions{Address: netip.MustParseAddr("127.0.0.1")}); err == nil || !strings.Contains(err.Error(), "--nodelocal-cover-upstream") {
-		t.Errorf("a cover without upstream: %v", err)
 	}
 }
 
@@ -406,7 +519,7 @@ func TestProbeAsksOnlyAddressesTheNodeHolds(t *testing.T) {
 	})
 	host, port, _ := net.SplitHostPort(srv.addr())
 	pn, _ := strconv.Atoi(port)
-	p, err := NewCacheProbe(ProbeOptions{Address: netip.MustParseAddr(host), Port: pn, Links: &fakeLinks{local: false},
+	p, err := NewCacheProbe(ProbeOptions{Address: netip.MustParseAddr(host), Port: pn, Links: &fakeLinks{},
 		WellKnown: []WellKnownAddress{{"127.0.0.2", "test"}}})
 	if err != nil {
 		t.Fatal(err)

@@ -13,13 +13,13 @@ import (
 type Netlink struct{}
 
 // HasLocal implements AddressLinks.
-func (Netlink) HasLocal(addr netip.Addr) (bool, error) {
+func (Netlink) HasLocal(addr netip.Addr, except string) (bool, error) {
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return false, err
 	}
 	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == addr {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == addr && (except == "" || a.Label != except) {
 			return true, nil
 		}
 	}

@@ -103,6 +103,7 @@ type CacheProbe struct {
 	status    CacheStatus
 	since     time.Time // of the condition's status
 	dirty     bool      // the condition needs writing
+	coverErr  string    // the cover's last start error, logged once
 	wellKnown []WellKnownAddress
 
 	up       *prometheus.GaugeVec
@@ -173,8 +174,9 @@ func NewCacheProbe(o ProbeOptions) (*CacheProbe, error) {
 	}, []string{"address"})
 	p.covering = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "dnstune_node_nodelocal_covering",
-		Help: "1 while the agent answers at the node-local DNS cache's address itself (forwarding to kube-dns) because the cache does not.",
-	}, []string{"address", "upstream"})
+		Help: "1 while the agent answers at the node-local DNS cache's address itself (forwarding to kube-dns) because no socket of the cache is bound there; 0 while it stands by (or covering is off).",
+	}, []string{"address"})
+	p.covering.WithLabelValues(o.Address.String()).Set(0)
 	p.wkUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "dnstune_node_nodelocal_wellknown_up",
 		Help: "1 when a well-known node-local DNS address (not the policy's) answered the last probe, by platform.",
@@ -200,17 +202,18 @@ func (p *CacheProbe) Address() string {
 	return net.JoinHostPort(p.o.Address.String(), strconv.Itoa(p.o.Port))
 }
 
-// Probe sends one query (none while the agent covers: the address would
-// answer through the agent), updates the metrics and the verdict, records an
-// Event when the verdict changes, starts the cover when the cache counts as
-// down and nothing else listens at its address, and keeps the Node
-// condition. It returns the result of the query.
+// Probe sends one query to the cache (when the agent stands by on the
+// cache's port, the kernel steers it to the cache's socket; with no such
+// socket there is nothing to ask: the agent answers there itself), updates
+// the metrics and the verdict, records an Event when the verdict changes,
+// starts the cover, and keeps the Node condition. It returns the result.
 func (p *CacheProbe) Probe(ctx context.Context) ProbeResult {
-	if p.o.Cover != nil && p.o.Cover.Active() {
-		p.checkCover(ctx)
-		return ProbeResult{Detail: "not probed: the agent answers at the address itself"}
+	var r ProbeResult
+	if c := p.o.Cover; c != nil && c.Active() && !p.checkCover(ctx) {
+		r = ProbeResult{Reason: ProbeRefused, Detail: fmt.Sprintf("no socket of the cache is bound at %s (dnstune answers there)", p.Address())}
+	} else {
+		r = p.query(ctx, p.o.Address)
 	}
-	r := p.query(ctx, p.o.Address)
 	addr := p.o.Address.String()
 	if r.Up {
 		p.up.WithLabelValues(addr).Set(1)
@@ -234,7 +237,10 @@ func (p *CacheProbe) Probe(ctx context.Context) ProbeResult {
 	p.mu.Unlock()
 	switch {
 	case changed && v == VerdictDown:
-		msg := fmt.Sprintf("node-local DNS cache %s does not answer: %s; pods pointed at it wait out their timeout before their next nameserver (musl pods: only the other nameserver answers)", p.Address(), r.Detail)
+		msg := fmt.Sprintf("node-local DNS cache %s does not answer: %s", p.Address(), r.Detail)
+		if p.o.Cover == nil {
+			msg += "; pods pointed at it wait out their timeout before their next nameserver (musl pods: only the other nameserver answers)"
+		}
 		p.o.Log.Info(msg)
 		sendEvent(p.o.Events, "Warning", "NodeLocalDNSDown", msg)
 	case changed && v == VerdictUp:
@@ -242,7 +248,7 @@ func (p *CacheProbe) Probe(ctx context.Context) ProbeResult {
 		p.o.Log.Info(msg)
 		sendEvent(p.o.Events, "Normal", "NodeLocalDNSUp", msg)
 	}
-	if v == VerdictDown && p.o.Cover != nil {
+	if p.o.Cover != nil && (v == VerdictDown || r.Reason != ProbeNotLocal) {
 		p.startCover(ctx)
 	}
 	p.writeCondition(ctx)
@@ -251,7 +257,7 @@ func (p *CacheProbe) Probe(ctx context.Context) ProbeResult {
 
 // query asks addr when the node holds it.
 func (p *CacheProbe) query(ctx context.Context, addr netip.Addr) ProbeResult {
-	if local, err := p.o.Links.HasLocal(addr); err == nil && !local {
+	if local, err := p.o.Links.HasLocal(addr, ""); err == nil && !local {
 		return ProbeResult{Reason: ProbeNotLocal, Detail: fmt.Sprintf("no interface of this node holds %s: no node-local cache runs here", addr)}
 	}
 	return Query(ctx, net.JoinHostPort(addr.String(), strconv.Itoa(p.o.Port)), p.o.Name, p.o.Timeout)
@@ -290,68 +296,66 @@ func (p *CacheProbe) ProbeWellKnown(ctx context.Context) {
 	p.writeCondition(ctx)
 }
 
-// startCover starts the cover unless something else listens at the address
-// (the cache, bound but not answering: the cover would only share its port).
+// startCover starts the cover (standing by beside the cache, or answering
+// where no cache is); a failure is logged and recorded once per cause, and
+// tried again at the next probe.
 func (p *CacheProbe) startCover(ctx context.Context) {
 	c := p.o.Cover
 	if c.Active() {
 		return
 	}
-	if busy, err := c.CacheListening(); err != nil || busy {
-		if err != nil {
-			p.o.Log.Error(err, "cannot tell whether the cache listens; not covering")
-		}
-		return
-	}
 	if err := c.Start(ctx); err != nil {
-		p.o.Log.Error(err, "cannot cover for the node-local DNS cache")
-		sendEvent(p.o.Events, "Warning", "NodeLocalDNSCoverFailed", err.Error())
-		return
-	}
-	p.setCovering(true, c.Upstream())
-	msg := fmt.Sprintf("dnstune answers at %s while the node-local DNS cache does not, forwarding to kube-dns at %s", p.Address(), c.Upstream())
-	p.o.Log.Info(msg)
-	sendEvent(p.o.Events, "Normal", "NodeLocalDNSCovered", msg)
-}
-
-// checkCover gives the address back when the cache listens there again.
-func (p *CacheProbe) checkCover(ctx context.Context) {
-	c := p.o.Cover
-	back, err := c.CacheListening()
-	if err != nil {
-		p.o.Log.Error(err, "cannot tell whether the cache listens again")
-		return
-	}
-	if !back {
-		if added, err := c.Ensure(); err != nil {
-			p.o.Log.Error(err, "keeping the node-local address")
-		} else if added {
-			p.o.Log.Info("the node-local address left the node while covered: added it to lo", "address", p.o.Address.String(), "label", CoverLabel)
+		p.mu.Lock()
+		repeat := p.coverErr == err.Error()
+		p.coverErr = err.Error()
+		p.mu.Unlock()
+		if !repeat {
+			p.o.Log.Error(err, "cannot cover for the node-local DNS cache")
+			sendEvent(p.o.Events, "Warning", "NodeLocalDNSCoverFailed", err.Error())
 		}
 		return
-	}
-	up := c.Upstream()
-	if err := c.Stop(); err != nil {
-		p.o.Log.Error(err, "giving the node-local address back")
-	}
-	p.setCovering(false, up)
-	msg := fmt.Sprintf("the node-local DNS cache listens at %s again: dnstune stopped answering there", p.Address())
-	p.o.Log.Info(msg)
-	sendEvent(p.o.Events, "Normal", "NodeLocalDNSCoverEnded", msg)
-	p.writeCondition(ctx)
-}
-
-func (p *CacheProbe) setCovering(on bool, upstream string) {
-	g := p.covering.WithLabelValues(p.o.Address.String(), upstream)
-	if on {
-		g.Set(1)
-	} else {
-		g.Set(0)
 	}
 	p.mu.Lock()
-	p.status.Covering, p.status.Upstream, p.dirty = on, upstream, true
-	p.since = time.Now() // the reason changed
+	p.coverErr = ""
 	p.mu.Unlock()
+	p.o.Log.Info("standing by at the node-local DNS cache's address", "address", p.Address(), "upstream", c.Upstream())
+	p.checkCover(ctx)
+}
+
+// checkCover looks at the port (Cover.Refresh) and records when the agent
+// starts or stops answering there; it returns whether the cache's socket is
+// bound.
+func (p *CacheProbe) checkCover(ctx context.Context) bool {
+	c := p.o.Cover
+	bound, err := c.Refresh(ctx)
+	if err != nil {
+		p.o.Log.Error(err, "cover: looking at the cache's port")
+	}
+	covering := c.Active() && !bound
+	p.mu.Lock()
+	was := p.status.Covering
+	if covering != was {
+		p.status.Covering, p.status.Upstream, p.dirty = covering, c.Upstream(), true
+		p.since = time.Now() // the reason changed
+	}
+	p.mu.Unlock()
+	if covering == was {
+		return bound
+	}
+	g := p.covering.WithLabelValues(p.o.Address.String())
+	if covering {
+		g.Set(1)
+		msg := fmt.Sprintf("no socket of the node-local DNS cache is bound at %s: dnstune answers there, forwarding to kube-dns at %s, until the cache binds again", p.Address(), c.Upstream())
+		p.o.Log.Info(msg)
+		sendEvent(p.o.Events, "Normal", "NodeLocalDNSCovered", msg)
+	} else {
+		g.Set(0)
+		msg := fmt.Sprintf("the node-local DNS cache is bound at %s again and gets every query: dnstune stands by", p.Address())
+		p.o.Log.Info(msg)
+		sendEvent(p.o.Events, "Normal", "NodeLocalDNSCoverEnded", msg)
+	}
+	p.writeCondition(ctx)
+	return bound
 }
 
 // Probed says whether a probe has run (part of the agent's readiness).
@@ -394,24 +398,28 @@ func (p *CacheProbe) writeCondition(ctx context.Context) {
 
 // Run probes until ctx ends: every Interval while the verdict holds, every
 // Confirm while a change is being confirmed, the well-known addresses every
-// Interval, and, while the agent covers, looks for the cache's return every
-// CoverCheckInterval. It gives the address back before it returns.
+// Interval, and, while the cover runs, looks at the cache's port every
+// CoverCheckInterval. It stops the cover (giving its address back) before
+// it returns.
 func (p *CacheProbe) Run(ctx context.Context) {
-	lastWK := time.Time{}
+	check := time.NewTicker(CoverCheckInterval)
+	defer check.Stop()
+	var lastWK time.Time
+	next := time.Now()
 	for {
-		if time.Since(lastWK) >= p.o.Interval {
-			lastWK = time.Now()
-			go p.ProbeWellKnown(ctx)
-		}
-		p.Probe(ctx)
-		wait := p.o.Interval
-		p.mu.Lock()
-		if !p.h.settled() {
-			wait = p.o.Confirm
-		}
-		p.mu.Unlock()
-		if p.o.Cover != nil && p.o.Cover.Active() {
-			wait = CoverCheckInterval
+		if now := time.Now(); !now.Before(next) {
+			if now.Sub(lastWK) >= p.o.Interval {
+				lastWK = now
+				go p.ProbeWellKnown(ctx)
+			}
+			p.Probe(ctx)
+			wait := p.o.Interval
+			p.mu.Lock()
+			if !p.h.settled() {
+				wait = p.o.Confirm
+			}
+			p.mu.Unlock()
+			next = time.Now().Add(wait)
 		}
 		select {
 		case <-ctx.Done():
@@ -419,11 +427,15 @@ func (p *CacheProbe) Run(ctx context.Context) {
 				if err := p.o.Cover.Stop(); err != nil {
 					p.o.Log.Error(err, "giving the node-local address back at exit")
 				} else {
-					p.o.Log.Info("gave the node-local address back at exit", "address", p.Address())
+					p.o.Log.Info("stopped covering at exit", "address", p.Address())
 				}
 			}
 			return
-		case <-time.After(wait):
+		case <-check.C:
+			if p.o.Cover != nil && p.o.Cover.Active() {
+				p.checkCover(ctx)
+			}
+		case <-time.After(time.Until(next)):
 		}
 	}
 }
