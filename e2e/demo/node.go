@@ -32,7 +32,7 @@ func runOnNode(ctx context.Context, start time.Time) (err error) {
 		}
 		serr := c.Stop() //nolint:contextcheck // teardown runs on its own clock, also after Ctrl-C
 		if serr == nil {
-			fmt.Println("· torn down; the host is as it was (sysctls, links, cgroup folders, mounts, nft and iptables rules, conntrack entries)")
+			fmt.Println("· torn down; the host is as it was (sysctls, links, addresses, cgroup folders, mounts, nft and iptables rules, conntrack entries)")
 			_ = os.RemoveAll(c.Dir)
 		}
 		if err == nil {
@@ -123,6 +123,96 @@ func runOnNode(ctx context.Context, start time.Time) (err error) {
 			}
 		}
 	}
+	if err := nodeLocalDemo(ctx, c); err != nil {
+		return err
+	}
 	fmt.Printf("\ndemo finished in %s (the host's thresholds are put back at teardown)\n", time.Since(start).Round(100*time.Millisecond))
 	return nil
+}
+
+// nodeLocalDemo is the nodelocal profile: a namespace pointed at the
+// node-local DNS cache, a lookup counted at the cache, then the cache
+// deleted and the same lookups, as fast, through the node agent's cover;
+// and what dnstune reports.
+func nodeLocalDemo(ctx context.Context, c *kubenode.Cluster) error {
+	fmt.Println("\n== the nodelocal profile: pods pointed at the node-local DNS cache ==")
+	fmt.Println("$ kubectl apply -f node-local-dns.yaml   # NodeLocal DNSCache's DaemonSet, 169.254.20.10")
+	if err := c.InstallNodeCache(ctx); err != nil {
+		return err
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "edge", Labels: map[string]string{"dnstune.io/inject": "enabled", "dnstune.io/profile": "nodelocal"}}}
+	if err := c.Client.Create(ctx, ns); err != nil {
+		return err
+	}
+	if err := c.Client.Create(ctx, kubenode.ClientDeployment("edge", "checkout", kubenode.GlibcClientImage)); err != nil {
+		return err
+	}
+	fmt.Println("$ kubectl label namespace edge dnstune.io/inject=enabled dnstune.io/profile=nodelocal")
+	fmt.Println("$ kubectl -n edge create deployment checkout ...")
+	if err := c.WaitDeploymentReady(ctx, "edge", "checkout", 2*time.Minute); err != nil {
+		return err
+	}
+	pod, err := c.RunningPod(ctx, "edge", "checkout")
+	if err != nil {
+		return err
+	}
+	_, text, err := c.ReadResolvConf(pod)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\nnamespace edge, /etc/resolv.conf: the cache first, kube-dns after it\n%s", text)
+	name := kubenode.ServiceName + "." + kubenode.ServiceNamespace
+	lookups := func(what string) error {
+		before, _ := cacheQueries()
+		var ms []string
+		for range 5 {
+			out, err := c.Exec("edge", pod.Name, "/usr/local/bin/resolve-glibc", name)
+			if err != nil {
+				return err
+			}
+			f := strings.Fields(out)
+			if len(f) < 4 || f[1] != "ok" {
+				return fmt.Errorf("lookup of %s in edge: %q", name, out)
+			}
+			ms = append(ms, f[2])
+		}
+		time.Sleep(100 * time.Millisecond)
+		after, up := cacheQueries()
+		at := "the cache is gone"
+		if up {
+			at = fmt.Sprintf("%.0f queries counted at the cache", after-before)
+		}
+		fmt.Printf("$ kubectl -n edge exec %s -- resolve %s   # 5 times, %s\n  %s ms each; %s\n", pod.Name, name, what, strings.Join(ms, ", "), at)
+		return nil
+	}
+	if err := lookups("the cache running"); err != nil {
+		return err
+	}
+	fmt.Println("\n$ kubectl -n kube-system delete daemonset node-local-dns   # an outage: the cache is gone from the node")
+	if err := c.DeleteNodeCache(ctx); err != nil {
+		return err
+	}
+	if err := lookups("no cache: the node agent answers at 169.254.20.10, forwarding to kube-dns"); err != nil {
+		return err
+	}
+	time.Sleep(3 * time.Second) // two probes: the verdict and the Node condition
+	cond, _ := c.Shell("kubectl get node " + kubenode.NodeName + ` -o jsonpath='{range .status.conditions[?(@.type=="dnstune.io/NodeLocalDNS")]}{.status} {.reason}: {.message}{end}'`)
+	fmt.Printf("\n$ kubectl get node %s -o jsonpath=... # the agent's condition\n  %s\n", kubenode.NodeName, cond)
+	report, _ := c.Shell(c.Dnstune + " report -A")
+	fmt.Printf("\n$ dnstune report -A\n%s", report)
+	return nil
+}
+
+// cacheQueries is the node-local cache's coredns_dns_requests_total, and
+// whether it answered the scrape.
+func cacheQueries() (float64, bool) {
+	text, err := framework.Scrape(kubenode.NodeLocalMetrics)
+	if err != nil {
+		return 0, false
+	}
+	m, err := framework.ParseMetrics(text)
+	if err != nil {
+		return 0, false
+	}
+	return m.Value("coredns_dns_requests_total", nil)
 }

@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "kubenode: teardown: %v\n", err)
 		code = 1
 	} else {
-		fmt.Println("kubenode: host left as found (sysctls, links, cgroup folders, mounts, nft and iptables rules, conntrack entries)")
+		fmt.Println("kubenode: host left as found (sysctls, links, addresses, cgroup folders, mounts, nft and iptables rules, conntrack entries)")
 	}
 	if code == 0 {
 		_ = os.RemoveAll(cluster.Dir)
