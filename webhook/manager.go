@@ -114,6 +114,11 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *daemon.
 			Reader: rc, Namespaces: mgr.GetClient(), Writer: rc,
 			Policy: store.Policy, Generation: store.Generation, ClusterDNS: dns.Addr,
 			Interval: o.ReportInterval, OutOfDate: gauge, Log: log.WithName("reports"),
+			// Core v1 Events (the release namespace's Role allows those);
+			// the newer recorder writes events.k8s.io.
+			Events: mgr.GetEventRecorderFor("dnstune-webhook"), //nolint:staticcheck // see above
+			// The install's policy ConfigMap (manifests/dnstune/templates/policy.yaml).
+			About: &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: o.LeaderElectionNamespace, Name: "dnstune-policy"}},
 		})
 	}
 	for _, r := range runnables {

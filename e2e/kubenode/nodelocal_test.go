@@ -319,6 +319,7 @@ func stepNodeLocal(t *testing.T, ctx context.Context, c *Cluster) {
 		t.Errorf("after recovery a glibc lookup reached the cache %v times and kube-dns directly %v times: want the cache alone", d.cache, d.kubeDNSUDP)
 	}
 	restart := rollingRestartUnderLoad(t, ctx, c, pods)
+	otherAddress(t, ctx, c)
 
 	head := "| kube-proxy | state |"
 	for _, cl := range nodeLocalClients {
@@ -480,6 +481,49 @@ func rollingRestartUnderLoad(t *testing.T, ctx context.Context, c *Cluster, pods
 		"| kube-proxy | libc | until the new cache answered | lookups | failed | over 500 ms | worst |\n|---|---|---|---|---|---|---|\n" + strings.Join(rows, "\n") + "\n"
 }
 
+// otherAddress runs the platform's cache at another address than the
+// policy's (AKS LocalDNS's 169.254.10.11) with the policy's gone: the agent
+// covers the policy's address and names the other in its Node condition,
+// and dnstune report says which address to set. Then it puts the policy's
+// cache back.
+func otherAddress(t *testing.T, ctx context.Context, c *Cluster) {
+	t.Helper()
+	if err := c.InstallOtherNodeCache(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteNodeCache(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := removeCacheFromHost(theNodeCache); err != nil {
+		t.Fatal(err)
+	}
+	waitCovering(t, 1)
+	if err := framework.Eventually(20*time.Second, 250*time.Millisecond, func() error {
+		n, err := c.Clientset.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, cond := range n.Status.Conditions {
+			if cond.Type == node.ConditionType && strings.Contains(cond.Message, OtherNodeCache.ip+" (AKS LocalDNS (pod traffic))") {
+				t.Logf("Node condition with the cache at another address: %s %s: %s", cond.Status, cond.Reason, cond.Message)
+				return nil
+			}
+		}
+		return fmt.Errorf("the Node condition does not name %s as answering", OtherNodeCache.ip)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	checkReportCoverage(t, c, "AKS LocalDNS (pod traffic) answers at "+OtherNodeCache.ip+" on 1/1 nodes; set nodeLocalDNS: "+OtherNodeCache.ip, "answers on 0/1 nodes")
+	if err := c.DeleteOtherNodeCache(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.InstallNodeCache(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitCovering(t, 0)
+	waitNodeLocalUp(t, c, 1)
+}
+
 // checkCovered: while the node agent covers for the cache, every pod
 // pointed at it resolves (the musl pod with the cache alone too) without
 // waiting out a timeout first: a lookup that waited timeout:1 takes at
@@ -497,8 +541,9 @@ func checkCovered(t *testing.T, state string, got map[string]lookupOutcome) {
 }
 
 // checkReportCoverage runs dnstune report -A and checks its coverage
-// lines: the summary, and a nodelocal pod listed on a node without a cache.
-func checkReportCoverage(t *testing.T, c *Cluster, summary, pod string) {
+// lines (the summary, a nodelocal pod listed on a node without a cache, the
+// advice): each of want.
+func checkReportCoverage(t *testing.T, c *Cluster, want ...string) {
 	t.Helper()
 	out, err := exec.Command(c.Dnstune, "report", "-A", "--kubeconfig", c.Kubeconfig).Output() // #nosec G204 -- the binary under test
 	var exit *exec.ExitError
@@ -506,8 +551,10 @@ func checkReportCoverage(t *testing.T, c *Cluster, summary, pod string) {
 		t.Fatalf("dnstune report -A: %v: %s", err, out)
 	}
 	text := string(out)
-	if !strings.Contains(text, summary) || !strings.Contains(text, pod) {
-		t.Errorf("dnstune report -A says:\n%s\nwant %q and the pod %s", text, summary, pod)
+	for _, w := range want {
+		if !strings.Contains(text, w) {
+			t.Errorf("dnstune report -A says:\n%s\nwant %q in it", text, w)
+		}
 	}
 	if i := strings.Index(text, "node-local DNS cache"); i >= 0 {
 		t.Logf("dnstune report -A, coverage:\n%s", text[i:])

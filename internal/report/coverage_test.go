@@ -3,12 +3,14 @@ package report
 import (
 	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/dnstune/dnstune/internal/node"
 )
@@ -61,5 +63,24 @@ func TestNodeLocalCoverage(t *testing.T) {
 				t.Errorf("missing nodes %v, want %v", c.MissingNodes(), tc.missing)
 			}
 		})
+	}
+}
+
+// The report writer logs and records the coverage's advice once per change.
+func TestReporterAdvisesOnce(t *testing.T) {
+	rec := record.NewFakeRecorder(10)
+	r := &Reporter{Events: rec, About: &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "dnstune-system", Name: "dnstune-policy"}}}
+	a := "AKS LocalDNS (pod traffic) answers at 169.254.10.11 on 2/2 nodes; set nodeLocalDNS: 169.254.10.11"
+	for _, advice := range []string{a, a, "", a} {
+		r.advise(advice)
+	}
+	close(rec.Events)
+	var got []string
+	for e := range rec.Events {
+		got = append(got, e)
+	}
+	want := []string{"Warning NodeLocalDNSAddress " + a, "Warning NodeLocalDNSAddress " + a}
+	if !slices.Equal(got, want) {
+		t.Errorf("events %q, want %q (once, and again after it went away and came back)", got, want)
 	}
 }

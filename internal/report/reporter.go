@@ -17,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dnstune/dnstune/policy"
@@ -50,7 +52,14 @@ type Reporter struct {
 	PageSize int64
 	// OutOfDate is the gauge; nil: not exported.
 	OutOfDate *prometheus.GaugeVec
-	Log       logr.Logger
+	// Events, when set, receives an Event on About when the node-local
+	// coverage's advice changes (the policy's address answers nowhere, a
+	// well-known one everywhere).
+	Events record.EventRecorder
+	About  runtime.Object
+	Log    logr.Logger
+
+	advice string // the last Coverage.Advice said
 
 	may     bool                // mayReport's last answer
 	checked time.Time           // when it was asked
@@ -171,9 +180,14 @@ func (r *Reporter) optedIn(ctx context.Context) ([]string, error) {
 func (r *Reporter) scan(ctx context.Context, opted []string) error {
 	start := time.Now()
 	pol := r.Policy()
-	missing, err := CacheMissing(ctx, r.Reader, pol)
-	if err != nil {
+	var missing map[string]string
+	cov, err := ReadCoverage(ctx, r.Reader, pol)
+	switch {
+	case err != nil:
 		r.Log.V(1).Info("node-local coverage not in the reports", "reason", err.Error())
+	case cov != nil:
+		missing = cov.MissingNodes()
+		r.advise(cov.Advice())
 	}
 	ws, err := Scan(ctx, Options{Client: r.Reader, Policy: pol, ClusterDNS: r.ClusterDNS(), PageSize: r.PageSize, CacheMissing: missing})
 	if err != nil {
@@ -245,6 +259,21 @@ func (r *Reporter) scan(ctx context.Context, opted []string) error {
 	r.Log.Info("reports updated", "namespaces", len(opted), "workloads", len(ws), "pods", pods, "outOfDate", sum(perProfile),
 		"written", writes, "failed", len(errs), "scan", scanned.Round(time.Millisecond), "took", time.Since(start).Round(time.Millisecond))
 	return errors.Join(errs...)
+}
+
+// advise logs and records an Event when the coverage's advice changes.
+func (r *Reporter) advise(a string) {
+	if a == r.advice {
+		return
+	}
+	r.advice = a
+	if a == "" {
+		return
+	}
+	r.Log.Info(a)
+	if r.Events != nil && r.About != nil {
+		r.Events.Event(r.About, corev1.EventTypeWarning, "NodeLocalDNSAddress", a)
+	}
 }
 
 // deleteParts deletes the namespace's reports from the keep-th on (those
