@@ -60,7 +60,7 @@ verify-manifests: $(HELM) ## Fail when manifests/ is stale (run make manifests).
 
 .PHONY: test-unit
 test-unit: chart-tools ## Unit tests, golden files, fuzz seed corpora, the chart (helm lint, renders, alert rules), benchmarks compiled (not timed).
-	HELM=$(HELM) PROMTOOL=$(PROMTOOL) go test $(GO_TEST_FLAGS) -count=1 -race $$(go list ./... | grep -v /e2e)
+	HELM=$(HELM) PROMTOOL=$(PROMTOOL) go test $(GO_TEST_FLAGS) -tags chart -count=1 -race $$(go list ./... | grep -v /e2e)
 	go test -count=1 -run '^$$' -bench . -benchtime 1x $$(go list ./... | grep -v /e2e) > /dev/null
 
 .PHONY: e2e-tools
@@ -119,12 +119,12 @@ PROXY_MODES := iptables nftables
 
 .PHONY: e2e
 e2e: e2e-tools matrix-tools proxy-tools enforcer-tools certmanager-tools chart-tools lab-deps node-deps ## E2E suite: real control plane calling the real webhook over TLS; the version matrix; reduced effect lab and the real node (root), under kube-proxy in iptables and in nftables mode.
-	HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 30m $$(go list ./e2e/... | grep -v /kubenode) 2>&1 | tee $(BIN)/e2e.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
+	HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -tags e2e -count=1 -v -timeout 30m $$(go list ./e2e/... | grep -v /kubenode) 2>&1 | tee $(BIN)/e2e.log | $(E2E_FILTER) ; exit $${PIPESTATUS[0]}
 	@for m in $(MATRIX_MINORS); do v=$$(awk '/k8s.io\/kubernetes v/{print $$NF; exit}' hack/tools/apiserver-$$m/go.mod); \
 	  api=$(BIN)/tools/kube-apiserver-$$v/kube-apiserver; tests='$(E2E_WEBHOOK_MATRIX)'; \
 	  case " $(COMPILED_MINORS) " in *" $$m "*) tests="$$tests|$(E2E_COMPILED_MATRIX)";; esac; \
 	  echo "--- version matrix: kube-apiserver $$v"; \
-	  DNSTUNE_KUBE_APISERVER=$$api HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 20m -run "^($$tests)\$$" ./e2e 2>&1 | tee $(BIN)/e2e-$$v.log | $(E2E_FILTER) ; \
+	  DNSTUNE_KUBE_APISERVER=$$api HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -tags e2e -count=1 -v -timeout 20m -run "^($$tests)\$$" ./e2e 2>&1 | tee $(BIN)/e2e-$$v.log | $(E2E_FILTER) ; \
 	  [ $${PIPESTATUS[0]} = 0 ] || exit 1; done
 	@# The real node runs alone: it checks the host is left exactly as found,
 	@# and the lab's namespaces and nft tables must not be there meanwhile.
@@ -137,7 +137,7 @@ e2e-node: e2e-tools proxy-tools enforcer-tools certmanager-tools chart-tools lab
 .PHONY: e2e-node-run
 e2e-node-run:
 	@for mode in $(PROXY_MODES); do echo "--- real node: kube-proxy in $$mode mode"; \
-	  DNSTUNE_PROXY_MODE=$$mode HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -count=1 -v -timeout 20m ./e2e/kubenode 2>&1 | tee $(BIN)/e2e-node-$$mode.log | $(E2E_FILTER) ; \
+	  DNSTUNE_PROXY_MODE=$$mode HELM=$(HELM) KUBEBUILDER_ASSETS=$(BIN)/tools/current go test $(GO_TEST_FLAGS) -tags e2e -count=1 -v -timeout 20m ./e2e/kubenode 2>&1 | tee $(BIN)/e2e-node-$$mode.log | $(E2E_FILTER) ; \
 	  [ $${PIPESTATUS[0]} = 0 ] || exit 1; done
 
 .PHONY: demo
@@ -160,14 +160,14 @@ bench: e2e-tools chart-tools ## Go benchmarks + load harness (floor / reference 
 	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/bench -gobench $(BIN)/gobench.txt
 	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/bench/backends
 	@# The node agent with the seeds' 30,000 neighbour entries in the real kernel (root; quoted by the scale section).
-	go test -run '^$$' -bench ScrapeAt30kNeighbours -benchtime 200x ./internal/node | tee $(BIN)/nodebench.txt
+	go test -run '^$$' -bench ScrapeAt30kNeighbours -benchtime 200x ./node | tee $(BIN)/nodebench.txt
 	KUBEBUILDER_ASSETS=$(BIN)/tools/current go run ./e2e/bench/scale
 
 .PHONY: update-golden
 update-golden: $(HELM) ## Rewrite every golden file from the current output (offline CLI, policy check, the chart's renders).
 	go test ./internal/offline/... -run Golden -update
 	go test ./cmd/dnstune/app -run PolicyCheckFixtures -update-check
-	HELM=$(HELM) go test ./manifests -run GoldenRenders -update
+	HELM=$(HELM) go test -tags chart ./manifests -run GoldenRenders -update
 
 IMAGE ?= ghcr.io/dnstune/dnstune:dev
 
@@ -185,8 +185,8 @@ fmt: ## gofmt every Go file.
 	gofmt -w $$(git ls-files '*.go')
 
 .PHONY: vet
-vet: ## go vet.
-	go vet ./...
+vet: ## go vet, with the e2e and chart tests (build tags e2e, chart).
+	go vet -tags e2e,chart ./...
 
 $(GOLANGCI):
 	GOBIN=$(BIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
@@ -195,5 +195,5 @@ $(GOLANGCI):
 .PHONY: lint
 lint: $(GOLANGCI) ## gofmt check, go vet and golangci-lint (.golangci.yml).
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run: make fmt"; exit 1; }
-	go vet ./...
+	go vet -tags e2e,chart ./...
 	$(GOLANGCI) run ./...

@@ -15,7 +15,7 @@ import (
 	"testing"
 
 	"github.com/dnstune/dnstune/internal/daemon"
-	"github.com/dnstune/dnstune/internal/node"
+	"github.com/dnstune/dnstune/node"
 )
 
 func read(t *testing.T, path string) string {
@@ -93,7 +93,7 @@ func TestMetricsDocMatchesBinaryAndChart(t *testing.T) {
 
 	name := regexp.MustCompile(`dnstune_[a-z_]+[a-z]`)
 	var code []string
-	for _, dir := range []string{"webhook", "internal", "cmd"} {
+	for _, dir := range []string{"webhook", "admissionpolicy", "node", "internal", "cmd"} {
 		goFiles(t, dir, func(_, text string) {
 			for _, lit := range regexp.MustCompile(`"dnstune_[a-z_]+"`).FindAllString(text, -1) {
 				code = append(code, strings.Trim(lit, `"`))
@@ -184,7 +184,7 @@ func TestCompatibilityClaimsAgree(t *testing.T) {
 	if want := `semverCompare ">=` + compiled[0] + `.0-0"`; !strings.Contains(read(t, "manifests/dnstune/templates/webhook-deployment.yaml"), want) {
 		t.Errorf("the chart's admission-policy refusal does not test %s", want)
 	}
-	for _, f := range []string{"manifests/dnstune/templates/webhook-deployment.yaml", "internal/admissionpolicy/served.go"} {
+	for _, f := range []string{"manifests/dnstune/templates/webhook-deployment.yaml", "admissionpolicy/served.go"} {
 		if !strings.Contains(read(t, f), "which Kubernetes serves from "+compiled[0]) {
 			t.Errorf("%s's refusal does not name %s as the floor", f, compiled[0])
 		}

@@ -1,3 +1,5 @@
+//go:build e2e
+
 package e2e
 
 import (
@@ -20,8 +22,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/dnstune/dnstune/admissionpolicy"
 	"github.com/dnstune/dnstune/e2e/framework"
-	"github.com/dnstune/dnstune/internal/admissionpolicy"
 	"github.com/dnstune/dnstune/policy"
 )
 

@@ -1,3 +1,5 @@
+//go:build e2e
+
 package e2e
 
 import (
@@ -13,8 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/dnstune/dnstune/admissionpolicy"
 	"github.com/dnstune/dnstune/e2e/framework"
-	"github.com/dnstune/dnstune/internal/admissionpolicy"
 	"github.com/dnstune/dnstune/policy"
 	"github.com/dnstune/dnstune/policy/policytest"
 )

@@ -1,3 +1,5 @@
+//go:build e2e
+
 package e2e
 
 import (
@@ -20,7 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dnstune/dnstune/e2e/framework"
-	"github.com/dnstune/dnstune/internal/node"
+	"github.com/dnstune/dnstune/node"
 )
 
 // testNodeCondition writes the node agent's Node condition the way the

@@ -1,3 +1,5 @@
+//go:build e2e
+
 package e2e
 
 import (
@@ -10,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnstune/dnstune/admissionpolicy"
 	"github.com/dnstune/dnstune/e2e/framework"
-	"github.com/dnstune/dnstune/internal/admissionpolicy"
 )
 
 // refusal is what both the binary and the chart say below 1.36.

@@ -1,3 +1,5 @@
+//go:build chart
+
 // Package manifests_test tests the Helm chart (manifests/dnstune): helm lint,
 // golden renders for several values sets, the values schema, the policy in
 // the values (dnstune policy check), the alert rules (promtool check and
@@ -19,15 +21,17 @@ import (
 	"strings"
 	"testing"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
+	"github.com/dnstune/dnstune/admissionpolicy"
 	"github.com/dnstune/dnstune/api/v1alpha1"
 	"github.com/dnstune/dnstune/cmd/dnstune/app"
 	"github.com/dnstune/dnstune/e2e/framework"
-	"github.com/dnstune/dnstune/internal/admissionpolicy"
 	"github.com/dnstune/dnstune/manifests"
 	"github.com/dnstune/dnstune/policy"
 )
@@ -441,6 +445,60 @@ func TestNodeAgentPrivilegeFollowsTheCover(t *testing.T) {
 		}
 		if (roles == 1) != tc.roleFor {
 			t.Errorf("%v: %d dnstune-node-upstream Roles, want one: %v", tc.sets, roles, tc.roleFor)
+		}
+	}
+}
+
+// TestImagesArePinnedToAppVersion: the chart's default image, and so every
+// rendered manifest, runs the release the chart was cut with, never latest.
+func TestImagesArePinnedToAppVersion(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(chart, "Chart.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta struct {
+		AppVersion string `json:"appVersion"`
+	}
+	if err := yaml.Unmarshal(b, &meta); err != nil || meta.AppVersion == "" {
+		t.Fatalf("Chart.yaml appVersion %q: %v", meta.AppVersion, err)
+	}
+	want := "ghcr.io/dnstune/dnstune:" + meta.AppVersion
+	files, _ := filepath.Glob("*.yaml")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			_, ref, ok := strings.Cut(line, "image: ")
+			if ok && strings.HasPrefix(ref, "ghcr.io/dnstune/") && ref != want {
+				t.Errorf("%s: image %s, want %s", f, ref, want)
+			}
+		}
+	}
+}
+
+// TestWebhookSkipsTheDNSServersPolicySkips: the webhook's objectSelector
+// keeps policy.DNSServerApps' pods from ever reaching dnstune, and names no
+// other app, so the chart and policy.Decide cannot drift apart.
+func TestWebhookSkipsTheDNSServersPolicySkips(t *testing.T) {
+	out := render(t, filepath.Join(chart, "tests", "values", "default.yaml"), "--show-only", "templates/mutatingwebhook.yaml")
+	var cfg admissionregistrationv1.MutatingWebhookConfiguration
+	if err := yaml.Unmarshal([]byte(strings.TrimPrefix(strings.TrimSpace(out), "---")), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Webhooks) == 0 {
+		t.Fatalf("no webhooks rendered:\n%s", out)
+	}
+	for _, w := range cfg.Webhooks {
+		var got []string
+		for _, e := range w.ObjectSelector.MatchExpressions {
+			if e.Key == "k8s-app" && e.Operator == metav1.LabelSelectorOpNotIn {
+				got = e.Values
+			}
+		}
+		if !slices.Equal(got, policy.DNSServerApps) {
+			t.Errorf("webhook %s skips k8s-app %v, policy.DNSServerApps is %v", w.Name, got, policy.DNSServerApps)
 		}
 	}
 }

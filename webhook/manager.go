@@ -13,8 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -25,6 +23,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/dnstune/dnstune/internal/daemon"
+	"github.com/dnstune/dnstune/internal/kubeclient"
 	"github.com/dnstune/dnstune/internal/report"
 )
 
@@ -34,10 +33,6 @@ import (
 // runnables. The handler counts into the store's metrics.
 func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *daemon.PolicyStore, log logr.Logger) (manager.Manager, error) {
 	o.setDefaults()
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return nil, fmt.Errorf("failed to build scheme: %w", err)
-	}
 	reports := o.Reports != ReportsOff
 	tlsOpts := []func(*tls.Config){func(c *tls.Config) {
 		c.MinVersion = tls.VersionTLS12
@@ -46,7 +41,7 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *daemon.
 		}
 	}}
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
-		Scheme:                 scheme,
+		Scheme:                 kubeclient.Scheme,
 		Logger:                 log,
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsBindAddress},
 		HealthProbeBindAddress: o.HealthProbeBindAddress,
@@ -106,7 +101,7 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *daemon.
 		// not queue behind client-go's default 5 requests/s.
 		rcfg := rest.CopyConfig(cfg)
 		rcfg.QPS, rcfg.Burst = ReportQPS, 2*ReportQPS
-		rc, err := client.New(rcfg, client.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper()})
+		rc, err := client.New(rcfg, client.Options{Scheme: kubeclient.Scheme, Mapper: mgr.GetRESTMapper()})
 		if err != nil {
 			return nil, fmt.Errorf("failed to create the report client: %w", err)
 		}

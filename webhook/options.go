@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dnstune/dnstune/internal/daemon"
+	"github.com/dnstune/dnstune/internal/kubeclient"
 )
 
 // Defaults of Options, and of the webhook command's flags.
@@ -157,4 +158,4 @@ func (o *Options) Validate() error {
 }
 
 // RESTConfig returns the client configuration the options name.
-func (o *Options) RESTConfig() (*rest.Config, error) { return daemon.RESTConfig(o.Kubeconfig) }
+func (o *Options) RESTConfig() (*rest.Config, error) { return kubeclient.Config(o.Kubeconfig) }

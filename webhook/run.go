@@ -6,15 +6,13 @@ import (
 	"strings"
 
 	"github.com/go-logr/logr"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/dnstune/dnstune/certs"
 	"github.com/dnstune/dnstune/internal/daemon"
+	"github.com/dnstune/dnstune/internal/kubeclient"
 )
 
 // Run loads the policy, then serves the webhook until ctx ends. The policy
@@ -58,13 +56,9 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 }
 
 func selfManaged(cfg *rest.Config, o Options, log logr.Logger) (*certs.SelfManaged, error) {
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return nil, fmt.Errorf("failed to build scheme: %w", err)
-	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	c, err := kubeclient.New(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("failed to create client: %w", err)
+		return nil, err
 	}
 	ns, name, _ := strings.Cut(o.SelfManagedSecret, "/")
 	return certs.NewSelfManaged(certs.SelfManagedOptions{

@@ -1,3 +1,5 @@
+//go:build e2e
+
 package kubenode
 
 import (
@@ -335,8 +337,8 @@ func certManagerGone(ctx context.Context, t *testing.T, c *Cluster) {
 // (failurePolicy Ignore). Once cert-manager runs, the chain issues, the
 // webhook becomes Ready, and dnstune report lists that pod as out of date.
 func stepCertManagerManifests(t *testing.T, ctx context.Context, c *Cluster) {
-	const apply = `sed 's|ghcr.io/dnstune/dnstune:latest|ghcr.io/dnstune/dnstune:dev|' manifests/install-cert-manager.yaml | kubectl apply -f -`
-	const remove = `sed 's|ghcr.io/dnstune/dnstune:latest|ghcr.io/dnstune/dnstune:dev|' manifests/install-cert-manager.yaml | kubectl delete -f -`
+	const apply = `sed 's|ghcr.io/dnstune/dnstune:0.1.0|ghcr.io/dnstune/dnstune:dev|' manifests/install-cert-manager.yaml | kubectl apply -f -`
+	const remove = `sed 's|ghcr.io/dnstune/dnstune:0.1.0|ghcr.io/dnstune/dnstune:dev|' manifests/install-cert-manager.yaml | kubectl delete -f -`
 	t.Logf("%s\n%s", apply, sh(t, c, apply))
 	early := ClientDeployment("e2e-enabled", "before-cert", GlibcClientImage)
 	if err := c.Client.Create(ctx, early); err != nil {

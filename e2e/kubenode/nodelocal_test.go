@@ -1,3 +1,5 @@
+//go:build e2e
+
 package kubenode
 
 import (
@@ -21,7 +23,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/dnstune/dnstune/e2e/framework"
-	"github.com/dnstune/dnstune/internal/node"
+	"github.com/dnstune/dnstune/node"
 )
 
 // nodeLocalNS is the namespace whose pods dnstune points at the cache.

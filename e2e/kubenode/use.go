@@ -23,7 +23,7 @@ import (
 // InstallCommand and UninstallCommand are the README's, run verbatim from
 // the repository root (the tests check the README still says exactly this).
 const (
-	InstallCommand   = `sed 's|ghcr.io/dnstune/dnstune:latest|ghcr.io/dnstune/dnstune:dev|' manifests/install.yaml | kubectl apply -f -`
+	InstallCommand   = `sed 's|ghcr.io/dnstune/dnstune:0.1.0|ghcr.io/dnstune/dnstune:dev|' manifests/install.yaml | kubectl apply -f -`
 	UninstallCommand = `kubectl delete -f manifests/install.yaml`
 
 	HelmInstallCommand   = `helm install dnstune manifests/dnstune --namespace dnstune-system --create-namespace --set image.tag=dev --wait --timeout 3m`

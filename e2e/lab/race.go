@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/dnstune/dnstune/e2e/framework"
-	"github.com/dnstune/dnstune/internal/node"
+	"github.com/dnstune/dnstune/node"
 )
 
 // The race lab measures the conntrack insert race behind 5-second DNS

@@ -29,7 +29,7 @@ type AdmissionPolicy struct {
 // Image is dnstune's image.
 type Image struct {
 	Repository string `json:"repository" jsonschema:"minLength=1"`
-	Tag        string `json:"tag" jsonschema:"minLength=1"`
+	Tag        string `json:"tag"` // empty: the chart's appVersion
 	PullPolicy string `json:"pullPolicy" jsonschema:"enum=,enum=Always,enum=IfNotPresent,enum=Never"`
 }
 
@@ -69,6 +69,7 @@ type Node struct {
 	GCThresh          []int             `json:"gcThresh" jsonschema:"minItems=3,maxItems=3"`
 	AutoRaise         AutoRaise         `json:"autoRaise"`
 	NodeLocalProbe    NodeLocalProbe    `json:"nodeLocalProbe"`
+	NodeLocalCover    NodeLocalCover    `json:"nodeLocalCover"`
 	Resources         map[string]any    `json:"resources"`
 	PriorityClassName string            `json:"priorityClassName"`
 	NodeSelector      map[string]string `json:"nodeSelector"`
@@ -87,6 +88,16 @@ type NodeLocalProbe struct {
 	Enabled  bool   `json:"enabled"`
 	Interval string `json:"interval" jsonschema:"pattern=^[0-9]+(ms|s|m)$"`
 	Timeout  string `json:"timeout" jsonschema:"pattern=^[0-9]+(ms|s)$"`
+	// WellKnown probes the platforms' node-local addresses too.
+	WellKnown bool `json:"wellKnown"`
+}
+
+// NodeLocalCover is the monitor's cover for the node-local cache
+// (--nodelocal-cover, --nodelocal-upstream): Services as namespace/name, or
+// addresses as host:port.
+type NodeLocalCover struct {
+	Enabled  bool     `json:"enabled"`
+	Upstream []string `json:"upstream" jsonschema:"minItems=1,pattern=^([a-z0-9-]+/[a-z0-9-]+|[0-9.]+:[0-9]+|\\[[0-9a-fA-F:]+\\]:[0-9]+)$"`
 }
 
 // Reports are the PolicyReport CRD and RBAC.

@@ -6,13 +6,9 @@
 package daemon
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -34,23 +30,6 @@ const (
 
 // DefaultClusterDNSService is the Service whose ClusterIP is the cluster DNS.
 var DefaultClusterDNSService = client.ObjectKey{Namespace: "kube-system", Name: "kube-dns"}
-
-// RESTConfig is the client configuration of kubeconfig, or, when empty,
-// controller-runtime's (in-cluster, then $KUBECONFIG).
-func RESTConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig != "" {
-		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("failed to load kubeconfig %s: %w", kubeconfig, err)
-		}
-		return cfg, nil
-	}
-	cfg, err := ctrl.GetConfig()
-	if err != nil {
-		return nil, fmt.Errorf("failed to find cluster credentials (in-cluster, $KUBECONFIG or --kubeconfig): %w", err)
-	}
-	return cfg, nil
-}
 
 // PolicyMetrics are the policy store's metrics.
 type PolicyMetrics struct {

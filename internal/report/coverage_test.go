@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/dnstune/dnstune/internal/node"
+	"github.com/dnstune/dnstune/node"
 )
 
 // nodeWith is a node whose agent wrote s (nil: no agent).

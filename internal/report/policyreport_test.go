@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
-	"github.com/dnstune/dnstune/internal/node"
+	"github.com/dnstune/dnstune/node"
 	"github.com/dnstune/dnstune/policy"
 )
 

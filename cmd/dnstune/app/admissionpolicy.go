@@ -7,8 +7,9 @@ import (
 	"github.com/spf13/cobra"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/dnstune/dnstune/internal/admissionpolicy"
+	"github.com/dnstune/dnstune/admissionpolicy"
 	"github.com/dnstune/dnstune/internal/daemon"
+	"github.com/dnstune/dnstune/internal/kubeclient"
 )
 
 func newAdmissionPolicyCommand() *cobra.Command {
@@ -43,7 +44,7 @@ kube-apiserver then mutates pods itself, also while dnstune is down.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.PolicyFile, "policy", "", "policy file (required); edits re-render")
-	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig for out-of-cluster use (default: in-cluster, or $KUBECONFIG)")
+	f.StringVar(&o.Kubeconfig, "kubeconfig", "", kubeclient.FlagHelp)
 	f.StringVar(&o.MetricsBindAddress, "metrics-bind-address", daemon.DefaultMetricsBindAddress, `Prometheus metrics address ("0" disables)`)
 	f.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", daemon.DefaultHealthProbeBindAddress, "address of /healthz and /readyz (ready: the policy in use is applied)")
 	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", daemon.DefaultLeaderElectionNamespace, "namespace of the Lease the replicas elect the writer with")

@@ -12,7 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
-	"github.com/dnstune/dnstune/internal/node"
+	"github.com/dnstune/dnstune/internal/kubeclient"
+	"github.com/dnstune/dnstune/node"
 )
 
 func newNodeCommand() *cobra.Command {
@@ -190,7 +191,7 @@ func newNodeMonitorCommand() *cobra.Command {
 	f.BoolVar(&o.Reapply, "reapply", false, "write --gc-thresh back on drift (needs the privilege of node tune)")
 	f.BoolVar(&o.AutoRaise, "auto-raise", false, "double the thresholds when the table passes 80% of gc_thresh3 or overflows (needs privilege)")
 	f.IntVar(&o.MaxGCThresh3, "max-gc-thresh3", 262144, "ceiling for --auto-raise (each entry costs ~512 B of kernel memory)")
-	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for Events when not in a cluster (default: in-cluster config)")
+	f.StringVar(&kubeconfig, "kubeconfig", "", kubeclient.FlagHelp)
 	f.StringVar(&nodeName, "node-name", os.Getenv("NODE_NAME"), "the Node that Events are about (default $NODE_NAME, from the downward API)")
 	f.StringVar(&probeAddr, "nodelocal-address", "", "node-local DNS cache to probe with a DNS query over UDP (the policy's nodeLocalDNS); empty: no probe")
 	f.StringVar(&probe.Name, "nodelocal-probe-name", node.DefaultProbeName, "name the probe asks for (type A; NOERROR and NXDOMAIN count as answers)")

@@ -13,12 +13,10 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dnstune/dnstune/internal/daemon"
+	"github.com/dnstune/dnstune/internal/kubeclient"
 	"github.com/dnstune/dnstune/internal/report"
 	"github.com/dnstune/dnstune/policy"
 )
@@ -34,7 +32,7 @@ type clusterFlags struct {
 
 func (f *clusterFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", kubeclient.FlagHelp)
 	fl.StringVarP(&f.namespace, "namespace", "n", "", "one namespace")
 	fl.BoolVarP(&f.all, "all-namespaces", "A", false, "every opted-in and audit namespace")
 	fl.StringVar(&f.policyFile, "policy", "", "policy file (default: the cluster's, ConfigMap dnstune-system/dnstune-policy)")
@@ -48,20 +46,14 @@ func (f *clusterFlags) validate() error {
 }
 
 func (f *clusterFlags) client() (client.Client, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = f.kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	cfg, err := kubeclient.Config(f.kubeconfig)
 	if err != nil {
-		return nil, fmt.Errorf("failed to load cluster credentials: %w", err)
+		return nil, err
 	}
 	// A scan is a few paginated LISTs of the whole cluster, not one request
 	// per namespace: a CLI's rate, above client-go's default 5/s.
 	cfg.QPS, cfg.Burst = 50, 100
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return nil, err
-	}
-	return client.New(cfg, client.Options{Scheme: scheme})
+	return kubeclient.New(cfg)
 }
 
 // connectAndScan reaches the cluster and scans it.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/dnstune/dnstune/certs"
 	"github.com/dnstune/dnstune/internal/daemon"
+	"github.com/dnstune/dnstune/internal/kubeclient"
 	"github.com/dnstune/dnstune/internal/report"
 	"github.com/dnstune/dnstune/webhook"
 )
@@ -36,7 +37,7 @@ func newWebhookCommand() *cobra.Command {
 	f.IntVar(&o.Port, "port", webhook.DefaultPort, "TLS port for /mutate-v1-pod")
 	f.StringVar(&o.MetricsBindAddress, "metrics-bind-address", daemon.DefaultMetricsBindAddress, `Prometheus metrics address ("0" disables)`)
 	f.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", daemon.DefaultHealthProbeBindAddress, "address of /healthz and /readyz")
-	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig for out-of-cluster use (default: in-cluster, or $KUBECONFIG)")
+	f.StringVar(&o.Kubeconfig, "kubeconfig", "", kubeclient.FlagHelp)
 	f.BoolVar(&o.EnableHTTP2, "enable-http2", false, "offer HTTP/2 on the TLS port (off: avoids HTTP/2 rapid-reset attacks)")
 	f.DurationVar(&o.ClusterDNSRefresh, "cluster-dns-refresh", daemon.DefaultClusterDNSRefresh, "how often to re-read the kube-dns Service's ClusterIP")
 	f.DurationVar(&o.PolicyPollInterval, "policy-poll-interval", daemon.DefaultPolicyPollInterval, "how often to re-read the policy file without a file-system event")

@@ -582,7 +582,7 @@ func nodeSection() string {
 		return ""
 	}
 	return "The node agent with 30,000 IPv4 and 30,000 IPv6 neighbour entries in the real kernel's tables (a network\n" +
-		"namespace of the benchmark's own; `go test -run '^$' -bench ScrapeAt30kNeighbours ./internal/node`, root): one scrape\n" +
+		"namespace of the benchmark's own; `go test -run '^$' -bench ScrapeAt30kNeighbours ./node`, root): one scrape\n" +
 		"(a check of both families and conntrack, then every metric collected) against walking the entries as text, as a\n" +
 		"tool that counts `ip neigh` lines does. The agent reads the kernel's own counts (`/proc/net/stat/arp_cache`,\n" +
 		"`ndisc_cache`), so its cost does not grow with the table (goal ≤ 50 ms of CPU per scrape):\n\n```\n" + strings.Join(lines, "\n") + "\n```\n\n"

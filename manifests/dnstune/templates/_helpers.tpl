@@ -12,7 +12,7 @@ app.kubernetes.io/component: {{ . }}
 {{- end -}}
 
 {{- define "dnstune.image" -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
 {{- define "dnstune.pullPolicy" -}}

@@ -13,11 +13,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/dnstune/dnstune/internal/kubeclient"
 )
 
 // ClusterAPI is the agent's view of the cluster: Events and the
@@ -82,19 +81,12 @@ func ServiceAddress(ctx context.Context, cs kubernetes.Interface, refs []string)
 	return "", fmt.Errorf("no kube-dns address: %s", strings.Join(tried, "; "))
 }
 
-// ForNode returns the agent's API for the named Node (with the in-cluster
-// config, or kubeconfig when set), or nil, with one log line, when not in a
-// cluster.
+// ForNode returns the agent's API for the named Node (credentials as
+// kubeclient.Config finds them: kubeconfig when set, else $KUBECONFIG, the
+// in-cluster service account, ~/.kube/config), or nil, with one log line,
+// when not in a cluster.
 func ForNode(log logr.Logger, kubeconfig, name string) *ClusterAPI {
-	var (
-		cfg *rest.Config
-		err error
-	)
-	if kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
+	cfg, err := kubeclient.Config(kubeconfig)
 	if name == "" || err != nil {
 		log.Info("not in a cluster (no cluster credentials, or no node name); Kubernetes Events and the Node condition are skipped, metrics and logs still report", "reason", fmt.Sprint(err))
 		return nil
@@ -106,6 +98,6 @@ func ForNode(log logr.Logger, kubeconfig, name string) *ClusterAPI {
 	}
 	b := record.NewBroadcaster()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
-	rec := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "dnstune-node", Host: name})
+	rec := b.NewRecorder(kubeclient.Scheme, corev1.EventSource{Component: "dnstune-node", Host: name})
 	return &ClusterAPI{cs: cs, name: name, rec: rec, ref: &corev1.ObjectReference{Kind: "Node", Name: name, UID: types.UID(name)}}
 }

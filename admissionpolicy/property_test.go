@@ -14,7 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/dnstune/dnstune/internal/admissionpolicy"
+	"github.com/dnstune/dnstune/admissionpolicy"
 	"github.com/dnstune/dnstune/policy"
 	"github.com/dnstune/dnstune/policy/policytest"
 	"github.com/dnstune/dnstune/webhook"

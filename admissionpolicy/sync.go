@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -25,6 +24,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/dnstune/dnstune/internal/daemon"
+	"github.com/dnstune/dnstune/internal/kubeclient"
 	"github.com/dnstune/dnstune/policy"
 )
 
@@ -71,7 +71,7 @@ func Run(ctx context.Context, o RunOptions, log logr.Logger) error {
 	if err := store.Open(); err != nil {
 		return fmt.Errorf("failed to load policy: %w", err)
 	}
-	cfg, err := daemon.RESTConfig(o.Kubeconfig)
+	cfg, err := kubeclient.Config(o.Kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -99,12 +99,8 @@ func Run(ctx context.Context, o RunOptions, log logr.Logger) error {
 }
 
 func newManager(cfg *rest.Config, o RunOptions, log logr.Logger) (manager.Manager, error) {
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return nil, err
-	}
 	return ctrl.NewManager(cfg, manager.Options{
-		Scheme: scheme, Logger: log,
+		Scheme: kubeclient.Scheme, Logger: log,
 		Metrics:                       metricsserver.Options{BindAddress: o.MetricsBindAddress},
 		HealthProbeBindAddress:        o.HealthProbeBindAddress,
 		LeaderElection:                true,
