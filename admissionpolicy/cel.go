@@ -185,3 +185,30 @@ func celStrings(s []string) string {
 	}
 	return "[" + strings.Join(q, ", ") + "]"
 }
+
+// celWarning is w as a CEL string expression: its words quoted, each slot
+// the CEL string expression slots gives it. A slot without one panics
+// (Compile returns that as an internal error; the tests compile every
+// warning).
+func celWarning(w policy.Warning, slots map[string]string) string {
+	parts := w.Parts()
+	out := make([]string, 0, len(parts))
+	for i, p := range parts {
+		switch {
+		case i%2 == 1:
+			e, ok := slots[p]
+			if !ok {
+				panic(fmt.Sprintf("warning %q: no CEL for slot {%s}", w, p))
+			}
+			out = append(out, e)
+		case p != "":
+			out = append(out, celQuote(p))
+		}
+	}
+	return strings.Join(out, " + ")
+}
+
+// celQuote is s as a single-quoted CEL string literal.
+func celQuote(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}

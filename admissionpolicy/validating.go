@@ -5,6 +5,7 @@ package admissionpolicy
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -101,12 +102,13 @@ func (c *compiler) validatingPolicy(name string, a audit, local []string) *admis
 		vars = append(vars, c.nodeLocalVariables()...)
 	}
 	words := `variables.missing.map(o, 'value' in o ? o['name'] + ':' + o['value'] : o['name']).join(' ')`
-	msg := `'dnstune audit: would apply profile ' + variables.profile + ' (options): add options ' + ` + words
+	// change is policy.Decision.Summary: what the webhook would change.
+	change := `'profile ' + variables.profile + ' (options): add options ' + ` + words
 	wouldLocal := "false"
 	if len(local) > 0 {
-		msg = fmt.Sprintf(`variables.profile in %s ?
-  'dnstune audit: would apply profile ' + variables.profile + ' (nodelocal): dnsPolicy ' + object.spec.?dnsPolicy.orValue('ClusterFirst') + ' -> None; nameservers ' + variables.servers.join(',') + '; searches ' + variables.searches.join(',') + (size(variables.missing) > 0 ? '; add options ' + %s : '') :
-  %s`, celStrings(local), words, msg)
+		change = fmt.Sprintf(`(variables.profile in %s ?
+  'profile ' + variables.profile + ' (nodelocal): dnsPolicy ' + object.spec.?dnsPolicy.orValue('ClusterFirst') + ' -> None; nameservers ' + variables.servers.join(',') + '; searches ' + variables.searches.join(',') + (size(variables.missing) > 0 ? '; add options ' + %s : '') :
+  %s)`, celStrings(local), words, change)
 		wouldLocal = fmt.Sprintf(`(variables.profile in %s && %s)`, celStrings(local), limitsExpression)
 	}
 	// A pod dnstune made nodelocal (enforced namespaces only: the match
@@ -151,20 +153,27 @@ func (c *compiler) validatingPolicy(name string, a audit, local []string) *admis
 		profNdots = append(profNdots, fmt.Sprintf("'%s': '%d'", n, pol.Profiles[n].Ndots()))
 	}
 	ndotsOf := "{" + strings.Join(profNdots, ", ") + "}[variables.profile]"
-	musl := `'dnstune: container "' + variables.musl[0]['name'] + '" uses "' + variables.musl[0]['image'] + '", which looks musl-based (Alpine): `
+	musl := map[string]string{"container": `variables.musl[0]['name']`, "image": `variables.musl[0]['image']`}
+	with := func(m map[string]string, kv ...string) map[string]string {
+		m = maps.Clone(m)
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
 	var validations []admissionregistrationv1.Validation
 	if !enforcedOnly {
 		// The webhook's unknown-profile warning (policy.ReasonUnknownProfile).
 		validations = append(validations, admissionregistrationv1.Validation{Expression: fmt.Sprintf("variables.profile in %s", celStrings(c.names)),
-			MessageExpression: `'dnstune: namespace ' + namespaceObject.metadata.name + ' names profile "' + variables.profile + '", which the policy does not define; pod left unchanged'`})
+			MessageExpression: celWarning(policy.WarnUnknownProfile, map[string]string{"namespace": "namespaceObject.metadata.name", "profile": "variables.profile"})})
 	}
 	validations = append(validations,
-		admissionregistrationv1.Validation{Expression: "!variables.warnMusl", MessageExpression: musl + `musl ignores single-request-reopen; use the ` + v1alpha1.NodeLocalProfileName + ` profile (node-local DNS cache) to avoid 5-second DNS stalls'`},
-		admissionregistrationv1.Validation{Expression: "!variables.warnNdotsKept", MessageExpression: musl + `this pod gets ndots:` + strconv.Itoa(v1alpha1.KubeletNdots) + `, not profile ' + variables.profile + '\'s ndots:' + ` + ndotsOf + ` + ', because with a lower ndots musl fails name.namespace.svc lookups (it does not fall back to the search list); profile ' + variables.profile + '\'s musl: apply gives it ndots:' + ` + ndotsOf + ` + ' anyway'`},
-		admissionregistrationv1.Validation{Expression: "!variables.warnOwnNdots", MessageExpression: musl + `this pod sets ndots:' + variables.podNdots[0] + ' itself, which dnstune keeps, and with it musl fails name.namespace.svc lookups (it does not fall back to the search list); remove the pod\'s ndots option or set it to ` + strconv.Itoa(v1alpha1.KubeletNdots) + `'`},
+		admissionregistrationv1.Validation{Expression: "!variables.warnMusl", MessageExpression: celWarning(policy.WarnMuslSingleRequestReopen, musl)},
+		admissionregistrationv1.Validation{Expression: "!variables.warnNdotsKept", MessageExpression: celWarning(policy.WarnMuslNdotsKept, with(musl, "profile", "variables.profile", "ndots", ndotsOf))},
+		admissionregistrationv1.Validation{Expression: "!variables.warnOwnNdots", MessageExpression: celWarning(policy.WarnMuslOwnNdots, with(musl, "ndots", "variables.podNdots[0]"))},
 	)
 	if !enforcedOnly {
-		validations = append(validations, admissionregistrationv1.Validation{Expression: "!variables.wouldChange", MessageExpression: msg})
+		validations = append(validations, admissionregistrationv1.Validation{Expression: "!variables.wouldChange", MessageExpression: celWarning(policy.WarnAudit, map[string]string{"change": change})})
 	}
 	if len(local) > 0 {
 		// The webhook's over-the-limits skip (policy.ReasonOverLimits): the
@@ -174,11 +183,11 @@ func (c *compiler) validatingPolicy(name string, a audit, local []string) *admis
 		n, s, ch := `size(variables.servers)`, `size(variables.searches)`, `variables.searches.join(' ').size()`
 		validations = append(validations,
 			admissionregistrationv1.Validation{Expression: fmt.Sprintf(`!(%s && %s > %d)`, on, n, policy.MaxNameservers),
-				MessageExpression: fmt.Sprintf(`'dnstune: nameservers would number ' + string(%s) + ', over the limit of %d; pod left unchanged'`, n, policy.MaxNameservers)},
+				MessageExpression: celWarning(policy.WarnTooManyNameservers, map[string]string{"count": "string(" + n + ")"})},
 			admissionregistrationv1.Validation{Expression: fmt.Sprintf(`!(%s && %s <= %d && %s > %d)`, on, n, policy.MaxNameservers, s, policy.MaxSearches),
-				MessageExpression: fmt.Sprintf(`'dnstune: searches would number ' + string(%s) + ', over the limit of %d; pod left unchanged'`, s, policy.MaxSearches)},
+				MessageExpression: celWarning(policy.WarnTooManySearches, map[string]string{"count": "string(" + s + ")"})},
 			admissionregistrationv1.Validation{Expression: fmt.Sprintf(`!(%s && %s <= %d && %s <= %d && %s > %d)`, on, n, policy.MaxNameservers, s, policy.MaxSearches, ch, policy.MaxSearchListChars),
-				MessageExpression: fmt.Sprintf(`'dnstune: the search list would be ' + string(%s) + ' characters, over the limit of %d; pod left unchanged'`, ch, policy.MaxSearchListChars)},
+				MessageExpression: celWarning(policy.WarnSearchListTooLong, map[string]string{"count": "string(" + ch + ")"})},
 		)
 	}
 	// Where a pod can have been made nodelocal by the mutating policy, the
@@ -207,7 +216,7 @@ func (c *compiler) validatingPolicy(name string, a audit, local []string) *admis
 	}
 	if !enforcedOnly {
 		vap.Spec.AuditAnnotations = []admissionregistrationv1.AuditAnnotation{{Key: "would-mutate",
-			ValueExpression: `variables.wouldChange ? (` + strings.ReplaceAll(msg, "'dnstune audit: would apply ", "'") + `) : ''`}}
+			ValueExpression: `variables.wouldChange ? (` + change + `) : ''`}}
 	}
 	return vap
 }

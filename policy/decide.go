@@ -164,7 +164,7 @@ func Decide(pod *corev1.Pod, ns Namespace, pol *Policy, clusterDNS netip.Addr) D
 	}
 	if enforcement == v1alpha1.Audit {
 		d.Action = AuditOnly
-		d.Warnings = append(d.Warnings, "dnstune audit: would apply "+d.Summary())
+		d.Warnings = append(d.Warnings, WarnAudit.Text("change", d.Summary()))
 		return d
 	}
 	d.Action = Mutate
@@ -220,7 +220,7 @@ func chooseProfile(ns Namespace, pol *Policy) (*Profile, v1alpha1.Enforcement, D
 	}
 	if prof == nil {
 		return nil, "", Decision{Action: Skip, Reason: ReasonUnknownProfile, Warnings: []string{
-			fmt.Sprintf("dnstune: namespace %s names profile %q, which the policy does not define; pod left unchanged", ns.Name, ns.Labels[ProfileLabel]),
+			WarnUnknownProfile.Text("namespace", ns.Name, "profile", ns.Labels[ProfileLabel]),
 		}}
 	}
 	return prof, enforcement, Decision{}
@@ -242,9 +242,9 @@ func (d *Decision) nodeLocal(pod *corev1.Pod, ns Namespace, pol *Policy, cluster
 	}
 	servers := mergeFront([]string{pol.NodeLocalDNS.String(), dns.String()}, cfg.Nameservers)
 	searches := mergeFront(ClusterSearches(ns.Name, pol.ClusterDomain), cfg.Searches)
-	if msg := checkLimits(servers, searches); msg != "" {
+	if w := checkLimits(servers, searches); w != "" {
 		d.Action, d.Reason = Skip, ReasonOverLimits
-		d.Warnings = append(d.Warnings, "dnstune: "+msg+"; pod left unchanged")
+		d.Warnings = append(d.Warnings, w)
 		return false
 	}
 	d.SetDNSPolicy = corev1.DNSNone
@@ -283,11 +283,9 @@ func muslContainer(pod *corev1.Pod) *corev1.Container {
 // the exposure when it is below 5. A pod's own ndots of 5 or more gets no
 // warning: nothing of dnstune's decided it, and it is safe.
 func muslNdotsWarning(musl *corev1.Container, prof *Profile, own []corev1.PodDNSConfigOption) string {
-	prefix := fmt.Sprintf("dnstune: container %q uses %q, which looks musl-based (Alpine): ", musl.Name, musl.Image)
 	i := slices.IndexFunc(own, func(o corev1.PodDNSConfigOption) bool { return o.Name == "ndots" })
 	if i < 0 {
-		return prefix + fmt.Sprintf("this pod gets ndots:%d, not profile %s's ndots:%d, because with a lower ndots musl fails name.namespace.svc lookups (it does not fall back to the search list); profile %s's musl: apply gives it ndots:%d anyway",
-			v1alpha1.KubeletNdots, prof.Name, prof.Ndots(), prof.Name, prof.Ndots())
+		return WarnMuslNdotsKept.Text("container", musl.Name, "image", musl.Image, "profile", prof.Name, "ndots", strconv.Itoa(prof.Ndots()))
 	}
 	v := ptr.Deref(own[i].Value, "")
 	if len(v) == 0 || len(v) > 9 || strings.Trim(v, "0123456789") != "" {
@@ -296,8 +294,7 @@ func muslNdotsWarning(musl *corev1.Container, prof *Profile, own []corev1.PodDNS
 	if n, _ := strconv.Atoi(v); n >= v1alpha1.KubeletNdots {
 		return ""
 	}
-	return prefix + fmt.Sprintf("this pod sets ndots:%s itself, which dnstune keeps, and with it musl fails name.namespace.svc lookups (it does not fall back to the search list); remove the pod's ndots option or set it to %d",
-		v, v1alpha1.KubeletNdots)
+	return WarnMuslOwnNdots.Text("container", musl.Name, "image", musl.Image, "ndots", v)
 }
 
 // muslWarnings warns, for an options profile relying on
@@ -309,9 +306,7 @@ func muslWarnings(pod *corev1.Pod, prof *Profile, have []corev1.PodDNSConfigOpti
 	var out []string
 	for _, c := range append(slices.Clip(pod.Spec.InitContainers), pod.Spec.Containers...) {
 		if LooksMusl(c.Image) {
-			out = append(out, fmt.Sprintf(
-				"dnstune: container %q uses %q, which looks musl-based (Alpine): musl ignores single-request-reopen; use the %s profile (node-local DNS cache) to avoid 5-second DNS stalls",
-				c.Name, c.Image, v1alpha1.NodeLocalProfileName))
+			out = append(out, WarnMuslSingleRequestReopen.Text("container", c.Name, "image", c.Image))
 		}
 	}
 	return out
@@ -429,15 +424,17 @@ func mergeFront(front, rest []string) []string {
 	return out
 }
 
+// checkLimits returns the warning for the first of kube-apiserver's limits
+// on pod DNS that servers and searches pass, or "".
 func checkLimits(servers, searches []string) string {
 	if len(servers) > MaxNameservers {
-		return fmt.Sprintf("nameservers would number %d, over the limit of %d", len(servers), MaxNameservers)
+		return WarnTooManyNameservers.Text("count", strconv.Itoa(len(servers)))
 	}
 	if len(searches) > MaxSearches {
-		return fmt.Sprintf("searches would number %d, over the limit of %d", len(searches), MaxSearches)
+		return WarnTooManySearches.Text("count", strconv.Itoa(len(searches)))
 	}
 	if n := len(strings.Join(searches, " ")); n > MaxSearchListChars {
-		return fmt.Sprintf("the search list would be %d characters, over the limit of %d", n, MaxSearchListChars)
+		return WarnSearchListTooLong.Text("count", strconv.Itoa(n))
 	}
 	return ""
 }
