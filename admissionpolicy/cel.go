@@ -5,13 +5,14 @@ package admissionpolicy
 
 import (
 	"fmt"
+	"maps"
 	"path"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/selection"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/dnstune/dnstune/api/v1alpha1"
 	"github.com/dnstune/dnstune/policy"
@@ -50,23 +51,26 @@ func auditRulesExpression(pol *policy.Policy) string {
 }
 
 func ruleCondition(r policy.Rule) (string, error) {
-	if r.Selector != nil {
-		reqs, _ := r.Selector.Requirements()
+	if sel := r.LabelSelector; sel != nil {
+		// The API's namespaceSelector as written: matchLabels (by key),
+		// then matchExpressions in order, all of them.
 		var parts []string
-		for _, req := range reqs {
-			k := strconv.Quote(req.Key())
-			vals := celStrings(req.Values().List())
-			switch req.Operator() {
-			case selection.In, selection.Equals, selection.DoubleEquals:
+		for _, k := range slices.Sorted(maps.Keys(sel.MatchLabels)) {
+			parts = append(parts, fmt.Sprintf("(%[1]s in variables.labels && variables.labels[%[1]s] == %[2]s)", strconv.Quote(k), strconv.Quote(sel.MatchLabels[k])))
+		}
+		for _, e := range sel.MatchExpressions {
+			k, vals := strconv.Quote(e.Key), celStrings(e.Values)
+			switch e.Operator {
+			case metav1.LabelSelectorOpIn:
 				parts = append(parts, fmt.Sprintf("(%s in variables.labels && variables.labels[%s] in %s)", k, k, vals))
-			case selection.NotIn, selection.NotEquals:
+			case metav1.LabelSelectorOpNotIn:
 				parts = append(parts, fmt.Sprintf("!(%s in variables.labels && variables.labels[%s] in %s)", k, k, vals))
-			case selection.Exists:
+			case metav1.LabelSelectorOpExists:
 				parts = append(parts, fmt.Sprintf("(%s in variables.labels)", k))
-			case selection.DoesNotExist:
+			case metav1.LabelSelectorOpDoesNotExist:
 				parts = append(parts, fmt.Sprintf("!(%s in variables.labels)", k))
 			default:
-				return "", fmt.Errorf("selector operator %s has no CEL form here", req.Operator())
+				return "", fmt.Errorf("selector operator %s has no CEL form here", e.Operator)
 			}
 		}
 		if len(parts) == 0 {

@@ -88,10 +88,13 @@ func (p *Profile) KeepsNdotsFor() bool {
 // Rule chooses a profile for namespaces; exactly one of Namespaces and
 // Selector is set.
 type Rule struct {
-	Namespaces  []string
-	Selector    labels.Selector
-	Profile     string
-	Enforcement v1alpha1.Enforcement
+	Namespaces []string
+	// Selector is LabelSelector, the API's namespaceSelector as written,
+	// built for matching.
+	Selector      labels.Selector
+	LabelSelector *metav1.LabelSelector
+	Profile       string
+	Enforcement   v1alpha1.Enforcement
 }
 
 // Policy is a loaded, validated, defaulted policy, compiled for decisions
@@ -147,7 +150,7 @@ func Compile(p *v1alpha1.Policy) *Policy {
 			if err != nil {
 				panic("policy.Compile: unvalidated selector: " + err.Error())
 			}
-			cr.Selector = sel
+			cr.Selector, cr.LabelSelector = sel, r.NamespaceSelector.DeepCopy()
 		}
 		out.Rules = append(out.Rules, cr)
 	}
