@@ -24,14 +24,14 @@ import (
 
 	"github.com/dnstune/dnstune/internal/daemon"
 	"github.com/dnstune/dnstune/internal/kubeclient"
-	"github.com/dnstune/dnstune/internal/report"
 )
 
-// NewManager builds a controller-runtime manager that serves the webhook,
+// newManager builds a controller-runtime manager that serves the webhook,
 // metrics and health probes, with a metadata-only namespace cache, the
-// policy store (opened by the caller) and the cluster DNS discovery as
-// runnables. The handler counts into the store's metrics.
-func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *daemon.PolicyStore, log logr.Logger) (manager.Manager, error) {
+// policy store (opened by the caller) and the cluster DNS discovery dns as
+// runnables. The handler counts into the store's metrics. With reports on,
+// it elects a leader for the report writer the caller adds.
+func newManager(ctx context.Context, cfg *rest.Config, o Options, store *daemon.PolicyStore, dns *daemon.ClusterDNS, log logr.Logger) (manager.Manager, error) {
 	o.setDefaults()
 	reports := o.Reports != ReportsOff
 	tlsOpts := []func(*tls.Config){func(c *tls.Config) {
@@ -66,7 +66,7 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *daemon.
 	}
 	server := mgr.GetWebhookServer() // also adds it to the manager's runnables
 	metrics := NewMetrics(crmetrics.Registry)
-	dns := &daemon.ClusterDNS{Reader: mgr.GetAPIReader(), Key: o.ClusterDNSService, Every: o.ClusterDNSRefresh, Log: log.WithName("cluster-dns")}
+	dns.Reader = mgr.GetAPIReader()
 	nsInformer, err := mgr.GetCache().GetInformer(ctx, namespaceMeta())
 	if err != nil {
 		return nil, fmt.Errorf("failed to set up the namespace cache: %w", err)
@@ -92,30 +92,6 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options, store *daemon.
 	}
 	server.Register(Path, withDeadline(handler, o.RequestTimeout))
 	runnables := []manager.Runnable{store, dns}
-	if reports {
-		gauge := report.NewOutOfDateGauge()
-		if err := crmetrics.Registry.Register(gauge); err != nil {
-			return nil, fmt.Errorf("failed to register the report gauge: %w", err)
-		}
-		// Its own client: a first write of every namespace's report should
-		// not queue behind client-go's default 5 requests/s.
-		rcfg := rest.CopyConfig(cfg)
-		rcfg.QPS, rcfg.Burst = ReportQPS, 2*ReportQPS
-		rc, err := client.New(rcfg, client.Options{Scheme: kubeclient.Scheme, Mapper: mgr.GetRESTMapper()})
-		if err != nil {
-			return nil, fmt.Errorf("failed to create the report client: %w", err)
-		}
-		runnables = append(runnables, &report.Reporter{
-			Reader: rc, Namespaces: mgr.GetClient(), Writer: rc,
-			Policy: store.Policy, Generation: store.Generation, ClusterDNS: dns.Addr,
-			Interval: o.ReportInterval, OutOfDate: gauge, Log: log.WithName("reports"),
-			// Core v1 Events (the release namespace's Role allows those);
-			// the newer recorder writes events.k8s.io.
-			Events: mgr.GetEventRecorderFor("dnstune-webhook"), //nolint:staticcheck // see above
-			// The install's policy ConfigMap (manifests/dnstune/templates/policy.yaml).
-			About: &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: o.LeaderElectionNamespace, Name: "dnstune-policy"}},
-		})
-	}
 	for _, r := range runnables {
 		if err := mgr.Add(r); err != nil {
 			return nil, fmt.Errorf("failed to add runnable: %w", err)
@@ -161,11 +137,6 @@ func networkPolicies(ctx context.Context, c cache.Cache) (func(context.Context, 
 		return l.Items, true
 	}, nil
 }
-
-// ReportQPS is the report writer's client-side rate limit (requests/s; burst
-// twice that): its scans are a few paginated LISTs, its writes one server-side
-// apply per changed report.
-const ReportQPS = 50
 
 func namespaceMeta() *metav1.PartialObjectMetadata {
 	m := &metav1.PartialObjectMetadata{}

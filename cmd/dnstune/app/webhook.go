@@ -2,6 +2,7 @@ package app
 
 import (
 	"github.com/spf13/cobra"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/dnstune/dnstune/certs"
@@ -28,7 +29,22 @@ func newWebhookCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := newLogger(cmd.ErrOrStderr(), verbose)
 			ctrllog.SetLogger(log)
-			return webhook.Run(cmd.Context(), o, log)
+			d, err := webhook.New(cmd.Context(), o, log)
+			if err != nil {
+				return err
+			}
+			if o.Reports != webhook.ReportsOff {
+				// PolicyReports of running pods, when the CRD is installed:
+				// a runnable of its own on the webhook's manager (leader only).
+				if err := report.AddToManager(d.Manager, report.WriterOptions{
+					Policy: d.Policy.Policy, Generation: d.Policy.Generation, ClusterDNS: d.ClusterDNS.Addr,
+					Interval: o.ReportInterval, PolicyConfigMap: client.ObjectKey{Namespace: o.LeaderElectionNamespace, Name: "dnstune-policy"},
+					Log: log.WithName("reports"),
+				}); err != nil {
+					return err
+				}
+			}
+			return d.Start(cmd.Context())
 		},
 	}
 	f := cmd.Flags()
