@@ -14,12 +14,12 @@ import (
 // GroupVersion and Resource the backend needs the cluster to serve:
 // MutatingAdmissionPolicy v1, GA in Kubernetes 1.36.
 const (
-	GroupVersion = "admissionregistration.k8s.io/v1"
-	Resource     = "mutatingadmissionpolicies"
+	groupVersion = "admissionregistration.k8s.io/v1"
+	resource     = "mutatingadmissionpolicies"
 )
 
 // ErrNotServed is the refusal CheckServed returns below Kubernetes 1.36.
-var ErrNotServed = errors.New("the admission-policy backend needs " + GroupVersion + " MutatingAdmissionPolicy, which Kubernetes serves from 1.36")
+var ErrNotServed = errors.New("the admission-policy backend needs " + groupVersion + " MutatingAdmissionPolicy, which Kubernetes serves from 1.36")
 
 // CheckServed asks the cluster's discovery whether it serves
 // MutatingAdmissionPolicy v1 (every authenticated client may read
@@ -31,11 +31,11 @@ func CheckServed(cfg *rest.Config) error {
 	if err != nil {
 		return fmt.Errorf("failed to build a discovery client: %w", err)
 	}
-	res, err := dc.ServerResourcesForGroupVersion(GroupVersion)
+	res, err := dc.ServerResourcesForGroupVersion(groupVersion)
 	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("failed to read the cluster's %s resources (discovery): %w", GroupVersion, err)
+		return fmt.Errorf("failed to read the cluster's %s resources (discovery): %w", groupVersion, err)
 	}
-	if res != nil && slices.ContainsFunc(res.APIResources, func(r metav1.APIResource) bool { return r.Name == Resource }) {
+	if res != nil && slices.ContainsFunc(res.APIResources, func(r metav1.APIResource) bool { return r.Name == resource }) {
 		return nil
 	}
 	version := "an unknown version"

@@ -28,8 +28,8 @@ import (
 	"github.com/dnstune/dnstune/policy"
 )
 
-// FieldManager is the server-side apply field manager of the compiled objects.
-const FieldManager = "dnstune"
+// fieldManager is the server-side apply field manager of the compiled objects.
+const fieldManager = "dnstune"
 
 // RunOptions configure Run. Zero values take the defaults stated.
 type RunOptions struct {
@@ -196,7 +196,7 @@ func (s *Syncer) sync(ctx context.Context, dns netip.Addr) error {
 		}
 		obj := &unstructured.Unstructured{Object: u}
 		delete(obj.Object["metadata"].(map[string]any), "creationTimestamp")
-		if err := s.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		if err := s.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
 			return fmt.Errorf("failed to apply %s %s: %w", obj.GetKind(), obj.GetName(), err)
 		}
 		keep[obj.GetKind()+"/"+obj.GetName()] = true

@@ -27,7 +27,7 @@ import (
 const (
 	CertFile = "tls.crt"
 	KeyFile  = "tls.key"
-	CAFile   = "ca.crt"
+	caFile   = "ca.crt"
 )
 
 // KeyPair is a PEM certificate and its PEM private key.
@@ -103,9 +103,9 @@ func Sign(tmpl *x509.Certificate, parent *KeyPair, validity time.Duration) (*Key
 	return &KeyPair{CertPEM: certPEM, KeyPEM: keyPEM, Cert: cert, key: key}, nil
 }
 
-// ParseKeyPair reads a PEM certificate and key, e.g. from a Secret, and
+// parseKeyPair reads a PEM certificate and key, e.g. from a Secret, and
 // checks that they belong together.
-func ParseKeyPair(certPEM, keyPEM []byte) (*KeyPair, error) {
+func parseKeyPair(certPEM, keyPEM []byte) (*KeyPair, error) {
 	cert, err := pki.DecodeX509CertificateBytes(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("failed to parse certificate: %w", err)

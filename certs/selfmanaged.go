@@ -23,8 +23,8 @@ import (
 
 // Keys of the self-managed Secret.
 const (
-	SecretCACert   = "ca.crt"
-	SecretCAKey    = "ca.key"
+	secretCACert   = "ca.crt"
+	secretCAKey    = "ca.key"
 	SecretCABundle = "ca-bundle.crt" //nolint:gosec // G101: a Secret key name, not a credential. Current CA, plus the previous one while valid.
 )
 
@@ -135,8 +135,8 @@ type material struct {
 // missing or invalid pair is nil (and gets reissued), never an error.
 func parseMaterial(data map[string][]byte) material {
 	var m material
-	m.ca, _ = ParseKeyPair(data[SecretCACert], data[SecretCAKey])
-	m.serving, _ = ParseKeyPair(data[CertFile], data[KeyFile])
+	m.ca, _ = parseKeyPair(data[secretCACert], data[secretCAKey])
+	m.serving, _ = parseKeyPair(data[CertFile], data[KeyFile])
 	return m
 }
 
@@ -166,7 +166,7 @@ func (s *SelfManaged) renew(old map[string][]byte, now time.Time) (map[string][]
 			previousCA = m.ca.CertPEM // still trusted until the new serving cert is everywhere
 		}
 		m.ca, m.serving, changed = ca, nil, true
-		data[SecretCACert], data[SecretCAKey] = ca.CertPEM, ca.KeyPEM
+		data[secretCACert], data[secretCAKey] = ca.CertPEM, ca.KeyPEM
 	}
 	if m.serving == nil || due(m.serving.Cert, now) || !s.matches(m.serving, m.ca) {
 		dns, ips := splitHosts(s.o.Hosts)

@@ -61,7 +61,7 @@ func TestSelfManagedIssuesAndInjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	sec := getSecret(t, c)
-	for _, k := range []string{SecretCACert, SecretCAKey, CertFile, KeyFile, SecretCABundle} {
+	for _, k := range []string{secretCACert, secretCAKey, CertFile, KeyFile, SecretCABundle} {
 		if len(sec.Data[k]) == 0 {
 			t.Errorf("secret lacks %s", k)
 		}
@@ -77,7 +77,7 @@ func TestSelfManagedIssuesAndInjects(t *testing.T) {
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(mwc.Webhooks[0].ClientConfig.CABundle)
-	kp, err := ParseKeyPair(sec.Data[CertFile], sec.Data[KeyFile])
+	kp, err := parseKeyPair(sec.Data[CertFile], sec.Data[KeyFile])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestSelfManagedRenewal(t *testing.T) {
 	if bytes.Equal(second.Data[CertFile], first.Data[CertFile]) {
 		t.Fatal("serving certificate not renewed past two thirds of its lifetime")
 	}
-	if !bytes.Equal(second.Data[SecretCACert], first.Data[SecretCACert]) {
+	if !bytes.Equal(second.Data[secretCACert], first.Data[secretCACert]) {
 		t.Fatal("CA renewed with the serving certificate")
 	}
 
@@ -129,10 +129,10 @@ func TestSelfManagedRenewal(t *testing.T) {
 		t.Fatal(err)
 	}
 	third := getSecret(t, c)
-	if bytes.Equal(third.Data[SecretCACert], first.Data[SecretCACert]) {
+	if bytes.Equal(third.Data[secretCACert], first.Data[secretCACert]) {
 		t.Fatal("CA not renewed")
 	}
-	if !bytes.Contains(third.Data[SecretCABundle], first.Data[SecretCACert]) || !bytes.Contains(third.Data[SecretCABundle], third.Data[SecretCACert]) {
+	if !bytes.Contains(third.Data[SecretCABundle], first.Data[secretCACert]) || !bytes.Contains(third.Data[SecretCABundle], third.Data[secretCACert]) {
 		t.Fatal("bundle must hold the new CA and, while valid, the old one")
 	}
 }

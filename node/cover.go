@@ -57,14 +57,14 @@ import (
 //     share (no SO_REUSEPORT, or another user) makes the cover's bind fail
 //     while it runs: the cover then stays off on that node and says so.
 
-// CoverLabel is the label of the address the cover adds to lo, so it removes
+// coverLabel is the label of the address the cover adds to lo, so it removes
 // only its own (and a look at `ip addr show lo` says who added it).
-const CoverLabel = "lo:dnstune"
+const coverLabel = "lo:dnstune"
 
-// CoverCheckInterval is how often a running cover reads /proc/net/udp for
+// coverCheckInterval is how often a running cover reads /proc/net/udp for
 // the cache's socket: how soon it moves the cache's index after the cache
 // rebinds in an order it did not expect, and takes its address off lo.
-const CoverCheckInterval = 250 * time.Millisecond
+const coverCheckInterval = 250 * time.Millisecond
 
 // Bounds of the forwarder: queries in flight (more are dropped, as a busy
 // server drops them; the client retries), how long it waits for kube-dns,
@@ -180,13 +180,13 @@ func (c *Cover) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("node-local cover: cannot list the node's addresses: %w", err)
 	}
-	elsewhere, err := c.o.Links.HasLocal(c.o.Address, CoverLabel)
+	elsewhere, err := c.o.Links.HasLocal(c.o.Address, coverLabel)
 	if err != nil {
 		return fmt.Errorf("node-local cover: cannot list the node's addresses: %w", err)
 	}
 	switch {
 	case !local:
-		if err := c.o.Links.Add(c.o.Address, CoverLabel); err != nil {
+		if err := c.o.Links.Add(c.o.Address, coverLabel); err != nil {
 			return fmt.Errorf("node-local cover: cannot add %s to lo (needs CAP_NET_ADMIN in the host network namespace): %w", c.o.Address, err)
 		}
 		c.added = true
@@ -333,18 +333,18 @@ func (c *Cover) Refresh(ctx context.Context) (cacheBound bool, err error) {
 			return len(now) > 0, err
 		}
 	}
-	elsewhere, err := c.o.Links.HasLocal(c.o.Address, CoverLabel)
+	elsewhere, err := c.o.Links.HasLocal(c.o.Address, coverLabel)
 	if err != nil {
 		return len(now) > 0, err
 	}
 	switch {
 	case c.added && elsewhere:
-		if err := c.o.Links.Del(c.o.Address, CoverLabel); err != nil {
-			return len(now) > 0, fmt.Errorf("node-local cover: cannot take %s (%s) off lo: %w", c.o.Address, CoverLabel, err)
+		if err := c.o.Links.Del(c.o.Address, coverLabel); err != nil {
+			return len(now) > 0, fmt.Errorf("node-local cover: cannot take %s (%s) off lo: %w", c.o.Address, coverLabel, err)
 		}
 		c.added = false
 	case !c.added && !elsewhere:
-		if err := c.o.Links.Add(c.o.Address, CoverLabel); err != nil {
+		if err := c.o.Links.Add(c.o.Address, coverLabel); err != nil {
 			return len(now) > 0, fmt.Errorf("node-local cover: %s left the node and cannot be added to lo: %w", c.o.Address, err)
 		}
 		c.added = true
@@ -364,8 +364,8 @@ func (c *Cover) closeLocked() error {
 	errs := []error{c.closeSocketsLocked()}
 	c.upstream = ""
 	if c.added {
-		if err := c.o.Links.Del(c.o.Address, CoverLabel); err != nil {
-			errs = append(errs, fmt.Errorf("node-local cover: cannot remove %s (%s) from lo: %w", c.o.Address, CoverLabel, err))
+		if err := c.o.Links.Del(c.o.Address, coverLabel); err != nil {
+			errs = append(errs, fmt.Errorf("node-local cover: cannot remove %s (%s) from lo: %w", c.o.Address, coverLabel, err))
 		} else {
 			c.added = false
 		}

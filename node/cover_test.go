@@ -122,7 +122,7 @@ type fakeLinks struct {
 func (f *fakeLinks) HasLocal(_ netip.Addr, except string) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.other || (f.ours && except != CoverLabel), nil
+	return f.other || (f.ours && except != coverLabel), nil
 }
 func (f *fakeLinks) Add(a netip.Addr, label string) error {
 	f.mu.Lock()
@@ -355,7 +355,7 @@ func TestCoverWithoutACache(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Stop() })
-	if got := links.take(); !slices.Equal(got, []string{"add 127.0.0.1 " + CoverLabel}) {
+	if got := links.take(); !slices.Equal(got, []string{"add 127.0.0.1 " + coverLabel}) {
 		t.Errorf("address calls %q, want the address added to lo with its label", got)
 	}
 	for _, network := range []string{"udp", "tcp"} {
@@ -386,13 +386,13 @@ func TestCoverWithoutACache(t *testing.T) {
 	if _, err := c.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := links.take(); !slices.Equal(got, []string{"del 127.0.0.1 " + CoverLabel, "add 127.0.0.1 " + CoverLabel}) {
+	if got := links.take(); !slices.Equal(got, []string{"del 127.0.0.1 " + coverLabel, "add 127.0.0.1 " + coverLabel}) {
 		t.Errorf("address calls %q, want the cover's address off lo while the cache's interface held it, back after", got)
 	}
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if got := links.take(); !slices.Equal(got, []string{"del 127.0.0.1 " + CoverLabel}) {
+	if got := links.take(); !slices.Equal(got, []string{"del 127.0.0.1 " + coverLabel}) {
 		t.Errorf("address calls at Stop %q, want the address removed", got)
 	}
 	// An agent killed while covering left its address: the next one takes
@@ -406,7 +406,7 @@ func TestCoverWithoutACache(t *testing.T) {
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if got := links.take(); !slices.Equal(got, []string{"del 127.0.0.1 " + CoverLabel}) {
+	if got := links.take(); !slices.Equal(got, []string{"del 127.0.0.1 " + coverLabel}) {
 		t.Errorf("address calls %q with a leftover lo:dnstune, want it adopted and removed at Stop", got)
 	}
 	if _, err := NewCover(CoverOptions{Address: netip.MustParseAddr("127.0.0.1")}); err == nil || !strings.Contains(err.Error(), "--nodelocal-cover-upstream") {
@@ -432,7 +432,7 @@ func TestCoverRefusedByACacheThatWillNotShare(t *testing.T) {
 	if c.Active() {
 		t.Error("the cover is active after a failed start")
 	}
-	if got := links.take(); !slices.Equal(got, []string{"add 127.0.0.1 " + CoverLabel, "del 127.0.0.1 " + CoverLabel}) {
+	if got := links.take(); !slices.Equal(got, []string{"add 127.0.0.1 " + coverLabel, "del 127.0.0.1 " + coverLabel}) {
 		t.Errorf("address calls %q, want the address it added removed again", got)
 	}
 }

@@ -402,7 +402,7 @@ func (p *CacheProbe) writeCondition(ctx context.Context) {
 // CoverCheckInterval. It stops the cover (giving its address back) before
 // it returns.
 func (p *CacheProbe) Run(ctx context.Context) {
-	check := time.NewTicker(CoverCheckInterval)
+	check := time.NewTicker(coverCheckInterval)
 	defer check.Stop()
 	var lastWK time.Time
 	next := time.Now()

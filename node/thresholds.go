@@ -21,14 +21,11 @@ type Thresholds [3]int
 
 // DefaultTargets are the thresholds dnstune raises to by default, as
 // OpenShift's node tuning does: 8192 / 32768 / 65536. The kernel's own
-// defaults are 128 / 512 / 1024.
+// defaults are 128 / 512 / 1024. A neighbour entry costs the kernel ~400 B
+// on x86-64 (struct neighbour plus its hardware-header cache), served from
+// a 512-byte slab: 65536 entries cap the table at ~32 MiB, and memory is
+// only used by entries that exist.
 var DefaultTargets = Thresholds{8192, 32768, 65536}
-
-// BytesPerEntry is the kernel memory one neighbour entry costs, as used in
-// the docs: struct neighbour plus its hardware-header cache come to ~400 B on
-// x86-64 and are served from a 512-byte slab. 65536 entries cap the table at
-// ~32 MiB; memory is only used by entries that exist.
-const BytesPerEntry = 512
 
 // MaxThreshold is the largest value the kernel holds in a gc_thresh sysctl:
 // they are C ints (proc_dointvec), so INT_MAX. A larger write fails or wraps.
@@ -69,11 +66,11 @@ func (t Thresholds) Validate() error {
 	return nil
 }
 
-// Plan returns the thresholds to set given the current ones: each value is
+// planTune returns the thresholds to set given the current ones: each value is
 // the larger of current and target, so nothing is ever lowered. The merged
 // result must still be ordered; if a value kept from the node breaks the
 // order, Plan says which and how to fix it.
-func Plan(current, target Thresholds) (Thresholds, error) {
+func planTune(current, target Thresholds) (Thresholds, error) {
 	var out Thresholds
 	for i := range out {
 		out[i] = max(current[i], target[i])

@@ -67,7 +67,7 @@ func Tune(o TuneOptions) (TuneResult, error) {
 		if err != nil {
 			return res, err
 		}
-		want, err := Plan(cur, o.Target)
+		want, err := planTune(cur, o.Target)
 		if err != nil {
 			return res, fmt.Errorf("%s: %w", f, err)
 		}

@@ -241,7 +241,7 @@ func (d *Decision) nodeLocal(pod *corev1.Pod, ns Namespace, pol *Policy, cluster
 		return false
 	}
 	servers := mergeFront([]string{pol.NodeLocalDNS.String(), dns.String()}, cfg.Nameservers)
-	searches := mergeFront(ClusterSearches(ns.Name, pol.ClusterDomain), cfg.Searches)
+	searches := mergeFront(clusterSearches(ns.Name, pol.ClusterDomain), cfg.Searches)
 	if w := checkLimits(servers, searches); w != "" {
 		d.Action, d.Reason = Skip, ReasonOverLimits
 		d.Warnings = append(d.Warnings, w)
@@ -408,8 +408,8 @@ func (pol *Policy) matchRule(ns Namespace) *Rule {
 	return nil
 }
 
-// ClusterSearches is kubelet's ClusterFirst search list for a namespace.
-func ClusterSearches(namespace, domain string) []string {
+// clusterSearches is kubelet's ClusterFirst search list for a namespace.
+func clusterSearches(namespace, domain string) []string {
 	return []string{namespace + ".svc." + domain, "svc." + domain, domain}
 }
 

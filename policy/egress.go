@@ -12,8 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 )
 
-// DNSPort is the port a pod's resolver sends to.
-const DNSPort = 53
+// dnsPort is the port a pod's resolver sends to.
+const dnsPort = 53
 
 // Egress is what the NetworkPolicies of a pod's namespace let it send to
 // one address on DNSPort, from CacheEgress.
@@ -94,7 +94,7 @@ func EgressWarning(e Egress, namespace string, addr netip.Addr) string {
 		protos[i] = string(p)
 	}
 	return fmt.Sprintf("dnstune: NetworkPolicy %s selects this pod for egress and allows no %s port %d to the node-local DNS cache %s: each lookup waits out the timeout there before it reaches kube-dns; add an egress rule to %s with ports %d/UDP and %d/TCP",
-		strings.Join(names, ", "), strings.Join(protos, " or "), DNSPort, addr, hostPrefix(addr), DNSPort, DNSPort)
+		strings.Join(names, ", "), strings.Join(protos, " or "), dnsPort, addr, hostPrefix(addr), dnsPort, dnsPort)
 }
 
 func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).String() }
@@ -155,10 +155,10 @@ func rulePorts(ports []networkingv1.NetworkPolicyPort, proto corev1.Protocol) bo
 		case p.Port == nil:
 			return true
 		case p.Port.Type == 0 && p.EndPort != nil:
-			if p.Port.IntVal <= DNSPort && DNSPort <= *p.EndPort {
+			if p.Port.IntVal <= dnsPort && dnsPort <= *p.EndPort {
 				return true
 			}
-		case p.Port.Type == 0 && p.Port.IntVal == DNSPort:
+		case p.Port.Type == 0 && p.Port.IntVal == dnsPort:
 			return true
 		}
 	}

@@ -62,19 +62,19 @@ func LoadFile(path string) (*Policy, error) {
 // values, bad addresses, duplicate keys and references to missing profiles
 // are all reported, each as a FieldError in the returned ErrorList.
 func Load(file string, data []byte) (*Policy, error) {
-	api, err := Decode(file, data)
+	api, err := decodePolicy(file, data)
 	if err != nil {
 		return nil, err
 	}
 	return Compile(api), nil
 }
 
-// Decode reads one policy document into the API types, strictly, then
+// decodePolicy reads one policy document into the API types, strictly, then
 // defaults and validates it. Errors carry file, line, column and field: the
 // decoder indexes the yaml.Node tree by field path, and each validation
 // error (a field.Error) is placed at its field, or at the nearest enclosing
 // one that the file has.
-func Decode(file string, data []byte) (*v1alpha1.Policy, error) {
+func decodePolicy(file string, data []byte) (*v1alpha1.Policy, error) {
 	d := &decoder{file: file, vals: map[string]*yaml.Node{}, keys: map[string]*yaml.Node{}}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node

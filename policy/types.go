@@ -184,11 +184,6 @@ func ResilientProfile() *Profile {
 	return builtin(v1alpha1.DefaultProfileName, v1alpha1.ResilientProfile())
 }
 
-// NodeLocalProfile is the built-in node-local cache profile, compiled.
-func NodeLocalProfile() *Profile {
-	return builtin(v1alpha1.NodeLocalProfileName, v1alpha1.NodeLocalProfile())
-}
-
 // Default returns the built-in policy: the "resilient" profile for every
 // opted-in namespace, "nodelocal" available by namespace label, enforced.
 func Default() *Policy { return Compile(v1alpha1.Default()) }

@@ -243,7 +243,7 @@ func (h *Handler) Review(ctx context.Context, body []byte) ([]byte, error) {
 		}
 		resp.AuditAnnotations = map[string]string{AuditAnnotationKey: d.Summary()}
 	case policy.Mutate:
-		patch, err := encodePatch(Patch(pod, &d))
+		patch, err := encodePatch(patch(pod, &d))
 		if err != nil {
 			return nil, fmt.Errorf("failed to encode patch: %w", err)
 		}

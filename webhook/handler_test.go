@@ -51,7 +51,7 @@ func newTestHandler(reg prometheus.Registerer) *Handler {
 		Policy:     func() *policy.Policy { return pol },
 		Namespaces: testNamespaces,
 		ClusterDNS: func() netip.Addr { return netip.MustParseAddr("10.96.0.10") },
-		Metrics:    NewMetrics(reg),
+		Metrics:    newMetrics(reg),
 		Log:        logr.Discard(),
 	}
 }

@@ -46,7 +46,7 @@ func newManager(ctx context.Context, cfg *rest.Config, o Options, store *daemon.
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsBindAddress},
 		HealthProbeBindAddress: o.HealthProbeBindAddress,
 		PprofBindAddress:       o.PprofBindAddress,
-		WebhookServer: NewServer(ServerOptions{
+		WebhookServer: newServer(ServerOptions{
 			Port: o.Port, CertDir: o.CertDir, TLSOpts: tlsOpts,
 			HeaderTimeout: o.HeaderTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.RequestTimeout,
 			IdleTimeout: o.IdleTimeout, MaxConnections: o.MaxConnections, Log: log.WithName("webhook-server"),
@@ -65,7 +65,7 @@ func newManager(ctx context.Context, cfg *rest.Config, o Options, store *daemon.
 		return nil, fmt.Errorf("failed to create manager: %w", err)
 	}
 	server := mgr.GetWebhookServer() // also adds it to the manager's runnables
-	metrics := NewMetrics(crmetrics.Registry)
+	metrics := newMetrics(crmetrics.Registry)
 	dns.Reader = mgr.GetAPIReader()
 	nsInformer, err := mgr.GetCache().GetInformer(ctx, namespaceMeta())
 	if err != nil {

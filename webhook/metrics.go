@@ -19,8 +19,8 @@ type Metrics struct {
 	NodeLocalEgressBlocked *prometheus.CounterVec
 }
 
-// NewMetrics creates the metrics and registers them with reg (nil: not registered).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+// newMetrics creates the metrics and registers them with reg (nil: not registered).
+func newMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Mutations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnstune_mutations_total",

@@ -23,9 +23,9 @@ const (
 	ReportsOff                      = "off"
 )
 
-// DefaultSelfManagedHosts are the webhook Service's names, the self-managed
+// defaultSelfManagedHosts are the webhook Service's names, the self-managed
 // certificate's default DNS names.
-func DefaultSelfManagedHosts() []string {
+func defaultSelfManagedHosts() []string {
 	return []string{"dnstune-webhook.dnstune-system.svc", "dnstune-webhook.dnstune-system.svc.cluster.local"}
 }
 
@@ -121,7 +121,7 @@ func (o *Options) setDefaults() {
 		o.SelfManagedWebhookConfig = DefaultSelfManagedWebhookConfig
 	}
 	if len(o.SelfManagedHosts) == 0 {
-		o.SelfManagedHosts = DefaultSelfManagedHosts()
+		o.SelfManagedHosts = defaultSelfManagedHosts()
 	}
 	if o.ClusterDNSRefresh == 0 {
 		o.ClusterDNSRefresh = daemon.DefaultClusterDNSRefresh

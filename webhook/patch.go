@@ -10,12 +10,12 @@ import (
 	"github.com/dnstune/dnstune/policy"
 )
 
-// Patch returns the JSON patch that makes a decision's changes to pod. It
+// patch returns the JSON patch that makes a decision's changes to pod. It
 // touches only /spec/dnsPolicy, /spec/dnsConfig (or its nameservers,
 // searches and options when the pod already has a dnsConfig, so fields of
 // dnsConfig this version does not know survive) and one annotation. Values
 // come from typed fields; "add" replaces a member that exists (RFC 6902 4.1).
-func Patch(pod *corev1.Pod, d *policy.Decision) []jsonpatch.Operation {
+func patch(pod *corev1.Pod, d *policy.Decision) []jsonpatch.Operation {
 	if d.Action != policy.Mutate {
 		return nil
 	}

@@ -76,8 +76,8 @@ type Server struct {
 
 var _ crwebhook.Server = (*Server)(nil)
 
-// NewServer returns a server; Start serves it.
-func NewServer(o ServerOptions) *Server {
+// newServer returns a server; Start serves it.
+func newServer(o ServerOptions) *Server {
 	if o.Port == 0 {
 		o.Port = 9443
 	}

@@ -38,7 +38,7 @@ func startTLSServer(t *testing.T, o ServerOptions) (string, *http.Client) {
 	}
 	o.Host, o.Port, o.CertDir, o.Log = "127.0.0.1", freePort(t), dir, logr.Discard()
 	o.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}
-	s := NewServer(o)
+	s := newServer(o)
 	s.Register(Path, newTestHandler(nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -90,8 +90,8 @@ func (c Coverage) MissingNodes() map[string]string {
 	return m
 }
 
-// UsesNodeLocal says whether a profile of pol is nodelocal.
-func UsesNodeLocal(pol *policy.Policy) bool {
+// usesNodeLocal says whether a profile of pol is nodelocal.
+func usesNodeLocal(pol *policy.Policy) bool {
 	for _, p := range pol.Profiles {
 		if p.Mode == v1alpha1.ModeNodeLocal {
 			return true
@@ -103,7 +103,7 @@ func UsesNodeLocal(pol *policy.Policy) bool {
 // ReadCoverage lists the nodes and returns the coverage of pol's
 // nodeLocalDNS; nil when no profile is nodelocal.
 func ReadCoverage(ctx context.Context, c client.Reader, pol *policy.Policy) (*Coverage, error) {
-	if !UsesNodeLocal(pol) {
+	if !usesNodeLocal(pol) {
 		return nil, nil
 	}
 	var nodes corev1.NodeList

@@ -5,7 +5,7 @@
 // so each out-of-date pod is reported by the workload that owns it, which
 // a restart brings up to date.
 //
-// Evaluate is pure: it judges one pod against the same policy.Decide the
+// evaluate is pure: it judges one pod against the same policy.Decide the
 // webhook runs. Scan (scan.go) reads the cluster and groups by workload.
 package report
 
@@ -43,13 +43,13 @@ type PodResult struct {
 	Change string `json:"change,omitempty"`
 }
 
-// Evaluate judges a running pod. template is the pod template its workload
+// evaluate judges a running pod. template is the pod template its workload
 // creates pods from (nil for a bare pod): the webhook saw the template, not
 // the running pod, so the decision is made on it. The pod is up to date
 // when its dnsPolicy, dnsConfig (options compared as a set: kubelet and
 // merges may reorder them) and profile annotation are those the decision
 // gives the template.
-func Evaluate(pod *corev1.Pod, template *corev1.PodTemplateSpec, ns policy.Namespace, pol *policy.Policy, clusterDNS netip.Addr) PodResult {
+func evaluate(pod *corev1.Pod, template *corev1.PodTemplateSpec, ns policy.Namespace, pol *policy.Policy, clusterDNS netip.Addr) PodResult {
 	res := PodResult{Name: pod.Name}
 	base := &corev1.Pod{}
 	if template != nil {

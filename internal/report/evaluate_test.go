@@ -77,7 +77,7 @@ func TestEvaluate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := Evaluate(tt.pod, tt.tmpl, tt.ns, tt.pol, kubeDNS)
+			r := evaluate(tt.pod, tt.tmpl, tt.ns, tt.pol, kubeDNS)
 			if r.Status != tt.want || r.Reason != tt.reason {
 				t.Fatalf("got %s/%s (%s), want %s/%s", r.Status, r.Reason, r.Change, tt.want, tt.reason)
 			}

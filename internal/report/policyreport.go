@@ -40,8 +40,8 @@ var apiVersions = map[string]string{
 // gets several reports, ReportName, ReportName-2, ReportName-3, ...
 const MaxReportResults = 1000
 
-// PartName is the name of a namespace's i-th report (0-based).
-func PartName(i int) string {
+// partName is the name of a namespace's i-th report (0-based).
+func partName(i int) string {
 	if i == 0 {
 		return ReportName
 	}
@@ -68,7 +68,7 @@ func PolicyReports(namespace string, ws []Workload, now time.Time) []*unstructur
 	parts = append(parts, cur)
 	out := make([]*unstructured.Unstructured, len(parts))
 	for i, results := range parts {
-		out[i] = newReport(namespace, PartName(i), results)
+		out[i] = newReport(namespace, partName(i), results)
 	}
 	return out
 }

@@ -115,7 +115,7 @@ func TestPolicyReportsSplit(t *testing.T) {
 	seen := map[string]bool{}
 	total := 0
 	for i, u := range parts {
-		if u.GetName() != PartName(i) || (i > 0 && u.GetName() != fmt.Sprintf("dnstune-%d", i+1)) {
+		if u.GetName() != partName(i) || (i > 0 && u.GetName() != fmt.Sprintf("dnstune-%d", i+1)) {
 			t.Errorf("report %d is named %s", i, u.GetName())
 		}
 		b, err := json.Marshal(u.Object)

@@ -67,8 +67,8 @@ type Reporter struct {
 	hashes  map[string][32]byte // namespace/name -> content last written
 }
 
-// NewOutOfDateGauge is dnstune_pods_out_of_date{profile}.
-func NewOutOfDateGauge() *prometheus.GaugeVec {
+// newOutOfDateGauge is dnstune_pods_out_of_date{profile}.
+func newOutOfDateGauge() *prometheus.GaugeVec {
 	return prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "dnstune_pods_out_of_date",
 		Help: "Running pods in opted-in namespaces whose DNS settings a restart would change, by the profile they would get (last scan).",
@@ -283,7 +283,7 @@ func (r *Reporter) deleteParts(ctx context.Context, ns string, keep int) error {
 		u := &unstructured.Unstructured{}
 		u.SetGroupVersionKind(PolicyReportGVK)
 		u.SetNamespace(ns)
-		u.SetName(PartName(i))
+		u.SetName(partName(i))
 		if err := client.IgnoreNotFound(r.Writer.Delete(ctx, u)); err != nil {
 			return fmt.Errorf("failed to delete PolicyReport %s/%s: %w", ns, u.GetName(), err)
 		}

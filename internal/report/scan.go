@@ -193,7 +193,7 @@ func addPod(byOwner map[string]*Workload, w *owners, p *corev1.Pod, ns policy.Na
 		wl.OnDelete = w.onDelete[key.UID]
 		byOwner[id] = wl
 	}
-	r := Evaluate(p, tmpl, ns, o.Policy, o.ClusterDNS)
+	r := evaluate(p, tmpl, ns, o.Policy, o.ClusterDNS)
 	wl.Pods = append(wl.Pods, r)
 	if prof := o.Policy.Profiles[r.Profile]; wl.NodeLocalEgress == "" && r.Status != Skipped && prof != nil && prof.Mode == v1alpha1.ModeNodeLocal {
 		wl.NodeLocalEgress = policy.EgressWarning(policy.CacheEgress(p, nps, o.Policy.NodeLocalDNS), ns.Name, o.Policy.NodeLocalDNS)

@@ -51,7 +51,7 @@ func AddToManager(mgr manager.Manager, o WriterOptions) error {
 	if o.EventSource == "" {
 		o.EventSource = "dnstune-webhook"
 	}
-	gauge := NewOutOfDateGauge()
+	gauge := newOutOfDateGauge()
 	if err := crmetrics.Registry.Register(gauge); err != nil {
 		return fmt.Errorf("failed to register the report gauge: %w", err)
 	}

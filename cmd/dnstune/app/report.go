@@ -21,8 +21,8 @@ import (
 	"github.com/dnstune/dnstune/policy"
 )
 
-// PolicyConfigMap is where the install keeps the policy (key policy.yaml).
-var PolicyConfigMap = client.ObjectKey{Namespace: "dnstune-system", Name: "dnstune-policy"}
+// policyConfigMap is where the install keeps the policy (key policy.yaml).
+var policyConfigMap = client.ObjectKey{Namespace: "dnstune-system", Name: "dnstune-policy"}
 
 // clusterFlags are how report and rollout reach the cluster and its policy.
 type clusterFlags struct {
@@ -72,10 +72,10 @@ func (f *clusterFlags) loadPolicy(ctx context.Context, c client.Client) (*policy
 		return policy.LoadFile(f.policyFile)
 	}
 	var cm corev1.ConfigMap
-	if err := c.Get(ctx, PolicyConfigMap, &cm); err != nil {
-		return nil, fmt.Errorf("failed to read the cluster's policy (ConfigMap %s; or give --policy): %w", PolicyConfigMap, err)
+	if err := c.Get(ctx, policyConfigMap, &cm); err != nil {
+		return nil, fmt.Errorf("failed to read the cluster's policy (ConfigMap %s; or give --policy): %w", policyConfigMap, err)
 	}
-	return policy.Load("configmap/"+PolicyConfigMap.String(), []byte(cm.Data["policy.yaml"]))
+	return policy.Load("configmap/"+policyConfigMap.String(), []byte(cm.Data["policy.yaml"]))
 }
 
 // coverage reads where the node-local cache answers (the node agents' Node
