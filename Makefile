@@ -17,7 +17,7 @@ LDFLAGS := -s -w -X github.com/dnstune/dnstune/cmd/dnstune/app.Version=$(VERSION
 
 .PHONY: build
 build: ## Build bin/dnstune (static, version-stamped; the same flags as the Dockerfile).
-	CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "$(LDFLAGS)" -o $(BIN)/dnstune ./cmd/dnstune
+	CGO_ENABLED=0 GOWORK=off go build -trimpath -buildvcs=false -ldflags "$(LDFLAGS)" -o $(BIN)/dnstune ./cmd/dnstune
 
 .PHONY: test
 test: verify-generate verify-manifests test-unit e2e ## Run every test: unit (with fuzz seed corpora) and e2e on a real control plane.
@@ -60,8 +60,8 @@ verify-manifests: $(HELM) ## Fail when manifests/ is stale (run make manifests).
 
 .PHONY: test-unit
 test-unit: chart-tools ## Unit tests, golden files, fuzz seed corpora, the chart (helm lint, renders, alert rules), benchmarks compiled (not timed).
-	HELM=$(HELM) PROMTOOL=$(PROMTOOL) go test $(GO_TEST_FLAGS) -tags chart -count=1 -race $$(go list ./... | grep -v /e2e)
-	go test -count=1 -run '^$$' -bench . -benchtime 1x $$(go list ./... | grep -v /e2e) > /dev/null
+	HELM=$(HELM) PROMTOOL=$(PROMTOOL) go test $(GO_TEST_FLAGS) -tags chart -count=1 -race ./... ./e2e/chart
+	go test -count=1 -run '^$$' -bench . -benchtime 1x ./... > /dev/null
 
 .PHONY: e2e-tools
 e2e-tools: ## Build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and etcd from the Go module proxy (cached outside the clone; bin/tools links them): the control plane of the suite and the demo.
@@ -167,13 +167,13 @@ bench: e2e-tools chart-tools ## Go benchmarks + load harness (floor / reference 
 update-golden: $(HELM) ## Rewrite every golden file from the current output (offline CLI, policy check, the chart's renders).
 	go test ./internal/offline/... -run Golden -update
 	go test ./cmd/dnstune/app -run PolicyCheckFixtures -update-check
-	HELM=$(HELM) go test -tags chart ./manifests -run GoldenRenders -update
+	HELM=$(HELM) go test -tags chart ./e2e/chart -run GoldenRenders -update
 
 IMAGE ?= ghcr.io/dnstune/dnstune:dev
 
 .PHONY: image
 image: build ## Build the image without a Docker engine: bin/dnstune-image.tar (docker format; ctr/docker/podman load it).
-	go run ./hack/image -binary $(BIN)/dnstune -o $(BIN)/dnstune-image.tar -tag $(IMAGE) -version $(VERSION)
+	go run ./e2e/cmd/image -binary $(BIN)/dnstune -o $(BIN)/dnstune-image.tar -tag $(IMAGE) -version $(VERSION)
 
 .PHONY: docker-image
 docker-image: ## Build the image with a Docker engine from the Dockerfile (the same binary path, user and entrypoint).
@@ -185,8 +185,8 @@ fmt: ## gofmt every Go file.
 	gofmt -w $$(git ls-files '*.go')
 
 .PHONY: vet
-vet: ## go vet, with the e2e and chart tests (build tags e2e, chart).
-	go vet -tags e2e,chart ./...
+vet: ## go vet, both modules (the shipped one and e2e/), with the e2e and chart tests (build tags e2e, chart).
+	go vet -tags e2e,chart ./... ./e2e/...
 
 $(GOLANGCI):
 	GOBIN=$(BIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
@@ -195,5 +195,6 @@ $(GOLANGCI):
 .PHONY: lint
 lint: $(GOLANGCI) ## gofmt check, go vet and golangci-lint (.golangci.yml).
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run: make fmt"; exit 1; }
-	go vet -tags e2e,chart ./...
+	go vet -tags e2e,chart ./... ./e2e/...
 	$(GOLANGCI) run ./...
+	cd e2e && $(GOLANGCI) run ./...

@@ -16,6 +16,8 @@ set -euo pipefail
 
 KUBE_VERSION=v1.37.1
 ETCD_VERSION=$(grep -oE "go.etcd.io/etcd/server/v3 v[0-9.]+" "$(dirname "$0")/tools/etcd/go.mod" | head -1 | cut -d" " -f2)
+# The tools are modules of their own, outside the repository's go.work.
+export GOWORK=off
 root=$(cd "$(dirname "$0")/.." && pwd)
 what=${1:-kube}
 

@@ -13,6 +13,8 @@ v=${1:?usage: $0 v1.MINOR.PATCH}
 [[ $v =~ ^v1\.([0-9]+)\.([0-9]+)$ ]] || { echo "not a release version: $v" >&2; exit 1; }
 minor=${BASH_REMATCH[1]}
 staging=v0.$minor.${BASH_REMATCH[2]}
+# The tools are modules of their own, outside the repository's go.work.
+export GOWORK=off
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=$root/hack/tools/apiserver-1.$minor
 mkdir -p "$dir/kube-apiserver"

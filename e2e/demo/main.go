@@ -26,7 +26,7 @@ import (
 
 	"github.com/dnstune/dnstune/e2e/framework"
 	"github.com/dnstune/dnstune/e2e/kubenode"
-	"github.com/dnstune/dnstune/internal/resolvconf"
+	"github.com/dnstune/dnstune/e2e/resolvconf"
 )
 
 func main() {

@@ -149,6 +149,7 @@ func BuildDnstune(dir string) (string, error) {
 	out := filepath.Join(dir, "dnstune")
 	cmd := exec.Command("go", "build", "-o", out, "./cmd/dnstune")
 	cmd.Dir = RepoRoot()
+	cmd.Env = append(os.Environ(), "GOWORK=off") // the shipped module, as go install builds it
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("failed to build dnstune: %w\n%s", err, b)
 	}

@@ -232,7 +232,7 @@ func buildStatic(dir string) (string, error) {
 	out := filepath.Join(dir, "dnstune")
 	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w", "-o", out, "./cmd/dnstune")
 	cmd.Dir = framework.RepoRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off") // the shipped module, as go install builds it
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/dnstune: %w\n%s", err, b)
 	}

@@ -22,8 +22,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/dnstune/dnstune/e2e/chart"
 	"github.com/dnstune/dnstune/e2e/framework"
-	"github.com/dnstune/dnstune/manifests"
 )
 
 // stepMetricNames: every metric name the chart's alerts and dashboard
@@ -31,7 +31,7 @@ import (
 // earlier steps made them count admissions), or comes from Prometheus or
 // kube-state-metrics.
 func stepMetricNames(t *testing.T, ctx context.Context, c *Cluster) {
-	want, err := manifests.QueryMetricNames()
+	want, err := chart.QueryMetricNames()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func stepMetricNames(t *testing.T, ctx context.Context, c *Cluster) {
 		}
 	}
 	for _, n := range want {
-		if !exposed[n] && !slices.Contains(manifests.FromExporters, n) {
+		if !exposed[n] && !slices.Contains(chart.FromExporters, n) {
 			t.Errorf("the chart's alerts or dashboard query %s, which neither the webhook nor the node agent exposes", n)
 		}
 	}

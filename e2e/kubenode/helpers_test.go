@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/dnstune/dnstune/e2e/framework"
-	"github.com/dnstune/dnstune/internal/resolvconf"
+	"github.com/dnstune/dnstune/e2e/resolvconf"
 )
 
 // sh runs a shell command line as a user types it (Cluster.Shell) and

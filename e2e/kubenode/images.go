@@ -18,7 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/dnstune/dnstune/e2e/framework"
-	"github.com/dnstune/dnstune/internal/image"
+	"github.com/dnstune/dnstune/e2e/image"
 )
 
 // Images the node runs. Nothing can be pulled here: every image is built

@@ -25,7 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dnstune/dnstune/e2e/framework"
-	"github.com/dnstune/dnstune/internal/resolvconf"
+	"github.com/dnstune/dnstune/e2e/resolvconf"
 )
 
 // Namespaces of the resolv.conf checks, one per way a namespace can be.
@@ -214,7 +214,7 @@ func stepNodeAgent(t *testing.T, ctx context.Context, c *Cluster) {
 
 // expectations per namespace: what the policy's profile gives (the shipped
 // chart's values), checked literally, and what our renderer
-// (internal/resolvconf, used by dnstune report) says kubelet writes.
+// (e2e/resolvconf, kubelet's rendering written again) says kubelet writes.
 func expectedResolvConf(ns string) resolvconf.Config {
 	search := []string{ns + ".svc.cluster.local", "svc.cluster.local", "cluster.local"}
 	switch ns {
@@ -265,7 +265,7 @@ func stepResolvConf(t *testing.T, ctx context.Context, c *Cluster) {
 			t.Errorf("%s: the running container's /etc/resolv.conf is\n%s\nwant %+v", ns.name, text, want)
 		}
 		if rendered := resolvconf.ForPod(pod, ns.name, cluster); !sameResolvConf(got, rendered) {
-			t.Errorf("%s: kubelet wrote %+v, internal/resolvconf renders %+v", ns.name, got, rendered)
+			t.Errorf("%s: kubelet wrote %+v, e2e/resolvconf renders %+v", ns.name, got, rendered)
 		}
 		t.Logf("%s (profile %q): %s", ns.name, pod.Annotations["dnstune.io/profile"], strings.ReplaceAll(strings.TrimSpace(text), "\n", " | "))
 	}

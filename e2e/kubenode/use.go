@@ -17,7 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/dnstune/dnstune/e2e/framework"
-	"github.com/dnstune/dnstune/internal/resolvconf"
+	"github.com/dnstune/dnstune/e2e/resolvconf"
 )
 
 // InstallCommand and UninstallCommand are the README's, run verbatim from

@@ -33,8 +33,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/dnstune/dnstune/e2e/framework"
+	"github.com/dnstune/dnstune/e2e/resolvconf"
 	"github.com/dnstune/dnstune/internal/offline"
-	"github.com/dnstune/dnstune/internal/resolvconf"
 	"github.com/dnstune/dnstune/policy"
 )
 

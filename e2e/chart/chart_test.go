@@ -1,18 +1,19 @@
 //go:build chart
 
-// Package manifests_test tests the Helm chart (manifests/dnstune): helm lint,
+// Package chart_test tests the Helm chart (manifests/dnstune): helm lint,
 // golden renders for several values sets, the values schema, the policy in
 // the values (dnstune policy check), the alert rules (promtool check and
 // unit tests) and the dashboard's queries. helm and promtool come from
 // $HELM and $PROMTOOL, or bin/tools (make chart-tools); a missing tool fails
 // the test, saying how to get it.
-package manifests_test
+package chart_test
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -31,14 +32,24 @@ import (
 	"github.com/dnstune/dnstune/admissionpolicy"
 	"github.com/dnstune/dnstune/api/v1alpha1"
 	"github.com/dnstune/dnstune/cmd/dnstune/app"
+	"github.com/dnstune/dnstune/e2e/chart"
 	"github.com/dnstune/dnstune/e2e/framework"
-	"github.com/dnstune/dnstune/manifests"
 	"github.com/dnstune/dnstune/policy"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden renders")
 
-const chart = "dnstune" // the chart directory (tests run in manifests/)
+const chartDir = "dnstune" // the chart directory (TestMain runs the tests in manifests/)
+
+// TestMain runs the tests in manifests/, where the chart and the rendered
+// install files are.
+func TestMain(m *testing.M) {
+	if err := os.Chdir(filepath.Join(framework.RepoRoot(), "manifests")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
 
 func tool(t *testing.T, env, name string) string {
 	t.Helper()
@@ -63,7 +74,7 @@ func helm(t *testing.T, args ...string) (string, error) {
 
 func render(t *testing.T, valuesFile string, extra ...string) string {
 	t.Helper()
-	args := append([]string{"template", "dnstune", chart, "--namespace", "dnstune-system", "--kube-version", "v1.37.1", "-f", valuesFile}, extra...)
+	args := append([]string{"template", "dnstune", chartDir, "--namespace", "dnstune-system", "--kube-version", "v1.37.1", "-f", valuesFile}, extra...)
 	out, err := helm(t, args...)
 	if err != nil {
 		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -72,7 +83,7 @@ func render(t *testing.T, valuesFile string, extra ...string) string {
 }
 
 func valuesSets(t *testing.T) []string {
-	sets, _ := filepath.Glob(filepath.Join(chart, "tests", "values", "*.yaml"))
+	sets, _ := filepath.Glob(filepath.Join(chartDir, "tests", "values", "*.yaml"))
 	if len(sets) < 5 {
 		t.Fatalf("found %d values sets", len(sets))
 	}
@@ -81,7 +92,7 @@ func valuesSets(t *testing.T) []string {
 
 func TestHelmLint(t *testing.T) {
 	for _, v := range valuesSets(t) {
-		if out, err := helm(t, "lint", chart, "--strict", "--kube-version", "v1.37.1", "-f", v); err != nil {
+		if out, err := helm(t, "lint", chartDir, "--strict", "--kube-version", "v1.37.1", "-f", v); err != nil {
 			t.Errorf("helm lint -f %s: %v\n%s", v, err, out)
 		}
 	}
@@ -93,7 +104,7 @@ func TestGoldenRenders(t *testing.T) {
 		name := strings.TrimSuffix(filepath.Base(v), ".yaml")
 		t.Run(name, func(t *testing.T) {
 			got := render(t, v)
-			golden := filepath.Join(chart, "tests", "golden", name+".golden.yaml")
+			golden := filepath.Join(chartDir, "tests", "golden", name+".golden.yaml")
 			if *update {
 				if err := os.WriteFile(golden, []byte(got), 0o600); err != nil {
 					t.Fatal(err)
@@ -128,7 +139,7 @@ func TestValuesSchemaRejects(t *testing.T) {
 		{"policy.enforcment=audit", "at '/policy': additional properties 'enforcment' not allowed"},
 		{"image.pullPolicy=Sometimes", "at '/image/pullPolicy'"},
 	} {
-		out, err := helm(t, "template", "x", chart, "--kube-version", "v1.37.1", "--set", tt.set)
+		out, err := helm(t, "template", "x", chartDir, "--kube-version", "v1.37.1", "--set", tt.set)
 		if err == nil {
 			t.Errorf("--set %s: rendered, want the schema to refuse it", tt.set)
 			continue
@@ -153,7 +164,7 @@ func TestExcludeNamespacesSchemaAgreesWithCheck(t *testing.T) {
 		p.ExcludeNamespaces = []string{ns}
 		checkErr := v1alpha1.Validate(p).ToAggregate()
 		list, _ := json.Marshal([]string{ns})
-		out, helmErr := helm(t, "template", "x", chart, "--kube-version", "v1.37.1", "--set-json", "policy.excludeNamespaces="+string(list))
+		out, helmErr := helm(t, "template", "x", chartDir, "--kube-version", "v1.37.1", "--set-json", "policy.excludeNamespaces="+string(list))
 		switch {
 		case checkErr != nil && helmErr == nil:
 			t.Errorf("excludeNamespaces [%q]: policy check refuses it (%v), the chart renders it", ns, checkErr)
@@ -196,7 +207,7 @@ func TestChartPolicyPassesCheck(t *testing.T) {
 			t.Errorf("%s: dnstune policy check exit %d:\n%s", v, code, out)
 		}
 	}
-	bad := render(t, filepath.Join(chart, "tests", "values", "default.yaml"), "--set", "policy.rules[0].namespaces[0]=shop", "--set", "policy.rules[0].profile=gone")
+	bad := render(t, filepath.Join(chartDir, "tests", "values", "default.yaml"), "--set", "policy.rules[0].namespaces[0]=shop", "--set", "policy.rules[0].profile=gone")
 	code, out := check(t, bad)
 	if code == 0 || !strings.Contains(out, `rules[0].profile: no profile named "gone"`) {
 		t.Errorf("a rule naming a missing profile: exit %d, %q", code, out)
@@ -209,8 +220,8 @@ func TestChartPolicyPassesCheck(t *testing.T) {
 func TestAlertRules(t *testing.T) {
 	promtool := tool(t, "PROMTOOL", "promtool")
 	for _, args := range [][]string{
-		{"check", "rules", filepath.Join(chart, "files", "alerts.yaml")},
-		{"test", "rules", filepath.Join(chart, "tests", "alerts_test.yaml")},
+		{"check", "rules", filepath.Join(chartDir, "files", "alerts.yaml")},
+		{"test", "rules", filepath.Join(chartDir, "tests", "alerts_test.yaml")},
 	} {
 		out, err := exec.Command(promtool, args...).CombinedOutput() // #nosec G204 -- test
 		if err != nil {
@@ -228,7 +239,7 @@ func TestAlertRules(t *testing.T) {
 	if !slices.Equal(names, want) {
 		t.Errorf("alerts %v, want %v", names, want)
 	}
-	tests, err := os.ReadFile(filepath.Join(chart, "tests", "alerts_test.yaml"))
+	tests, err := os.ReadFile(filepath.Join(chartDir, "tests", "alerts_test.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,12 +255,12 @@ func TestAlertRules(t *testing.T) {
 		}
 	}
 	// The PrometheusRule's spec is files/alerts.yaml.
-	out := render(t, filepath.Join(chart, "tests", "values", "monitoring.yaml"), "--show-only", "templates/monitoring.yaml")
+	out := render(t, filepath.Join(chartDir, "tests", "values", "monitoring.yaml"), "--show-only", "templates/monitoring.yaml")
 	objs, err := framework.Objects([]byte(out))
 	if err != nil {
 		t.Fatal(err)
 	}
-	file, _ := os.ReadFile(filepath.Join(chart, "files", "alerts.yaml"))
+	file, _ := os.ReadFile(filepath.Join(chartDir, "files", "alerts.yaml"))
 	var fromFile map[string]any
 	if err := yaml.Unmarshal(file, &fromFile); err != nil {
 		t.Fatal(err)
@@ -270,9 +281,9 @@ func TestAlertRules(t *testing.T) {
 	}
 }
 
-func alertRules(t *testing.T) []manifests.Rule {
+func alertRules(t *testing.T) []chart.Rule {
 	t.Helper()
-	r, err := manifests.AlertRules()
+	r, err := chart.AlertRules()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +292,7 @@ func alertRules(t *testing.T) []manifests.Rule {
 
 func dashboardQueries(t *testing.T) []string {
 	t.Helper()
-	q, err := manifests.DashboardQueries()
+	q, err := chart.DashboardQueries()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +301,7 @@ func dashboardQueries(t *testing.T) []string {
 
 func queryMetricNames(t *testing.T) []string {
 	t.Helper()
-	n, err := manifests.QueryMetricNames()
+	n, err := chart.QueryMetricNames()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +313,7 @@ func queryMetricNames(t *testing.T) []string {
 // e2e/kubenode), Prometheus' up, or kube-state-metrics' namespace labels.
 func TestQueriesParseAndNameKnownMetrics(t *testing.T) {
 	for _, n := range queryMetricNames(t) {
-		if !strings.HasPrefix(n, "dnstune_") && !strings.HasPrefix(n, "controller_runtime_webhook_") && !slices.Contains(manifests.FromExporters, n) {
+		if !strings.HasPrefix(n, "dnstune_") && !strings.HasPrefix(n, "controller_runtime_webhook_") && !slices.Contains(chart.FromExporters, n) {
 			t.Errorf("query selects %s, which no dnstune binary or the documented exporters expose", n)
 		}
 	}
@@ -319,7 +330,7 @@ func TestHelmBuiltLikeARelease(t *testing.T) {
 	if err != nil || !strings.HasPrefix(strings.TrimSpace(out), "v3.") {
 		t.Errorf("helm version --short: %q (%v): built without helm's version ldflags?", out, err)
 	}
-	if out, err := helm(t, "template", "dnstune", chart, "--namespace", "dnstune-system"); err != nil {
+	if out, err := helm(t, "template", "dnstune", chartDir, "--namespace", "dnstune-system"); err != nil {
 		t.Errorf("helm template without --kube-version: %v\n%s", err, out)
 	}
 }
@@ -400,7 +411,7 @@ func TestAdmissionPolicyRBACNamesEveryCompiledObject(t *testing.T) {
 // cache (the default), non-root with no capability when it does not, and
 // the cover's RBAC (its Services' Role) comes and goes with it.
 func TestNodeAgentPrivilegeFollowsTheCover(t *testing.T) {
-	def := filepath.Join(chart, "tests", "values", "default.yaml")
+	def := filepath.Join(chartDir, "tests", "values", "default.yaml")
 	for _, tc := range []struct {
 		sets    []string
 		user    int64
@@ -452,7 +463,7 @@ func TestNodeAgentPrivilegeFollowsTheCover(t *testing.T) {
 // TestImagesArePinnedToAppVersion: the chart's default image, and so every
 // rendered manifest, runs the release the chart was cut with, never latest.
 func TestImagesArePinnedToAppVersion(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(chart, "Chart.yaml"))
+	b, err := os.ReadFile(filepath.Join(chartDir, "Chart.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -482,7 +493,7 @@ func TestImagesArePinnedToAppVersion(t *testing.T) {
 // keeps policy.DNSServerApps' pods from ever reaching dnstune, and names no
 // other app, so the chart and policy.Decide cannot drift apart.
 func TestWebhookSkipsTheDNSServersPolicySkips(t *testing.T) {
-	out := render(t, filepath.Join(chart, "tests", "values", "default.yaml"), "--show-only", "templates/mutatingwebhook.yaml")
+	out := render(t, filepath.Join(chartDir, "tests", "values", "default.yaml"), "--show-only", "templates/mutatingwebhook.yaml")
 	var cfg admissionregistrationv1.MutatingWebhookConfiguration
 	if err := yaml.Unmarshal([]byte(strings.TrimPrefix(strings.TrimSpace(out), "---")), &cfg); err != nil {
 		t.Fatal(err)

@@ -1,8 +1,8 @@
-// Package manifests reads the monitoring parts of the Helm chart
+// Package chart reads the monitoring parts of the Helm chart
 // (manifests/dnstune): its alert rules and its Grafana dashboard's queries, and
 // the metric names they select. The chart's tests and the real-node e2e
 // (which checks every name against what the running binaries expose) use it.
-package manifests
+package chart
 
 import (
 	"encoding/json"
@@ -18,7 +18,7 @@ import (
 // Dir is the chart's directory.
 func Dir() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "dnstune")
+	return filepath.Join(filepath.Dir(file), "..", "..", "manifests", "dnstune")
 }
 
 // Rule is one alerting rule of files/alerts.yaml.

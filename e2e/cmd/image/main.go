@@ -1,5 +1,5 @@
 // Command image builds dnstune's container image without a Docker engine
-// (internal/image) and writes it as a docker-format tarball: make image.
+// (e2e/image) and writes it as a docker-format tarball: make image.
 package main
 
 import (
@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/dnstune/dnstune/internal/image"
+	"github.com/dnstune/dnstune/e2e/image"
 )
 
 func main() {
