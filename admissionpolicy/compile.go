@@ -117,6 +117,12 @@ func (o *Objects) All() []client.Object {
 	return all
 }
 
+// The namespace's labels and name, as every compiled object reads them.
+const (
+	nsLabels = "variables.labels"
+	nsName   = "namespaceObject.metadata.name"
+)
+
 // compiler holds what every part of the output is built from.
 type compiler struct {
 	pol *policy.Policy
@@ -150,10 +156,10 @@ func Compile(pol *policy.Policy, o Options) (objs *Objects, err error) {
 		o.KubeDNSNamespace, o.KubeDNSName = "kube-system", "kube-dns"
 	}
 	c := &compiler{pol: pol, o: o, names: slices.Sorted(maps.Keys(pol.Profiles))}
-	if c.profile, err = profileExpression(pol); err != nil {
+	if c.profile, err = pol.ProfileCEL(nsLabels, nsName); err != nil {
 		return nil, err
 	}
-	c.auditRules = auditRulesExpression(pol)
+	c.auditRules = pol.AuditRulesCEL(nsLabels, nsName)
 	var local []string
 	for _, n := range c.names {
 		if pol.Profiles[n].Mode == v1alpha1.ModeNodeLocal {

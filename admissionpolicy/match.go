@@ -41,29 +41,18 @@ func podCreates() *admissionregistrationv1.MatchResources {
 // -pprof). first, when set, is a cheap test put in front of them; alsoNone
 // a condition under which a pod with dnsPolicy None still matches.
 func (c *compiler) matchConditions(name, first, alsoNone string) []admissionregistrationv1.MatchCondition {
-	owned := `!(object.spec.?dnsPolicy.orValue('ClusterFirst') in ['Default', 'None'])`
+	network, owned := policy.UsesClusterDNSCEL("object")
 	if alsoNone != "" {
 		owned = "(" + owned + " || " + alsoNone + ")"
 	}
 	parts := []string{
-		// uses the cluster DNS: not hostNetwork, unless ClusterFirstWithHostNet
-		`(!object.spec.?hostNetwork.orValue(false) || object.spec.?dnsPolicy.orValue('') == 'ClusterFirstWithHostNet')`,
-		// a dnsPolicy dnstune does not own
-		owned,
-		// not Windows
-		`!(
-  object.spec.?os.?name.orValue('') == 'windows' ||
-  object.spec.?nodeSelector[?'` + policy.OSLabel + `'].orValue('') == 'windows' ||
-  (object.spec.?affinity.?nodeAffinity.?requiredDuringSchedulingIgnoredDuringExecution.?nodeSelectorTerms.orValue([]).size() > 0 &&
-   object.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms.all(t,
-     t.?matchExpressions.orValue([]).exists(r, r.key == '` + policy.OSLabel + `' && r.operator == 'In' && size(r.?values.orValue([])) > 0 && r.values.all(v, v == 'windows'))))
-)`,
-		// neither opted out nor a DNS server's own pod (policy.DNSServerApps)
-		fmt.Sprintf(`object.metadata.?labels[?'%s'].orValue('') != '%s' && !(object.metadata.?labels[?'k8s-app'].orValue('') in %s)`,
-			policy.InjectLabel, policy.InjectDisabled, celStrings(policy.DNSServerApps)),
+		network, // uses the cluster DNS: not hostNetwork, unless ClusterFirstWithHostNet
+		owned,   // a dnsPolicy dnstune does not own
+		"!" + policy.RunsOnWindowsCEL("object"),
+		"!" + policy.LeftAloneCEL("object"), // neither opted out nor a DNS server's own pod
 	}
 	if len(c.pol.ExcludeNamespaces) > 0 {
-		parts = append(parts, fmt.Sprintf(`!(request.namespace in %s)`, celStrings(c.pol.ExcludeNamespaces)))
+		parts = append(parts, fmt.Sprintf(`!(request.namespace in %s)`, policy.CELStrings(c.pol.ExcludeNamespaces)))
 	}
 	if first != "" {
 		parts = append([]string{"(" + first + ")"}, parts...)

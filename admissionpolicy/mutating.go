@@ -21,7 +21,7 @@ func (c *compiler) mutating() (*admissionregistrationv1.MutatingAdmissionPolicy,
 	vars := []admissionregistrationv1.Variable{
 		{Name: "labels", Expression: `namespaceObject.metadata.?labels.orValue({})`},
 		{Name: "profile", Expression: c.profile},
-		{Name: "musl", Expression: `object.spec.containers.exists(c, ` + muslExpr(`c.image`) + `) || (has(object.spec.initContainers) && object.spec.initContainers.exists(c, ` + muslExpr(`c.image`) + `))`},
+		{Name: "musl", Expression: `object.spec.containers.exists(c, ` + policy.LooksMuslCEL(`c.image`) + `) || (has(object.spec.initContainers) && object.spec.initContainers.exists(c, ` + policy.LooksMuslCEL(`c.image`) + `))`},
 		{Name: "want", Expression: c.wantExpression(`variables.musl`)},
 		{Name: "have", Expression: `object.spec.?dnsConfig.?options.orValue([])`},
 		{Name: "missing", Expression: missingExpression},
@@ -35,7 +35,7 @@ func (c *compiler) mutating() (*admissionregistrationv1.MutatingAdmissionPolicy,
 		leftAlone = append(leftAlone, "variables.audited")
 	}
 	if skip := c.profilesWhere(c.names, func(p *policy.Profile) bool { return p.Musl == v1alpha1.MuslSkip }); len(skip) > 0 {
-		leftAlone = append(leftAlone, fmt.Sprintf("(variables.profile in %s && variables.musl)", celStrings(skip)))
+		leftAlone = append(leftAlone, fmt.Sprintf("(variables.profile in %s && variables.musl)", policy.CELStrings(skip)))
 	}
 	guard := func(skip string) string {
 		return strings.Join(append(slices.Clone(leftAlone), skip), " || ")
@@ -44,10 +44,10 @@ func (c *compiler) mutating() (*admissionregistrationv1.MutatingAdmissionPolicy,
 	if len(c.local) > 0 {
 		vars = append(vars, c.nodeLocalVariables()...)
 		vars = append(vars, admissionregistrationv1.Variable{Name: "withinLimits", Expression: limitsExpression})
-		patch = fmt.Sprintf("variables.profile in %s ? (%s ? [] : %s) : []", celStrings(c.local), guard("!variables.withinLimits"), nodeLocalPatch)
+		patch = fmt.Sprintf("variables.profile in %s ? (%s ? [] : %s) : []", policy.CELStrings(c.local), guard("!variables.withinLimits"), nodeLocalPatch)
 	}
 	if len(c.opt) > 0 {
-		patch = fmt.Sprintf("variables.profile in %s ? (%s ? [] : %s) :\n%s", celStrings(c.opt), guard("size(variables.missing) == 0"), optionsPatch, patch)
+		patch = fmt.Sprintf("variables.profile in %s ? (%s ? [] : %s) :\n%s", policy.CELStrings(c.opt), guard("size(variables.missing) == 0"), optionsPatch, patch)
 	}
 	var param *admissionregistrationv1.ParamKind
 	var ref *admissionregistrationv1.ParamRef

@@ -92,8 +92,8 @@ func (c *compiler) validatingPolicy(name string, a audit, local []string) *admis
 	}
 	vars = append(vars,
 		admissionregistrationv1.Variable{Name: "containers", Expression: `object.spec.?initContainers.orValue([]).map(c, {'name': c.name, 'image': c.image}) + object.spec.containers.map(c, {'name': c.name, 'image': c.image})`},
-		admissionregistrationv1.Variable{Name: "musl", Expression: `variables.containers.filter(c, ` + muslExpr(`c['image']`) + `)`},
-		admissionregistrationv1.Variable{Name: "muslSkip", Expression: fmt.Sprintf(`size(variables.musl) > 0 && variables.profile in %s`, celStrings(c.profilesWhere(c.names, func(p *policy.Profile) bool { return p.Musl == v1alpha1.MuslSkip })))},
+		admissionregistrationv1.Variable{Name: "musl", Expression: `variables.containers.filter(c, ` + policy.LooksMuslCEL(`c['image']`) + `)`},
+		admissionregistrationv1.Variable{Name: "muslSkip", Expression: fmt.Sprintf(`size(variables.musl) > 0 && variables.profile in %s`, policy.CELStrings(c.profilesWhere(c.names, func(p *policy.Profile) bool { return p.Musl == v1alpha1.MuslSkip })))},
 		admissionregistrationv1.Variable{Name: "want", Expression: c.wantExpression(`size(variables.musl) > 0`)},
 		admissionregistrationv1.Variable{Name: "have", Expression: `object.spec.?dnsConfig.?options.orValue([])`},
 		admissionregistrationv1.Variable{Name: "missing", Expression: missingExpression},
@@ -108,13 +108,13 @@ func (c *compiler) validatingPolicy(name string, a audit, local []string) *admis
 	if len(local) > 0 {
 		change = fmt.Sprintf(`(variables.profile in %s ?
   'profile ' + variables.profile + ' (nodelocal): dnsPolicy ' + object.spec.?dnsPolicy.orValue('ClusterFirst') + ' -> None; nameservers ' + variables.servers.join(',') + '; searches ' + variables.searches.join(',') + (size(variables.missing) > 0 ? '; add options ' + %s : '') :
-  %s)`, celStrings(local), words, change)
-		wouldLocal = fmt.Sprintf(`(variables.profile in %s && %s)`, celStrings(local), limitsExpression)
+  %s)`, policy.CELStrings(local), words, change)
+		wouldLocal = fmt.Sprintf(`(variables.profile in %s && %s)`, policy.CELStrings(local), limitsExpression)
 	}
 	// A pod dnstune made nodelocal (enforced namespaces only: the match
 	// conditions let it through) would not change again.
 	vars = append(vars, admissionregistrationv1.Variable{Name: "wouldChange", Expression: fmt.Sprintf(
-		`%s && object.spec.?dnsPolicy.orValue('') != 'None' && !variables.muslSkip && ((variables.profile in %s && size(variables.missing) > 0) || %s)`, audited, celStrings(c.opt), wouldLocal)})
+		`%s && object.spec.?dnsPolicy.orValue('') != 'None' && !variables.muslSkip && ((variables.profile in %s && size(variables.missing) > 0) || %s)`, audited, policy.CELStrings(c.opt), wouldLocal)})
 	// "dnstune changed this pod": exact where it is audited (nothing was
 	// mutated: it would change); in enforced namespaces the pod is seen
 	// after mutation, and the profile annotation stands for it.
@@ -135,18 +135,18 @@ func (c *compiler) validatingPolicy(name string, a audit, local []string) *admis
 	// dnstune's: the pod gets the "gets ndots:5" warning).
 	noOwnNdots := `size(variables.podNdots) == 0`
 	if len(keepLocal) > 0 && a != auditAll {
-		noOwnNdots = fmt.Sprintf(`(size(variables.podNdots) == 0 || (!(%s) && variables.profile in %s && variables.podNdots[0] == '%d'))`, audited, celStrings(keepLocal), v1alpha1.KubeletNdots)
+		noOwnNdots = fmt.Sprintf(`(size(variables.podNdots) == 0 || (!(%s) && variables.profile in %s && variables.podNdots[0] == '%d'))`, audited, policy.CELStrings(keepLocal), v1alpha1.KubeletNdots)
 	}
 	vars = append(vars,
 		admissionregistrationv1.Variable{Name: "warnMusl", Expression: fmt.Sprintf(
 			`variables.profile in %s && size(variables.musl) > 0 && !variables.muslSkip && ((%s && variables.missing.exists(o, o['name'] == 'single-request-reopen')) || (!(%s) && object.metadata.?annotations[?'%s'].orValue('') == variables.profile))`,
-			celStrings(srr), audited, audited, policy.ProfileLabel)},
+			policy.CELStrings(srr), audited, audited, policy.ProfileLabel)},
 		admissionregistrationv1.Variable{Name: "podNdots", Expression: `variables.have.filter(o, o.name == 'ndots').map(o, o.?value.orValue(''))`},
 		admissionregistrationv1.Variable{Name: "warnNdotsKept", Expression: fmt.Sprintf(
-			`variables.profile in %s && size(variables.musl) > 0 && %s && %s`, celStrings(keep), changed, noOwnNdots)},
+			`variables.profile in %s && size(variables.musl) > 0 && %s && %s`, policy.CELStrings(keep), changed, noOwnNdots)},
 		admissionregistrationv1.Variable{Name: "warnOwnNdots", Expression: fmt.Sprintf(
 			`variables.profile in %s && size(variables.musl) > 0 && %s && size(variables.podNdots) > 0 && variables.podNdots[0].matches('^[0-9]{1,9}$') && int(variables.podNdots[0]) < %d`,
-			celStrings(keep), changed, v1alpha1.KubeletNdots)},
+			policy.CELStrings(keep), changed, v1alpha1.KubeletNdots)},
 	)
 	var profNdots []string
 	for _, n := range keep {
@@ -164,30 +164,30 @@ func (c *compiler) validatingPolicy(name string, a audit, local []string) *admis
 	var validations []admissionregistrationv1.Validation
 	if !enforcedOnly {
 		// The webhook's unknown-profile warning (policy.ReasonUnknownProfile).
-		validations = append(validations, admissionregistrationv1.Validation{Expression: fmt.Sprintf("variables.profile in %s", celStrings(c.names)),
-			MessageExpression: celWarning(policy.WarnUnknownProfile, map[string]string{"namespace": "namespaceObject.metadata.name", "profile": "variables.profile"})})
+		validations = append(validations, admissionregistrationv1.Validation{Expression: fmt.Sprintf("variables.profile in %s", policy.CELStrings(c.names)),
+			MessageExpression: policy.WarnUnknownProfile.CEL(map[string]string{"namespace": "namespaceObject.metadata.name", "profile": "variables.profile"})})
 	}
 	validations = append(validations,
-		admissionregistrationv1.Validation{Expression: "!variables.warnMusl", MessageExpression: celWarning(policy.WarnMuslSingleRequestReopen, musl)},
-		admissionregistrationv1.Validation{Expression: "!variables.warnNdotsKept", MessageExpression: celWarning(policy.WarnMuslNdotsKept, with(musl, "profile", "variables.profile", "ndots", ndotsOf))},
-		admissionregistrationv1.Validation{Expression: "!variables.warnOwnNdots", MessageExpression: celWarning(policy.WarnMuslOwnNdots, with(musl, "ndots", "variables.podNdots[0]"))},
+		admissionregistrationv1.Validation{Expression: "!variables.warnMusl", MessageExpression: policy.WarnMuslSingleRequestReopen.CEL(musl)},
+		admissionregistrationv1.Validation{Expression: "!variables.warnNdotsKept", MessageExpression: policy.WarnMuslNdotsKept.CEL(with(musl, "profile", "variables.profile", "ndots", ndotsOf))},
+		admissionregistrationv1.Validation{Expression: "!variables.warnOwnNdots", MessageExpression: policy.WarnMuslOwnNdots.CEL(with(musl, "ndots", "variables.podNdots[0]"))},
 	)
 	if !enforcedOnly {
-		validations = append(validations, admissionregistrationv1.Validation{Expression: "!variables.wouldChange", MessageExpression: celWarning(policy.WarnAudit, map[string]string{"change": change})})
+		validations = append(validations, admissionregistrationv1.Validation{Expression: "!variables.wouldChange", MessageExpression: policy.WarnAudit.CEL(map[string]string{"change": change})})
 	}
 	if len(local) > 0 {
 		// The webhook's over-the-limits skip (policy.ReasonOverLimits): the
 		// first limit passed, as checkLimits says it. Enforced pods are seen
 		// unchanged (the mutating policy left them alone for the same reason).
-		on := fmt.Sprintf(`variables.profile in %s && !variables.muslSkip`, celStrings(local))
+		on := fmt.Sprintf(`variables.profile in %s && !variables.muslSkip`, policy.CELStrings(local))
 		n, s, ch := `size(variables.servers)`, `size(variables.searches)`, `variables.searches.join(' ').size()`
 		validations = append(validations,
 			admissionregistrationv1.Validation{Expression: fmt.Sprintf(`!(%s && %s > %d)`, on, n, policy.MaxNameservers),
-				MessageExpression: celWarning(policy.WarnTooManyNameservers, map[string]string{"count": "string(" + n + ")"})},
+				MessageExpression: policy.WarnTooManyNameservers.CEL(map[string]string{"count": "string(" + n + ")"})},
 			admissionregistrationv1.Validation{Expression: fmt.Sprintf(`!(%s && %s <= %d && %s > %d)`, on, n, policy.MaxNameservers, s, policy.MaxSearches),
-				MessageExpression: celWarning(policy.WarnTooManySearches, map[string]string{"count": "string(" + s + ")"})},
+				MessageExpression: policy.WarnTooManySearches.CEL(map[string]string{"count": "string(" + s + ")"})},
 			admissionregistrationv1.Validation{Expression: fmt.Sprintf(`!(%s && %s <= %d && %s <= %d && %s > %d)`, on, n, policy.MaxNameservers, s, policy.MaxSearches, ch, policy.MaxSearchListChars),
-				MessageExpression: celWarning(policy.WarnSearchListTooLong, map[string]string{"count": "string(" + ch + ")"})},
+				MessageExpression: policy.WarnSearchListTooLong.CEL(map[string]string{"count": "string(" + ch + ")"})},
 		)
 	}
 	// Where a pod can have been made nodelocal by the mutating policy, the
