@@ -516,6 +516,7 @@ func otherAddress(t *testing.T, ctx context.Context, c *Cluster) {
 		t.Fatal(err)
 	}
 	checkReportCoverage(t, c, "AKS LocalDNS (pod traffic) answers at "+OtherNodeCache.ip+" on 1/1 nodes; set nodeLocalDNS: "+OtherNodeCache.ip, "answers on 0/1 nodes")
+	agentStopsWhileCovering(t, ctx, c)
 	if err := c.DeleteOtherNodeCache(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -524,6 +525,56 @@ func otherAddress(t *testing.T, ctx context.Context, c *Cluster) {
 	}
 	waitCovering(t, 0)
 	waitNodeLocalUp(t, c, 1)
+}
+
+// agentStopsWhileCovering deletes the node agent's DaemonSet while the
+// agent covers for a cache the node does not have (its address on lo, its
+// sockets on port 53 there): when its pod is gone, so are they. Then the
+// install is applied again and the agent covers again.
+func agentStopsWhileCovering(t *testing.T, ctx context.Context, c *Cluster) {
+	t.Helper()
+	if !loHolds(t, NodeLocalIP) || !boundAt(t, NodeLocalIP, 53) {
+		t.Fatalf("covering with no cache on the node, yet lo does not hold %s or nothing is bound at %s:53", NodeLocalIP, NodeLocalIP)
+	}
+	sh(t, c, "kubectl -n dnstune-system delete daemonset dnstune-node --wait=true --timeout=60s")
+	if err := c.waitPodsGone(ctx, "dnstune-system", "app.kubernetes.io/component=node", 90*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if loHolds(t, NodeLocalIP) {
+		t.Errorf("the node agent stopped while covering and left %s on lo", NodeLocalIP)
+	}
+	if boundAt(t, NodeLocalIP, 53) {
+		t.Errorf("the node agent stopped while covering and left a socket bound at %s:53", NodeLocalIP)
+	}
+	t.Logf("the node agent stopped while covering: lo no longer holds %s, nothing is bound at %s:53", NodeLocalIP, NodeLocalIP)
+	sh(t, c, InstallCommand)
+	if err := c.WaitDaemonSetReady(ctx, "dnstune-system", "dnstune-node", 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	waitCovering(t, 1)
+}
+
+// boundAt says whether a UDP socket of the node's network namespace is
+// bound, or a TCP one listens, at addr:port (/proc/net/udp and tcp, the
+// address in little-endian hex).
+func boundAt(t *testing.T, addr string, port int) bool {
+	t.Helper()
+	ip := net.ParseIP(addr).To4()
+	local := fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], port)
+	for _, f := range []string{"/proc/net/udp", "/proc/net/tcp"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// UDP: bound; TCP: listening (state 0A), not a closed
+			// connection's TIME_WAIT.
+			if fields := strings.Fields(line); len(fields) > 3 && fields[1] == local && (f == "/proc/net/udp" || fields[3] == "0A") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // checkCovered: while the node agent covers for the cache, every pod
