@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dnstune/dnstune/e2e/framework"
@@ -61,8 +62,15 @@ func testNodeCondition(ctx context.Context, t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = env.Client.Delete(context.Background(), nd) })
-		nd.Status.Conditions = []corev1.NodeCondition{kubeletCond}
-		if err := env.Client.Status().Update(ctx, nd); err != nil {
+		// kube-controller-manager's node controllers write new Nodes too:
+		// read, set, and write again on a conflict.
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(nd), nd); err != nil {
+				return err
+			}
+			nd.Status.Conditions = []corev1.NodeCondition{kubeletCond}
+			return env.Client.Status().Update(ctx, nd)
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}
