@@ -490,13 +490,16 @@ func rollingRestartUnderLoad(t *testing.T, ctx context.Context, c *Cluster, pods
 // cache back.
 func otherAddress(t *testing.T, ctx context.Context, c *Cluster) {
 	t.Helper()
-	if err := c.InstallOtherNodeCache(ctx); err != nil {
-		t.Fatal(err)
-	}
+	// The policy's cache goes first: both declare host ports 53 and 9253
+	// (hostNetwork), and the scheduler places one pod per host port (AKS
+	// says not to run node-local-dns beside LocalDNS either).
 	if err := c.DeleteNodeCache(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := removeCacheFromHost(theNodeCache); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.InstallOtherNodeCache(ctx); err != nil {
 		t.Fatal(err)
 	}
 	waitCovering(t, 1)
