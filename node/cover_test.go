@@ -62,6 +62,9 @@ func TestConditionOfStatus(t *testing.T) {
 			corev1.ConditionFalse, ReasonCovered, []string{"dnstune answers there, forwarding to kube-dns at 10.0.0.11:53"}},
 		{CacheStatus{Address: "169.254.20.10:53", Last: ProbeResult{Up: true, Detail: "NOERROR"}},
 			corev1.ConditionUnknown, ReasonProbing, []string{"probing"}},
+		// Up, one failed probe: still up (hysteresis), and it says so.
+		{CacheStatus{Address: "169.254.20.10:53", Verdict: VerdictUp, Failures: 1, Last: ProbeResult{Reason: ProbeNotLocal, Detail: "no socket of the cache is bound"}},
+			corev1.ConditionTrue, ReasonAnswers, []string{"answered until the last probe, which failed (no socket of the cache is bound); probing again"}},
 	} {
 		c := tc.s.Condition(since, since.Add(time.Minute))
 		if c.Type != ConditionType || c.Status != tc.status || c.Reason != tc.reason || !c.LastTransitionTime.Time.Equal(since) {

@@ -128,6 +128,10 @@ func (s CacheStatus) Condition(since, now time.Time) corev1.NodeCondition {
 		wk = strings.Join(s.Answering, ", ")
 	}
 	switch {
+	case s.Verdict == VerdictUp && !s.Last.Up:
+		// One failed probe does not change the verdict (hysteresis); say so.
+		c.Status, c.Reason = corev1.ConditionTrue, ReasonAnswers
+		c.Message = fmt.Sprintf("node-local DNS cache %s answered until the last probe, which failed (%s); probing again", s.Address, s.Last.Detail)
 	case s.Verdict == VerdictUp:
 		c.Status, c.Reason = corev1.ConditionTrue, ReasonAnswers
 		c.Message = fmt.Sprintf("node-local DNS cache %s answers (%s in %s)", s.Address, s.Last.Detail, s.Last.Duration.Round(time.Microsecond))

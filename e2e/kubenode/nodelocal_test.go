@@ -509,12 +509,12 @@ func otherAddress(t *testing.T, ctx context.Context, c *Cluster) {
 			return err
 		}
 		for _, cond := range n.Status.Conditions {
-			if cond.Type == node.ConditionType && strings.Contains(cond.Message, OtherNodeCache.ip+" (AKS LocalDNS (pod traffic))") {
+			if cond.Type == node.ConditionType && cond.Reason == node.ReasonCovered && strings.Contains(cond.Message, OtherNodeCache.ip+" (AKS LocalDNS (pod traffic))") {
 				t.Logf("Node condition with the cache at another address: %s %s: %s", cond.Status, cond.Reason, cond.Message)
 				return nil
 			}
 		}
-		return fmt.Errorf("the Node condition does not name %s as answering", OtherNodeCache.ip)
+		return fmt.Errorf("the Node condition is not Covered naming %s as answering", OtherNodeCache.ip)
 	}); err != nil {
 		t.Fatal(err)
 	}
