@@ -17,10 +17,10 @@ import (
 	"github.com/dnstune/dnstune/policy"
 )
 
-// DefaultWriterQPS is the report writer's client-side rate limit
-// (requests/s; burst twice that): its scans are a few paginated LISTs, its
-// writes one server-side apply per changed report.
-const DefaultWriterQPS = 50
+// WriterQPS is the report writer's client-side rate limit (requests/s;
+// burst twice that): its scans are a few paginated LISTs, its writes one
+// server-side apply per changed report.
+const WriterQPS = 50
 
 // WriterOptions wire the PolicyReport writer into a manager.
 type WriterOptions struct {
@@ -31,26 +31,17 @@ type WriterOptions struct {
 	ClusterDNS func() netip.Addr
 	// Interval between rescans, default DefaultReportInterval.
 	Interval time.Duration
-	// QPS of its own client, default DefaultWriterQPS.
-	QPS float32
 	// PolicyConfigMap is the install's policy ConfigMap: the node-local
-	// coverage advice is recorded as an Event on it.
+	// coverage advice is recorded as an Event on it (component
+	// dnstune-webhook, the process it runs in).
 	PolicyConfigMap client.ObjectKey
-	// EventSource names the Events' component, default "dnstune-webhook".
-	EventSource string
-	Log         logr.Logger
+	Log             logr.Logger
 }
 
 // AddToManager adds the PolicyReport writer to mgr as a runnable of its
 // own, which runs on the elected leader only (mgr needs leader election),
 // and registers its out-of-date gauge.
 func AddToManager(mgr manager.Manager, o WriterOptions) error {
-	if o.QPS == 0 {
-		o.QPS = DefaultWriterQPS
-	}
-	if o.EventSource == "" {
-		o.EventSource = "dnstune-webhook"
-	}
 	gauge := newOutOfDateGauge()
 	if err := crmetrics.Registry.Register(gauge); err != nil {
 		return fmt.Errorf("failed to register the report gauge: %w", err)
@@ -58,7 +49,7 @@ func AddToManager(mgr manager.Manager, o WriterOptions) error {
 	// Its own client: a first write of every namespace's report should not
 	// queue behind the manager client's requests.
 	cfg := rest.CopyConfig(mgr.GetConfig())
-	cfg.QPS, cfg.Burst = o.QPS, int(2*o.QPS)
+	cfg.QPS, cfg.Burst = WriterQPS, 2*WriterQPS
 	c, err := client.New(cfg, client.Options{Scheme: kubeclient.Scheme, Mapper: mgr.GetRESTMapper()})
 	if err != nil {
 		return fmt.Errorf("failed to create the report client: %w", err)
@@ -69,7 +60,7 @@ func AddToManager(mgr manager.Manager, o WriterOptions) error {
 		Interval: o.Interval, OutOfDate: gauge, Log: o.Log,
 		// Core v1 Events (the release namespace's Role allows those); the
 		// newer recorder writes events.k8s.io.
-		Events: mgr.GetEventRecorderFor(o.EventSource), //nolint:staticcheck // see above
+		Events: mgr.GetEventRecorderFor("dnstune-webhook"), //nolint:staticcheck // see above
 		About:  &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: o.PolicyConfigMap.Namespace, Name: o.PolicyConfigMap.Name}},
 	}
 	if err := mgr.Add(r); err != nil {

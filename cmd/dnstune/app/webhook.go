@@ -38,7 +38,7 @@ func newWebhookCommand() *cobra.Command {
 				// a runnable of its own on the webhook's manager (leader only).
 				if err := report.AddToManager(d.Manager, report.WriterOptions{
 					Policy: d.Policy.Policy, Generation: d.Policy.Generation, ClusterDNS: d.ClusterDNS.Addr,
-					Interval: o.ReportInterval, PolicyConfigMap: client.ObjectKey{Namespace: o.LeaderElectionNamespace, Name: "dnstune-policy"},
+					Interval: o.ReportInterval, PolicyConfigMap: client.ObjectKey{Namespace: o.LeaderElectionNamespace, Name: policyConfigMap.Name},
 					Log: log.WithName("reports"),
 				}); err != nil {
 					return err
