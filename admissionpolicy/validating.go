@@ -5,7 +5,6 @@ package admissionpolicy
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -153,24 +152,17 @@ func (c *compiler) validatingPolicy(name string, a audit, local []string) *admis
 		profNdots = append(profNdots, fmt.Sprintf("'%s': '%d'", n, pol.Profiles[n].Ndots()))
 	}
 	ndotsOf := "{" + strings.Join(profNdots, ", ") + "}[variables.profile]"
-	musl := map[string]string{"container": `variables.musl[0]['name']`, "image": `variables.musl[0]['image']`}
-	with := func(m map[string]string, kv ...string) map[string]string {
-		m = maps.Clone(m)
-		for i := 0; i+1 < len(kv); i += 2 {
-			m[kv[i]] = kv[i+1]
-		}
-		return m
-	}
+	container, image := `variables.musl[0]['name']`, `variables.musl[0]['image']`
 	var validations []admissionregistrationv1.Validation
 	if !enforcedOnly {
 		// The webhook's unknown-profile warning (policy.ReasonUnknownProfile).
 		validations = append(validations, admissionregistrationv1.Validation{Expression: fmt.Sprintf("variables.profile in %s", policy.CELStrings(c.names)),
-			MessageExpression: policy.WarnUnknownProfile.CEL(map[string]string{"namespace": "namespaceObject.metadata.name", "profile": "variables.profile"})})
+			MessageExpression: policy.WarnUnknownProfile.CEL(map[string]string{"namespace": nsName, "profile": "variables.profile"})})
 	}
 	validations = append(validations,
-		admissionregistrationv1.Validation{Expression: "!variables.warnMusl", MessageExpression: policy.WarnMuslSingleRequestReopen.CEL(musl)},
-		admissionregistrationv1.Validation{Expression: "!variables.warnNdotsKept", MessageExpression: policy.WarnMuslNdotsKept.CEL(with(musl, "profile", "variables.profile", "ndots", ndotsOf))},
-		admissionregistrationv1.Validation{Expression: "!variables.warnOwnNdots", MessageExpression: policy.WarnMuslOwnNdots.CEL(with(musl, "ndots", "variables.podNdots[0]"))},
+		admissionregistrationv1.Validation{Expression: "!variables.warnMusl", MessageExpression: policy.WarnMuslSingleRequestReopen.CEL(map[string]string{"container": container, "image": image})},
+		admissionregistrationv1.Validation{Expression: "!variables.warnNdotsKept", MessageExpression: policy.WarnMuslNdotsKept.CEL(map[string]string{"container": container, "image": image, "profile": "variables.profile", "ndots": ndotsOf})},
+		admissionregistrationv1.Validation{Expression: "!variables.warnOwnNdots", MessageExpression: policy.WarnMuslOwnNdots.CEL(map[string]string{"container": container, "image": image, "ndots": "variables.podNdots[0]"})},
 	)
 	if !enforcedOnly {
 		validations = append(validations, admissionregistrationv1.Validation{Expression: "!variables.wouldChange", MessageExpression: policy.WarnAudit.CEL(map[string]string{"change": change})})
