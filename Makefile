@@ -193,8 +193,8 @@ $(GOLANGCI):
 	mv $(BIN)/golangci-lint $(GOLANGCI)
 
 .PHONY: lint
-lint: $(GOLANGCI) ## gofmt check, go vet and golangci-lint (.golangci.yml).
+lint: $(GOLANGCI) ## gofmt check, go vet (make vet) and golangci-lint (.golangci.yml), both modules.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run: make fmt"; exit 1; }
-	go vet -tags e2e,chart ./... ./e2e/...
+	@$(MAKE) --no-print-directory vet
 	$(GOLANGCI) run ./...
 	cd e2e && $(GOLANGCI) run ./...

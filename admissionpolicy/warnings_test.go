@@ -161,14 +161,10 @@ func (e *evaluator) warnings(t *testing.T, objs *admissionpolicy.Objects, pod *c
 	if err := json.Unmarshal(b, &object); err != nil {
 		t.Fatal(err)
 	}
-	nsLabelsAny := map[string]any{}
-	for k, v := range nsLabels {
-		nsLabelsAny[k] = v
-	}
 	variables := map[string]ref.Val{}
 	act := map[string]any{
 		"object":          object,
-		"namespaceObject": map[string]any{"metadata": map[string]any{"name": ns, "labels": nsLabelsAny}},
+		"namespaceObject": map[string]any{"metadata": map[string]any{"name": ns, "labels": nsLabels}},
 		"request":         map[string]any{"namespace": ns},
 		"variables":       variables,
 	}

@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path"
 	"reflect"
 	"regexp"
@@ -192,7 +193,7 @@ rules:
 	seen := map[string]bool{}
 	for _, n := range names {
 		for _, l := range labelSets {
-			l := mapsClone(l)
+			l := maps.Clone(l)
 			l[InjectLabel] = InjectEnabled
 			vars := map[string]any{"labels": l, "name": n}
 			ns := Namespace{Name: n, Labels: l}
@@ -237,14 +238,6 @@ func mergeOptionsFor(o Options) []map[string]any {
 			m["value"] = *o.Value
 		}
 		out = append(out, m)
-	}
-	return out
-}
-
-func mapsClone(m map[string]string) map[string]string {
-	out := map[string]string{}
-	for k, v := range m {
-		out[k] = v
 	}
 	return out
 }

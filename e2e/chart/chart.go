@@ -9,16 +9,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/dnstune/dnstune/e2e/framework"
 )
 
 // Dir is the chart's directory.
 func Dir() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "manifests", "dnstune")
+	return filepath.Join(framework.RepoRoot(), "manifests", "dnstune")
 }
 
 // Rule is one alerting rule of files/alerts.yaml.
